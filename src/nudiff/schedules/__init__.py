@@ -1,0 +1,28 @@
+"""Noise schedules: scalar families and per-component (non-uniform) ones."""
+
+from nudiff.schedules.base import Schedule, ScalarSchedule, as_times, vp_from_log_snr
+from nudiff.schedules.component import (
+    MultiSpeed,
+    PerComponentVP,
+    Sequential,
+    SoftConditioning,
+    WindowedLogSNR,
+)
+from nudiff.schedules.scalar import EDM, VE, RectifiedFlow, VPCosine, VPLinear
+
+__all__ = [
+    "EDM",
+    "VE",
+    "MultiSpeed",
+    "PerComponentVP",
+    "RectifiedFlow",
+    "ScalarSchedule",
+    "Schedule",
+    "Sequential",
+    "SoftConditioning",
+    "VPCosine",
+    "VPLinear",
+    "WindowedLogSNR",
+    "as_times",
+    "vp_from_log_snr",
+]

@@ -1,0 +1,149 @@
+"""Schedules shared by every component: VP cosine, VP linear-beta, VE, EDM, rectified flow."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from nudiff.schedules.base import ScalarSchedule, as_times, vp_from_log_snr
+
+
+class _VPScalar(ScalarSchedule):
+    """Variance-preserving, defined by its log-SNR ``lambda(t)`` and ``lambda'(t)``."""
+
+    def _log_snr(self, t):
+        raise NotImplementedError
+
+    def _dlog_snr(self, t):
+        raise NotImplementedError
+
+    def log_snr(self, t):
+        return self._log_snr(as_times(t)).view(-1, 1, 1, 1)
+
+    def _alpha_sigma(self, t):
+        a, s, _, _ = vp_from_log_snr(self._log_snr(t), self._dlog_snr(t))
+        return a, s
+
+    def _derivatives(self, t):
+        _, _, da, ds = vp_from_log_snr(self._log_snr(t), self._dlog_snr(t))
+        return da, ds
+
+
+class VPCosine(_VPScalar):
+    """Cosine schedule (Nichol & Dhariwal), truncated to ``lambda in [log_snr_min, log_snr_max]``:
+    ``lambda(t) = -2 log tan(a t + b)``, which is ``alpha = cos``, ``sigma = sin`` of the angle
+    ``a t + b`` rescaled so that ``t = 0`` and ``t = 1`` hit the log-SNR limits exactly."""
+
+    def __init__(self, log_snr_min: float = -15.0, log_snr_max: float = 15.0):
+        super().__init__()
+        if not log_snr_min < log_snr_max:
+            raise ValueError(
+                f"log_snr_min must be < log_snr_max, got {log_snr_min} and {log_snr_max}"
+            )
+        self.log_snr_min, self.log_snr_max = float(log_snr_min), float(log_snr_max)
+        self._b = math.atan(math.exp(-0.5 * log_snr_max))
+        self._a = math.atan(math.exp(-0.5 * log_snr_min)) - self._b
+
+    # t is clamped to [0, 1]: adaptive ODE solvers probe a little past their end point, and
+    # the angle must stay below pi / 2
+    def _log_snr(self, t):
+        return -2 * torch.log(torch.tan(self._a * t.clamp(0, 1) + self._b))
+
+    def _dlog_snr(self, t):
+        return -4 * self._a / torch.sin(2 * (self._a * t.clamp(0, 1) + self._b))
+
+    def t_from_log_snr(self, log_snr):
+        lam = as_times(log_snr)
+        return (torch.atan(torch.exp(-0.5 * lam)) - self._b) / self._a
+
+
+class VPLinear(_VPScalar):
+    """DDPM / VP-SDE linear beta: ``beta(t) = beta_min + t (beta_max - beta_min)``,
+    ``alpha^2 = exp(-int_0^t beta)``. Infinite log-SNR at t = 0, hence ``t_min``."""
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-4):
+        super().__init__()
+        if not 0 <= beta_min < beta_max:
+            raise ValueError(f"need 0 <= beta_min < beta_max, got {beta_min} and {beta_max}")
+        self.beta_min, self.beta_max, self.t_min = float(beta_min), float(beta_max), float(t_min)
+
+    def _integral(self, t):
+        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+
+    def _log_snr(self, t):
+        return -torch.log(torch.expm1(self._integral(t)))
+
+    def _dlog_snr(self, t):
+        beta = self.beta_min + t * (self.beta_max - self.beta_min)
+        return -beta / -torch.expm1(-self._integral(t))
+
+    def t_from_log_snr(self, log_snr):
+        lam = as_times(log_snr)
+        integral = torch.log1p(torch.exp(-lam))
+        d = self.beta_max - self.beta_min
+        return (-self.beta_min + torch.sqrt(self.beta_min**2 + 2 * d * integral)) / d
+
+
+class VE(ScalarSchedule):
+    """Variance exploding: ``alpha = 1``, ``sigma = sigma_min (sigma_max / sigma_min)^t``."""
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
+        super().__init__()
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self._log_ratio = math.log(sigma_max / sigma_min)
+
+    def _alpha_sigma(self, t):
+        return torch.ones_like(t), self.sigma_min * torch.exp(self._log_ratio * t)
+
+    def _derivatives(self, t):
+        return torch.zeros_like(t), self._log_ratio * self.sigma_min * torch.exp(self._log_ratio * t)
+
+    def t_from_log_snr(self, log_snr):
+        sigma = torch.exp(-0.5 * as_times(log_snr))
+        return torch.log(sigma / self.sigma_min) / self._log_ratio
+
+
+class EDM(ScalarSchedule):
+    """EDM (Karras et al.): ``alpha = 1``, ``sigma(t) = (s_min^(1/rho) + t (s_max^(1/rho) -
+    s_min^(1/rho)))^rho``, so a grid uniform in t is EDM's rho-spaced discretisation."""
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0):
+        super().__init__()
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}")
+        if rho <= 0:
+            raise ValueError(f"rho must be > 0, got {rho}")
+        self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
+        self._lo, self._hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+
+    def _alpha_sigma(self, t):
+        return torch.ones_like(t), (self._lo + t * (self._hi - self._lo)) ** self.rho
+
+    def _derivatives(self, t):
+        base = self._lo + t * (self._hi - self._lo)
+        return torch.zeros_like(t), self.rho * base ** (self.rho - 1) * (self._hi - self._lo)
+
+    def t_from_log_snr(self, log_snr):
+        sigma = torch.exp(-0.5 * as_times(log_snr))
+        return (sigma ** (1 / self.rho) - self._lo) / (self._hi - self._lo)
+
+
+class RectifiedFlow(ScalarSchedule):
+    """Rectified flow / flow matching with a Gaussian source: ``alpha = 1 - t``, ``sigma = t``."""
+
+    def __init__(self, t_min: float = 1e-4):
+        super().__init__()
+        self.t_min = float(t_min)
+
+    def _alpha_sigma(self, t):
+        t = t.clamp(0, 1)  # as VPCosine: keep alpha >= 0 when a solver probes past t = 1
+        return 1 - t, t
+
+    def _derivatives(self, t):
+        return -torch.ones_like(t), torch.ones_like(t)
+
+    def t_from_log_snr(self, log_snr):
+        return torch.sigmoid(-0.5 * as_times(log_snr))
