@@ -1,0 +1,5 @@
+import sys
+
+from nudiff.cli import main
+
+sys.exit(main())

@@ -1,0 +1,296 @@
+"""The YAML configuration: validated before any work, with one-line errors.
+
+A config has the sections ``data``, ``process`` (basis, prior, schedule), ``model``, ``loss``,
+``train`` and ``sample``. :func:`load_config` reads YAML, applies ``--set a.b=value``
+overrides and validates; :func:`format_error` turns pydantic's report into one line per
+problem that names the key and lists the valid choices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from nudiff.data.config import DataConfig
+from nudiff.train.config import TrainConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ------------------------------------------------------------------------------------ basis
+class BasisConfig(_Strict):
+    """``type``: identity | haar | dct | fourier | pca. ``levels`` is for Haar only (null: as
+    many as the resolution allows down to 4x4); ``pca_samples`` images fit the PCA basis."""
+
+    type: Literal["identity", "haar", "dct", "fourier", "pca"] = "haar"
+    levels: int | None = None
+    pca_samples: int = 10_000
+
+
+class PriorConfig(_Strict):
+    """``white``: mean 0, scale 1. ``data``: per-component mean and std of ``fit_samples``
+    training images in the basis (GUD's data-matched prior), saved with the model."""
+
+    type: Literal["white", "data"] = "white"
+    fit_samples: int = Field(5_000, ge=2)
+
+
+# -------------------------------------------------------------------------------- schedules
+class VPCosineConfig(_Strict):
+    type: Literal["vp-cosine"]
+    log_snr_min: float = -15.0
+    log_snr_max: float = 15.0
+
+
+class VPLinearConfig(_Strict):
+    type: Literal["vp-linear"]
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    t_min: float = 1e-4
+
+
+class VEConfig(_Strict):
+    type: Literal["ve"]
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+
+
+class EDMConfig(_Strict):
+    type: Literal["edm"]
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+
+
+class RectifiedFlowConfig(_Strict):
+    type: Literal["rectified-flow"]
+    t_min: float = 1e-4
+
+
+class MultiSpeedConfig(_Strict):
+    """MSDiff: band k (finest first) noised from ``log_snr_max`` at t = 0 to ``log_snr_min`` at
+    ``finishing_times[k]`` (null: equally spaced, the coarsest at 1)."""
+
+    type: Literal["multispeed"]
+    finishing_times: list[float] | None = None
+    log_snr_max: float = 10.0
+    log_snr_min: float = -10.0
+
+
+class SoftConditioningConfig(_Strict):
+    """GUD soft-conditioning on the basis label ``label`` (null: the basis default)."""
+
+    type: Literal["soft"]
+    softness: float = 1.0
+    g_denoise: float = -10.0
+    g_noise: float = 10.0
+    label: str | None = None
+    clip: bool = False
+
+
+class SequentialConfig(_Strict):
+    """Hard sequential windows over the distinct values of ``label`` (e.g. ``col``)."""
+
+    type: Literal["sequential"]
+    label: str | None = None
+    overlap: float = 0.0
+    log_snr_max: float = 10.0
+    log_snr_min: float = -10.0
+
+
+ScheduleConfig = Annotated[
+    VPCosineConfig
+    | VPLinearConfig
+    | VEConfig
+    | EDMConfig
+    | RectifiedFlowConfig
+    | MultiSpeedConfig
+    | SoftConditioningConfig
+    | SequentialConfig,
+    Field(discriminator="type"),
+]
+
+
+class ProcessConfig(_Strict):
+    basis: BasisConfig = BasisConfig()
+    prior: PriorConfig = PriorConfig()
+    schedule: ScheduleConfig = MultiSpeedConfig(type="multispeed")
+
+
+# ------------------------------------------------------------------------------------ model
+class UNetConfig(_Strict):
+    channels: int = Field(32, ge=1)
+    channel_mult: list[int] = [1, 2, 2]
+    num_res_blocks: int = Field(1, ge=1)
+    attn_levels: list[int] = [2]
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    head_channels: int = Field(32, ge=1)
+
+
+class ModelConfig(_Strict):
+    """``prediction``: what the backbone's output means (``edm`` is EDM's preconditioned
+    target with skip connection). ``sigma_data``: the std of whitened clean components assumed
+    by the preconditioning (1 for a data-matched prior, ~0.5 for images with a white prior)."""
+
+    prediction: Literal["edm", "eps", "x0", "v"] = "edm"
+    sigma_data: float = Field(0.5, gt=0)
+    unet: UNetConfig = UNetConfig()
+
+
+# ------------------------------------------------------------------------------------- loss
+class LossConfig(_Strict):
+    """``weighting`` of the squared x0 error per component: ``uniform`` (uniform in the
+    prediction target's space), ``likelihood`` (g^2 / sigma^2 on the eps error: the ELBO),
+    ``min-snr`` (min(SNR, min_snr_gamma)); ``band_weights`` multiplies per basis group.
+    ``t_sampling``: uniform | stratified (over the global batch) | interval (``t_interval``)."""
+
+    weighting: Literal["uniform", "likelihood", "min-snr"] = "uniform"
+    min_snr_gamma: float = Field(5.0, gt=0)
+    band_weights: list[float] | None = None
+    t_sampling: Literal["uniform", "stratified", "interval"] = "stratified"
+    t_interval: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _interval(self) -> LossConfig:
+        if self.t_sampling == "interval":
+            if self.t_interval is None:
+                raise ValueError("loss.t_interval is required when loss.t_sampling is 'interval'")
+            lo, hi = self.t_interval
+            if not 0 <= lo < hi <= 1:
+                raise ValueError(f"loss.t_interval must satisfy 0 <= a < b <= 1, got {lo}, {hi}")
+        return self
+
+
+class SampleConfig(_Strict):
+    """Defaults for sample grids during training and for ``nudiff sample``."""
+
+    sampler: str = "ancestral"
+    steps: int = Field(100, ge=1)
+    n: int = Field(64, ge=1)
+
+
+class Config(_Strict):
+    data: DataConfig = DataConfig()
+    process: ProcessConfig = ProcessConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    sample: SampleConfig = SampleConfig()
+
+    @model_validator(mode="after")
+    def _combinations(self) -> Config:
+        res = self.data.resolution
+        basis = self.process.basis
+        if basis.levels is not None and basis.type != "haar":
+            raise ValueError(f"process.basis.levels applies to the haar basis only, "
+                             f"not {basis.type!r}")
+        if basis.type == "haar" and basis.levels is not None and res % 2**basis.levels:
+            raise ValueError(
+                f"process.basis.levels={basis.levels} needs data.resolution divisible by "
+                f"{2**basis.levels}, got {res}"
+            )
+        factor = 2 ** (len(self.model.unet.channel_mult) - 1)
+        if res % factor:
+            raise ValueError(
+                f"model.unet.channel_mult has {len(self.model.unet.channel_mult)} levels, which "
+                f"needs data.resolution divisible by {factor}, got {res}"
+            )
+        return self
+
+
+# ------------------------------------------------------------------------------- load/save
+def set_key(tree: dict, dotted: str, value: Any) -> None:
+    """``set_key(d, "a.b", v)``: ``d["a"]["b"] = v``, creating sections as needed."""
+    *path, last = dotted.split(".")
+    node = tree
+    for key in path:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {dotted}: {key!r} is not a section")
+    node[last] = value
+
+
+def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
+    """``["a.b=1", "c=[1, 2]"]`` -> ``[("a.b", 1), ("c", [1, 2])]`` (values parsed as YAML)."""
+    out = []
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        key, raw = item.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(raw)))
+    return out
+
+
+def format_error(err: ValidationError, model: type[BaseModel] = Config) -> str:
+    """One line per problem: ``section.key: message (valid: ...)``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not _is_union_tag(p))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            valid = _valid_keys(model, e["loc"][:-1])
+            msg = "unknown key" + (f" (valid: {', '.join(valid)})" if valid else "")
+        elif e["type"] == "literal_error" or e["type"] == "union_tag_invalid":
+            msg = msg.replace("Input should be", "must be")
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "\n".join(lines)
+
+
+def _is_union_tag(part) -> bool:
+    return isinstance(part, str) and part in _SCHEDULE_TYPES
+
+
+def _valid_keys(model: type[BaseModel], loc) -> list[str]:
+    node: Any = model
+    for part in loc:
+        if isinstance(node, type) and issubclass(node, BaseModel) and part in node.model_fields:
+            node = node.model_fields[part].annotation
+        elif part in _SCHEDULE_TYPES:
+            node = _SCHEDULE_TYPES[part]
+        else:
+            return []
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return sorted(node.model_fields)
+    return []
+
+
+_SCHEDULE_TYPES: dict[str, type[BaseModel]] = {
+    c.model_fields["type"].annotation.__args__[0]: c
+    for c in (VPCosineConfig, VPLinearConfig, VEConfig, EDMConfig, RectifiedFlowConfig,
+              MultiSpeedConfig, SoftConditioningConfig, SequentialConfig)
+}
+
+
+class ConfigError(ValueError):
+    """A config that failed validation; the message has one line per problem."""
+
+
+def validate(tree: dict) -> Config:
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(format_error(err)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read YAML (or start from the defaults), apply ``--set`` overrides, validate."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        tree = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for key, value in parse_overrides(overrides):
+        set_key(tree, key, value)
+    return validate(tree)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

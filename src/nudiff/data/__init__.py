@@ -1,0 +1,78 @@
+"""Data sources, image I/O and ``build_dataset``, the factory behind ``DataConfig``.
+
+Every dataset yields float32 ``(C, H, W)`` images in ``[-1, 1]`` and has a ``shape`` attribute.
+Horizontal flips are not a dataset wrapper: the trainer calls ``random_hflip(batch, generator)``
+on each training batch, so the flips are a pure function of the generator's seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from torch.utils.data import Dataset
+
+from nudiff.data.config import DataConfig
+from nudiff.data.folder import ImageFolderDataset
+from nudiff.data.hub import HuggingFaceDataset, TorchvisionDataset
+from nudiff.data.images import load_image, make_grid, save_image_grid, to_uint8
+from nudiff.data.loading import Split, holdout_split, load_batch
+from nudiff.data.npz import NpzDataset
+from nudiff.data.shapes import ShapesDataset
+from nudiff.data.transforms import random_hflip
+
+
+def _fields(cfg: DataConfig) -> Dataset:
+    # imported here so the other sources work while fields.py is absent or broken
+    from nudiff.data.fields import GaussianFieldDataset
+
+    return GaussianFieldDataset(
+        size=cfg.size,
+        resolution=cfg.resolution,
+        channels=cfg.channels,
+        exponent=cfg.exponent,
+        seed=cfg.seed,
+    )
+
+
+DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
+    "shapes": lambda c: ShapesDataset(c.size, c.resolution, c.channels, c.seed),
+    "fields": _fields,
+    "npz": lambda c: NpzDataset(c.path, c.key, c.resolution, c.resize, c.channels),
+    "folder": lambda c: ImageFolderDataset(c.path, c.resolution, c.channels),
+    # a fresh machine gets the files; without internet torchvision's own error explains
+    "torchvision": lambda c: TorchvisionDataset(
+        c.key, c.path, c.resolution, c.channels, download=True
+    ),
+    "huggingface": lambda c: HuggingFaceDataset(c.path, c.resolution, c.channels, image_key=c.key),
+}
+
+
+def build_dataset(
+    cfg: DataConfig | Mapping[str, Any], split: Literal["train", "holdout"] = "train"
+) -> Dataset:
+    """The ``split`` of the dataset ``cfg`` describes: all but the last ``cfg.holdout`` images
+    (``"train"``) or those last ones (``"holdout"``). Items are ``(C, R, R)`` in ``[-1, 1]``.
+    """
+    cfg = cfg if isinstance(cfg, DataConfig) else DataConfig.model_validate(cfg)
+    return holdout_split(DATASETS[cfg.name](cfg), cfg.holdout, split)
+
+
+__all__ = [
+    "DATASETS",
+    "DataConfig",
+    "HuggingFaceDataset",
+    "ImageFolderDataset",
+    "NpzDataset",
+    "ShapesDataset",
+    "Split",
+    "TorchvisionDataset",
+    "build_dataset",
+    "holdout_split",
+    "load_batch",
+    "load_image",
+    "make_grid",
+    "random_hflip",
+    "save_image_grid",
+    "to_uint8",
+]

@@ -1,0 +1,84 @@
+"""``DataConfig``: which images to train on, validated early with one-line errors."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+_NEEDS_PATH = ("npz", "folder", "torchvision", "huggingface")
+
+
+class DataConfig(BaseModel):
+    """Data source and preprocessing; ``nudiff.data.build_dataset`` turns it into a dataset.
+
+    Sources (``name``):
+        shapes: procedural coloured shapes (``size``, ``seed``); the default, needs no files.
+        fields: procedural Gaussian random fields with power spectrum ``~ 1/f**exponent``.
+        npz: uint8 images from ``path``, array ``key`` (default ``x_train``); ``resize`` says
+            how to reach ``resolution`` ("pad": centre on a background of -1, e.g. MNIST
+            28 -> 32; "resize": centre-crop and bicubic resize).
+        folder: image files under ``path``, centre-cropped and resized.
+        torchvision: ``torchvision.datasets.<key>`` stored (or downloaded) in ``path``.
+        huggingface: ``datasets.load_dataset(path)``, image column ``key`` (default: the first).
+
+    Every source yields ``(channels, resolution, resolution)`` images in ``[-1, 1]``, converting
+    grey <-> RGB as needed (so MNIST wants ``channels: 1``). Relative paths are relative to the
+    current working directory. The last ``holdout`` images form the validation split and are
+    excluded from training. ``hflip`` is not applied by the dataset: the trainer calls
+    ``nudiff.data.random_hflip(batch, generator)`` so flips are reproducible from its seed.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["shapes", "fields", "npz", "folder", "torchvision", "huggingface"] = "shapes"
+    resolution: int = 32
+    channels: int = 3
+    size: int = 50_000
+    seed: int = 0
+    path: str | None = None
+    key: str | None = None
+    resize: Literal["pad", "resize"] = "pad"
+    hflip: bool = False
+    holdout: int = 0
+    exponent: float = 2.0
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, v: int) -> int:
+        if v < 4:
+            raise ValueError(f"data.resolution must be >= 4, got {v}")
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: int) -> int:
+        if v not in (1, 3):
+            raise ValueError(f"data.channels must be 1 (grey) or 3 (RGB), got {v}")
+        return v
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"data.size must be >= 1, got {v}")
+        return v
+
+    @field_validator("seed", "holdout")
+    @classmethod
+    def _non_negative(cls, v: int, info) -> int:
+        if v < 0:
+            raise ValueError(f"data.{info.field_name} must be >= 0, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _source(self) -> DataConfig:
+        if self.name in _NEEDS_PATH and not self.path:
+            raise ValueError(f"data.path is required for data.name={self.name!r}")
+        if self.name == "torchvision" and not self.key:
+            raise ValueError("data.key must name the torchvision dataset class, e.g. 'CIFAR10'")
+        if self.name in ("shapes", "fields") and self.holdout >= self.size:
+            raise ValueError(
+                f"data.holdout ({self.holdout}) must be smaller than data.size ({self.size})"
+            )
+        return self

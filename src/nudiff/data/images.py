@@ -1,0 +1,98 @@
+"""Image I/O: float batches <-> uint8 arrays, sample grids, PNG files."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from nudiff.data.transforms import float_to_uint8, pil_to_float
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """``(B, C, H, W)`` float in ``[-1, 1]`` -> ``(B, H, W, C)`` uint8 numpy array (clipped).
+
+    Exact inverse of ``uint8 / 127.5 - 1``: every uint8 value survives the round trip.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}")
+    return float_to_uint8(x).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def make_grid(
+    x: torch.Tensor, nrow: int | None = None, padding: int = 2, pad_value: float = 1.0
+) -> torch.Tensor:
+    """Tile ``(B, C, H, W)`` into one ``(C, H', W')`` image with ``nrow`` images per row.
+
+    ``nrow`` defaults to ``ceil(sqrt(B))`` (a near-square grid); empty cells and the ``padding``
+    pixels between and around images are filled with ``pad_value`` (white by default).
+    """
+    if x.dim() != 4 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty (B, C, H, W) batch, got shape {tuple(x.shape)}")
+    b, c, h, w = x.shape
+    nrow = nrow or math.ceil(math.sqrt(b))
+    rows = math.ceil(b / nrow)
+    x = x.detach().float().cpu()
+    x = torch.cat([x, x.new_full((rows * nrow - b, c, h, w), pad_value)])
+    # pad right/bottom of each cell, tile by reshaping, then add the top/left outer border
+    x = F.pad(x, (0, padding, 0, padding), value=pad_value)
+    x = x.view(rows, nrow, c, h + padding, w + padding).permute(2, 0, 3, 1, 4)
+    x = x.reshape(c, rows * (h + padding), nrow * (w + padding))
+    return F.pad(x, (padding, 0, padding, 0), value=pad_value)
+
+
+def save_image_grid(
+    x: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2
+) -> Path:
+    """Save ``(B, C, H, W)`` in ``[-1, 1]`` as a PNG grid; returns the path.
+
+    Creates parent folders and writes a temporary file renamed with ``os.replace``, so readers
+    (and a crash mid-write) never see a half-written PNG.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = to_uint8(make_grid(x, nrow, padding)[None])[0]
+    img = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Fully decode an image file with Pillow.
+
+    Raises ``FileNotFoundError`` for a missing file and a one-line ``ValueError`` naming the file
+    when it cannot be decoded (decoding everything here means truncated files fail too).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        msg = " ".join(str(e).split())  # one line, whatever Pillow says
+        raise ValueError(f"cannot read image {path}: {msg}") from None
+
+
+def load_image(
+    path: str | os.PathLike, channels: int = 3, resolution: int | None = None
+) -> torch.Tensor:
+    """Read an image file as float32 ``(C, H, W)`` in ``[-1, 1]``.
+
+    ``resolution`` centre-crops and resizes to a square; ``None`` keeps the file's size.
+    """
+    return pil_to_float(open_image(path), channels, resolution)

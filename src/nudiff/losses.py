@@ -1,0 +1,106 @@
+"""Denoising losses with a visible weighting, and the sampling of training times.
+
+The loss is written on the x0 error of each whitened component, ``(D(u_t, t) - u_0)^2``, times
+a per-component weight that says which objective it is:
+
+* ``uniform``: uniform in the prediction target's space (for ``eps``: the SNR, EDM: ``1/c_out^2``);
+* ``likelihood``: ``g^2 / sigma^2`` on the eps error, i.e. ``-lambda'(t) SNR`` for VP: summed
+  over components and integrated over uniform t it is the continuous-time ELBO (up to 1/2);
+* ``min-snr``: ``min(SNR, gamma)`` (Hang et al. 2023);
+
+and ``band_weights`` multiplies the weight of each basis group. Fully noised components carry
+no learnable signal (the denoiser answers them exactly) and get weight 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nudiff.process import Process
+
+
+def sample_times(n: int, mode: str, generator: torch.Generator, t_min: float = 0.0,
+                 interval: tuple[float, float] | None = None) -> torch.Tensor:
+    """Training times ``(n,)``: ``uniform`` in ``[t_min, 1]``, ``stratified`` (one draw per
+    ``1/n`` stratum, shuffled so any slice of the batch is spread over t), or uniform in
+    ``interval``."""
+    if mode == "interval":
+        if interval is None:
+            raise ValueError("interval is required for mode='interval'")
+        lo, hi = interval
+    elif mode in ("uniform", "stratified"):
+        lo, hi = t_min, 1.0
+    else:
+        raise ValueError(f"t sampling must be uniform, stratified or interval; got {mode!r}")
+    r = torch.rand(n, generator=generator, dtype=torch.float64)
+    if mode == "stratified":
+        r = (torch.randperm(n, generator=generator).double() + r) / n
+    return (lo + (hi - lo) * r).float()
+
+
+class DenoisingLoss(nn.Module):
+    """Per-sample loss ``(B,)`` of a :class:`~nudiff.models.denoiser.Denoiser` on images.
+
+    Follows the trainer's protocol: :meth:`draw` draws ``t`` and ``eps`` for the global batch
+    from the trainer's generator; :meth:`forward` evaluates a slice of it.
+    """
+
+    def __init__(self, process: Process, weighting: str = "uniform", prediction: str = "edm",
+                 sigma_data: float = 0.5, min_snr_gamma: float = 5.0,
+                 band_weights: list[float] | None = None, t_sampling: str = "stratified",
+                 t_interval: tuple[float, float] | None = None):
+        super().__init__()
+        if weighting not in ("uniform", "likelihood", "min-snr"):
+            raise ValueError(f"weighting must be uniform, likelihood or min-snr; got {weighting!r}")
+        self.process, self.weighting, self.prediction = process, weighting, prediction
+        self.sigma_data, self.min_snr_gamma = float(sigma_data), float(min_snr_gamma)
+        self.t_sampling, self.t_interval = t_sampling, t_interval
+        index, names = process.basis.groups()
+        bw = torch.ones(len(names)) if band_weights is None else torch.as_tensor(band_weights)
+        if bw.numel() != len(names):
+            raise ValueError(
+                f"loss.band_weights needs one weight per basis group ({len(names)}: "
+                f"{', '.join(names)}), got {bw.numel()}"
+            )
+        self.register_buffer("band_weight", bw.float()[index], persistent=False)
+
+    def draw(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        t = sample_times(n, self.t_sampling, generator, self.process.t_min, self.t_interval)
+        eps = torch.randn((n, *self.process.shape), generator=generator)
+        return {"t": t, "eps": eps}
+
+    def weight(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Weight on the squared x0 error, ``(B, C, H, W)`` or broadcastable."""
+        alpha, sigma = self.process.coefficients(t, like)
+        snr = (alpha / sigma) ** 2
+        if self.weighting == "likelihood":
+            f, g2 = self.process.sde(t, like)
+            w = g2 / sigma**2 * snr
+        elif self.weighting == "min-snr":
+            w = snr.clamp(max=self.min_snr_gamma)
+        else:
+            w = self._uniform(alpha, sigma, snr)
+        w = w * self.band_weight.to(like.dtype)
+        return torch.where(self.process.inactive(t, like=like), 0.0, w)
+
+    def _uniform(self, alpha, sigma, snr):
+        sd2 = self.sigma_data**2
+        if self.prediction == "eps":
+            return snr
+        if self.prediction == "v":
+            return (alpha**2 + sigma**2) ** 2 / sigma**2
+        if self.prediction == "x0":
+            return torch.full_like(snr, 1 / sd2)
+        return (sigma**2 + alpha**2 * sd2) / (sigma**2 * sd2)  # edm: 1 / c_out^2
+
+    def elementwise(self, model: nn.Module, x0: torch.Tensor, noise: dict) -> torch.Tensor:
+        """Weighted squared error per element ``(B, C, H, W)``."""
+        t, eps = noise["t"].to(x0.device), noise["eps"].to(x0)
+        u0 = self.process.encode(x0)
+        ut = self.process.marginal(u0, t, eps)
+        err = (model(ut, t) - u0) ** 2
+        return self.weight(t, u0) * err
+
+    def forward(self, model: nn.Module, x0: torch.Tensor, noise: dict) -> torch.Tensor:
+        return self.elementwise(model, x0, noise).flatten(1).mean(1)

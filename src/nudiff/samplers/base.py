@@ -1,0 +1,75 @@
+"""What every sampler shares: NFE counting, per-sample noise, progress and callbacks.
+
+A sampler is a function ``sampler(model, process, u, ts, *, noise=None, callback=None,
+progress=False) -> u0`` (k-diffusion style): ``model(u, t)`` returns the x0 estimate in whitened
+components ``(B, C, H, W)`` for a 0-d time ``t`` (a :class:`CountingDenoiser` around the user's
+denoiser), ``u`` is the start state at ``ts[0]``, ``ts`` a decreasing time grid ``(N + 1,)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+
+class CountingDenoiser:
+    """Wraps a denoiser and counts its evaluations (one per batched call)."""
+
+    def __init__(self, denoiser: Callable, extra: dict | None = None):
+        self.denoiser, self.extra, self.nfe = denoiser, extra or {}, 0
+
+    def __call__(self, u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        return self.denoiser(u, t.expand(u.shape[0]), **self.extra)
+
+
+class NoiseSource:
+    """Per-sample Gaussian noise that does not depend on the batch a sample is drawn in.
+
+    Samples are grouped in fixed blocks of ``block`` consecutive global indices; each block
+    owns a generator seeded by ``(seed, block index)`` and always draws a whole block, of which
+    a batch keeps the rows it holds. So sample ``k`` sees the same noise whatever the batch size
+    or offset, at the cost of one generator call per block and step (not per sample).
+    """
+
+    def __init__(self, seed: int, start: int, n: int, device=None, block: int = 64):
+        if n < 1 or start < 0:
+            raise ValueError(f"need n >= 1 and start >= 0, got n={n}, start={start}")
+        self.start, self.n, self.block = int(start), int(n), int(block)
+        first, last = self.start // block, (self.start + n - 1) // block
+        self.generators = [
+            torch.Generator(device=device or "cpu").manual_seed(int(seed) * 1_000_003 + b)
+            for b in range(first, last + 1)
+        ]
+        self.offset = self.start - first * block
+
+    def __len__(self) -> int:
+        return self.n
+
+    def randn(self, shape: Sequence[int], dtype=torch.float32) -> torch.Tensor:
+        """``(n, *shape)`` standard normal noise, row ``k`` for sample ``start + k``."""
+        blocks = [torch.randn((self.block, *shape), generator=g, dtype=dtype, device=g.device)
+                  for g in self.generators]
+        return torch.cat(blocks)[self.offset:self.offset + self.n]
+
+
+def check_grid(ts: torch.Tensor) -> torch.Tensor:
+    ts = torch.as_tensor(ts)
+    if ts.dim() != 1 or ts.numel() < 2:
+        raise ValueError(f"ts must be a 1-D time grid with at least 2 entries, got {tuple(ts.shape)}")
+    if not (ts[1:] < ts[:-1]).all():
+        raise ValueError("ts must be strictly decreasing (from the prior towards the data)")
+    return ts
+
+
+def steps_iter(ts: torch.Tensor, progress: bool, desc: str):
+    """Pairs ``(t, s)`` of consecutive grid times, with an optional progress bar."""
+    pairs = list(zip(ts[:-1], ts[1:], strict=True))
+    return tqdm(pairs, desc=desc, leave=False) if progress else pairs
+
+
+def emit(callback, i: int, t, u, x0) -> None:
+    if callback is not None:
+        callback({"i": i, "t": t, "u": u, "x0": x0})

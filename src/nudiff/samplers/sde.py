@@ -1,0 +1,57 @@
+"""Stochastic samplers: ancestral (DDPM posterior, per component) and Euler-Maruyama."""
+
+from __future__ import annotations
+
+import torch
+
+from nudiff.process import Process
+from nudiff.samplers.base import NoiseSource, check_grid, emit, steps_iter
+
+
+def ancestral_step(process: Process, u, x0, t, s, noise: torch.Tensor | None):
+    """Draw ``u_s ~ q(u_s | u_t, u_0 = x0)`` per component (the DDPM posterior).
+
+    With ``a = alpha_t / alpha_s`` and ``r^2 = sigma_t^2 - a^2 sigma_s^2`` the forward
+    transition's variance: mean ``a sigma_s^2 / sigma_t^2 u + alpha_s r^2 / sigma_t^2 x0``, variance
+    ``r^2 sigma_s^2 / sigma_t^2``. A frozen component (r = 0, a = 1) stays where it is.
+    """
+    alpha_t, sigma_t = process.coefficients(t.view(1), u)
+    alpha_s, sigma_s = process.coefficients(s.view(1), u)
+    a = alpha_t / alpha_s
+    r2 = (sigma_t**2 - a**2 * sigma_s**2).clamp_min(0)
+    mean = (a * sigma_s**2 / sigma_t**2) * u + (alpha_s * r2 / sigma_t**2) * x0
+    if noise is None:
+        return mean
+    return mean + (r2 * sigma_s**2 / sigma_t**2).sqrt() * noise
+
+
+@torch.inference_mode()
+def sample_ancestral(model, process: Process, u, ts, *, noise: NoiseSource | None = None,
+                     callback=None, progress=False, denoise_final=True):
+    """Ancestral sampling with the per-component posterior; returns (B, C, H, W) components."""
+    ts = check_grid(ts).to(u)
+    for i, (t, s) in enumerate(steps_iter(ts, progress, "ancestral")):
+        x0 = model(u, t)
+        eps = noise.randn(u.shape[1:], u.dtype) if noise is not None else None
+        u = ancestral_step(process, u, x0, t, s, eps)
+        emit(callback, i, t, u, x0)
+    out = model(u, ts[-1]) if denoise_final else u
+    return out
+
+
+@torch.inference_mode()
+def sample_euler_maruyama(model, process: Process, u, ts, *, noise: NoiseSource | None = None,
+                          callback=None, progress=False, denoise_final=True):
+    """Euler-Maruyama on the reverse SDE ``du = (f u - g^2 score) dt + g dw``."""
+    ts = check_grid(ts).to(u)
+    for i, (t, s) in enumerate(steps_iter(ts, progress, "euler-maruyama")):
+        x0 = model(u, t)
+        score = process.score_from_x0(u, t.view(1), x0)
+        dt = t - s
+        _, g2 = process.sde(t.view(1), u)
+        u = u - dt * process.reverse_sde_drift(u, t.view(1), score)
+        if noise is not None:
+            u = u + (g2 * dt).sqrt() * noise.randn(u.shape[1:], u.dtype)
+        emit(callback, i, t, u, x0)
+    out = model(u, ts[-1]) if denoise_final else u
+    return out
