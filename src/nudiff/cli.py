@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from nudiff.config import ConfigError
 
@@ -20,9 +21,79 @@ def _schedule_plot(args) -> None:
     print(f"wrote {path}")
 
 
+def _device(name: str | None):
+    import torch
+
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _train(args) -> None:
+    from nudiff.config import load_config
+    from nudiff.run import train
+
+    cfg = load_config(args.config, args.set)
+    out = args.out or f"runs/{Path(args.config).stem}"
+    summary = train(cfg, out, resume=args.resume)
+    print(f"run folder: {out}  ({summary})")
+
+
+def _quickstart(args) -> None:
+    from nudiff.config import load_config
+    from nudiff.run import sample_run, save_samples, train
+
+    config = Path(__file__).parent / "configs" / "quickstart.yaml"
+    cfg = load_config(config, args.set)
+    summary = train(cfg, args.out)
+    result = sample_run(args.out, n=64, progress=True)
+    grid = Path(args.out) / "samples.png"
+    save_samples(result, grid, None)
+    print(f"trained {summary.get('steps')} steps; 64 samples with {cfg.sample.sampler}, "
+          f"{result.nfe} NFE in {result.seconds:.1f} s -> {grid}")
+    print(f"loss curve: {Path(args.out) / 'loss.png'}; schedule: {Path(args.out) / 'schedule.png'}")
+
+
+def _sample(args) -> None:
+    from nudiff.run import sample_run, save_samples
+
+    result = sample_run(args.run, n=args.n, sampler=args.sampler, steps=args.steps,
+                        seed=args.seed, ema=args.ema, device=_device(args.device), progress=True,
+                        batch_size=args.batch_size)
+    save_samples(result, args.out, args.npz)
+    print(f"{args.n} samples, {result.nfe} NFE, {result.seconds:.2f} s "
+          f"({args.n / result.seconds:.1f} samples/s) -> {args.out}"
+          + (f", {args.npz}" if args.npz else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nudiff", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+
+    tr = sub.add_parser("train", help="train a config into a run folder")
+    tr.add_argument("config")
+    tr.add_argument("--out", help="run folder (default runs/<config name>)")
+    tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    tr.set_defaults(func=_train)
+
+    qs = sub.add_parser("quickstart", help="train + sample on the built-in data (CPU minutes)")
+    qs.add_argument("--out", default="runs/quickstart")
+    qs.add_argument("--set", action="append", metavar="KEY=VALUE")
+    qs.set_defaults(func=_quickstart)
+
+    sa = sub.add_parser("sample", help="sample a trained run")
+    sa.add_argument("run", help="run folder or checkpoint folder")
+    sa.add_argument("--n", type=int, default=64)
+    sa.add_argument("--sampler", default=None)
+    sa.add_argument("--steps", type=int, default=None)
+    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--out", default="samples.png")
+    sa.add_argument("--npz", default=None, help="also write uint8 images (x_train) here")
+    sa.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True)
+    sa.add_argument("--batch-size", type=int, default=256)
+    sa.add_argument("--device", default=None)
+    sa.set_defaults(func=_sample)
 
     sched = sub.add_parser("schedule", help="inspect a config's schedule")
     sched_sub = sched.add_subparsers(dest="action", required=True)

@@ -57,7 +57,8 @@ def plot_schedule(process: Process, image: torch.Tensor, path: str | Path, title
     strip = to_uint8(frames)
     for i, (ti, frame) in enumerate(zip(times, strip, strict=True)):
         axi = fig.add_axes([0.02 + i * 0.96 / len(times), 0.04, 0.9 / len(times), 0.26])
-        axi.imshow(frame.squeeze(-1), cmap="gray" if frame.shape[-1] == 1 else None,
+        grey = frame.shape[-1] == 1
+        axi.imshow(frame[..., 0] if grey else frame, cmap="gray" if grey else None,
                    vmin=0, vmax=255, interpolation="nearest")
         axi.set_title(f"t={ti:g}", fontsize=8)
         axi.axis("off")

@@ -1,0 +1,5 @@
+"""Denoiser backbones."""
+
+from nudiff.models.unet import UNet
+
+__all__ = ["UNet"]

@@ -1,0 +1,310 @@
+"""A resolution-agnostic UNet denoiser backbone in the DDPM / ADM style."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["UNet"]
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    """The largest divisor of ``n`` that is ``<= at_most`` (at least 1)."""
+    return max(d for d in range(1, max(1, min(n, at_most)) + 1) if n % d == 0)
+
+
+def _norm(channels: int, norm_groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(_largest_divisor(channels, norm_groups), channels)
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    """Zero-initialise a layer: residual branches start as the identity and the net outputs 0."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class ResBlock(nn.Module):
+    """Residual block with scale-shift (FiLM) noise conditioning.
+
+    ``(B, C_in, H, W) -> (B, C_out, H, W)``; a 1x1 conv skip when the width changes.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, norm_groups: int):
+        super().__init__()
+        self.norm1 = _norm(in_ch, norm_groups)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm2 = _norm(out_ch, norm_groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = _zero(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, C_in, H, W)``; ``emb``: ``(B, emb_dim)``, already passed through SiLU."""
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
+        h = F.silu(torch.addcmul(shift, self.norm2(h), scale + 1))
+        return self.skip(x) + self.conv2(self.dropout(h))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over all pixels: ``(B, C, H, W) -> (B, C, H, W)``."""
+
+    def __init__(self, channels: int, head_channels: int, norm_groups: int):
+        super().__init__()
+        # Heads must divide the width: the largest divisor not above channels // head_channels.
+        self.heads = _largest_divisor(channels, max(1, channels // head_channels))
+        self.norm = _norm(channels, norm_groups)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        # (B, 3C, H, W) -> 3 x (B, heads, HW, C / heads)
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
+        out = F.scaled_dot_product_attention(
+            q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2)
+        )
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class Downsample(nn.Module):
+    """Strided 3x3 conv: ``(B, C, H, W) -> (B, C, H/2, W/2)``."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour upsampling then a 3x3 conv: ``(B, C, H, W) -> (B, C, 2H, 2W)``."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """Noise-conditioned UNet ``(B, C_in, H, W), (B,) | (B, F) -> (B, C_out, H, W)``.
+
+    Attention is placed by level index (level 0 = full resolution, each next level halves H and
+    W), not by absolute resolution, so one network runs at any ``H, W`` divisible by
+    :attr:`downsample_factor`. The output conv is zero-initialised: a fresh net outputs 0.
+
+    Args:
+        in_channels: image channels ``C_in``.
+        out_channels: output channels ``C_out`` (default ``in_channels``).
+        channels: base width; level ``i`` has width ``channels * channel_mult[i]``.
+        channel_mult: width multiplier per resolution level.
+        num_res_blocks: residual blocks per level in the encoder (the decoder has one more).
+        attn_levels: level indices with self-attention (the middle block always has it).
+        dropout: dropout rate inside residual blocks.
+        head_channels: channels per attention head (heads = width // head_channels, >= 1).
+        noise_features: ``F``, the number of noise-conditioning scalars per image.
+        emb_mult: the noise embedding has ``emb_mult * channels`` features.
+        norm_groups: maximum GroupNorm group count (the largest divisor of the width below it).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int | None = None,
+        channels: int = 64,
+        channel_mult: Sequence[int] = (1, 2, 2),
+        num_res_blocks: int = 2,
+        attn_levels: Sequence[int] = (2,),
+        dropout: float = 0.0,
+        head_channels: int = 32,
+        noise_features: int = 1,
+        emb_mult: int = 4,
+        norm_groups: int = 32,
+    ):
+        super().__init__()
+        out_channels = in_channels if out_channels is None else out_channels
+        channel_mult, attn_levels = tuple(channel_mult), tuple(attn_levels)
+        for name, value in [
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("num_res_blocks", num_res_blocks),
+            ("head_channels", head_channels),
+            ("noise_features", noise_features),
+            ("emb_mult", emb_mult),
+            ("norm_groups", norm_groups),
+        ]:
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if channels < 2 or channels % 2:
+            raise ValueError(f"channels must be a positive even number, got {channels}")
+        if not channel_mult or min(channel_mult) < 1:
+            raise ValueError(f"channel_mult must be non-empty positive ints, got {channel_mult}")
+        if any(not 0 <= lvl < len(channel_mult) for lvl in attn_levels):
+            raise ValueError(f"attn_levels must lie in [0, {len(channel_mult)}), got {attn_levels}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.noise_features = noise_features
+        self.num_levels = len(channel_mult)
+
+        # Geometric frequencies from 0.1 to 100 rad per unit: c_noise (e.g. log-SNR / 4) spans a
+        # few units, so the slowest features are near-linear and the fastest have period ~0.06.
+        half = channels // 2
+        freqs = torch.exp(torch.linspace(math.log(0.1), math.log(100.0), half))
+        self.register_buffer("freqs", freqs, persistent=False)
+        emb_dim = emb_mult * channels
+        self.emb_mlp = nn.Sequential(
+            nn.Linear(noise_features * channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
+
+        def res(cin: int, cout: int) -> ResBlock:
+            return ResBlock(cin, cout, emb_dim, dropout, norm_groups)
+
+        def attn(ch: int) -> Attention:
+            return Attention(ch, head_channels, norm_groups)
+
+        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
+        # Encoder: remember the width of every feature map that is passed to the decoder.
+        self.down = nn.ModuleList()
+        skips, ch = [channels], channels
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                block = nn.ModuleList([res(ch, channels * mult)])
+                ch = channels * mult
+                if level in attn_levels:
+                    block.append(attn(ch))
+                self.down.append(block)
+                skips.append(ch)
+            if level < self.num_levels - 1:
+                self.down.append(nn.ModuleList([Downsample(ch)]))
+                skips.append(ch)
+
+        self.mid = nn.ModuleList([res(ch, ch), attn(ch), res(ch, ch)])
+
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            for _ in range(num_res_blocks + 1):
+                block = nn.ModuleList([res(ch + skips.pop(), channels * mult)])
+                ch = channels * mult
+                if level in attn_levels:
+                    block.append(attn(ch))
+                self.up.append(block)
+            if level > 0:
+                self.up.append(nn.ModuleList([Upsample(ch)]))
+
+        self.norm_out = _norm(ch, norm_groups)
+        self.conv_out = _zero(nn.Conv2d(ch, out_channels, 3, padding=1))
+
+    @property
+    def downsample_factor(self) -> int:
+        """``H`` and ``W`` must be multiples of this."""
+        return 2 ** (self.num_levels - 1)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _check(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        """Validate the inputs; return ``c_noise`` as ``(B, F)`` in ``x``'s dtype."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"x must be a rank-4 tensor (B, C, H, W), got {shape}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"x must have {self.in_channels} channels, got {x.shape[1]}")
+        f = self.downsample_factor
+        if x.shape[2] % f or x.shape[3] % f:
+            raise ValueError(
+                f"x height and width must be divisible by downsample_factor={f}, "
+                f"got {tuple(x.shape[2:])}"
+            )
+        c_noise = torch.as_tensor(c_noise, device=x.device)
+        want = [(x.shape[0], self.noise_features)]
+        if self.noise_features == 1:
+            want.append((x.shape[0],))
+        if tuple(c_noise.shape) not in want:
+            raise ValueError(
+                f"c_noise must have shape {' or '.join(map(str, want))}, got {tuple(c_noise.shape)}"
+            )
+        return c_noise.reshape(x.shape[0], self.noise_features).to(x.dtype)
+
+    def embed(self, c_noise: torch.Tensor) -> torch.Tensor:
+        """Noise features ``(B, F)`` -> embedding ``(B, emb_mult * channels)``, after SiLU."""
+        angles = c_noise[:, :, None] * self.freqs.to(c_noise.dtype)  # (B, F, channels / 2)
+        feats = torch.cat([angles.cos(), angles.sin()], dim=-1).flatten(1)
+        # Every residual block applies SiLU before its projection; do it once here.
+        return F.silu(self.emb_mlp(feats))
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        """Denoise ``x`` ``(B, C_in, H, W)`` given ``c_noise`` ``(B,)`` | ``(B, F)``.
+
+        Returns ``(B, C_out, H, W)``.
+        """
+        emb = self.embed(self._check(x, c_noise))
+        h = self.conv_in(x)
+        hs = [h]
+        for block in self.down:
+            h = self._run(block, h, emb)
+            hs.append(h)
+        h = self._run(self.mid, h, emb)
+        for block in self.up:
+            if isinstance(block[0], ResBlock):
+                h = torch.cat([h, hs.pop()], dim=1)
+            h = self._run(block, h, emb)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+    @staticmethod
+    def _run(block: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        for layer in block:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        return h
+
+    @torch.no_grad()
+    def count_macs(self, height: int, width: int) -> int:
+        """Multiply-accumulates of one forward pass for a single ``height x width`` image.
+
+        Counts convolutions, linear layers and the two attention matmuls (``QK^T`` and ``AV``,
+        ``L^2 * C`` each for ``L`` pixels); normalisations, activations and softmax are ignored.
+        """
+        macs = 0
+
+        def conv_hook(m: nn.Conv2d, inputs, out: torch.Tensor) -> None:
+            nonlocal macs
+            k = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            macs += out.numel() * k
+
+        def linear_hook(m: nn.Linear, inputs, out: torch.Tensor) -> None:
+            nonlocal macs
+            macs += out.numel() * m.in_features
+
+        def attn_hook(m: Attention, inputs, out: torch.Tensor) -> None:
+            nonlocal macs
+            b, c, h, w = inputs[0].shape
+            macs += 2 * (h * w) ** 2 * c
+
+        hooks = []
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                hooks.append(m.register_forward_hook(conv_hook))
+            elif isinstance(m, nn.Linear):
+                hooks.append(m.register_forward_hook(linear_hook))
+            elif isinstance(m, Attention):
+                hooks.append(m.register_forward_hook(attn_hook))
+        p = next(self.parameters())
+        try:
+            self(
+                torch.zeros(1, self.in_channels, height, width, dtype=p.dtype, device=p.device),
+                torch.zeros(1, self.noise_features, dtype=p.dtype, device=p.device),
+            )
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return int(macs)

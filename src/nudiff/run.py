@@ -1,0 +1,88 @@
+"""High-level API: train a config into a run folder, load a run, sample from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from nudiff.build import build_data, build_denoiser, build_loss, build_process
+from nudiff.config import Config, dump_config, validate
+from nudiff.data import random_hflip, save_image_grid
+from nudiff.models.denoiser import Denoiser
+from nudiff.samplers import SampleResult, sample
+
+
+def make_sample_fn(cfg: Config, process):
+    """Grid sampler for the trainer: the same seed every time, so grids are comparable."""
+
+    def sample_fn(model: Denoiser, n: int, generator: torch.Generator) -> torch.Tensor:
+        device = next(model.parameters()).device
+        out = sample(model, model.process, n, sampler=cfg.sample.sampler, steps=cfg.sample.steps,
+                     seed=cfg.train.seed, device=device)
+        return out.images.clamp(-1, 1)
+
+    return sample_fn
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
+    """Train ``cfg`` into ``run_dir`` (see :class:`nudiff.train.trainer.Trainer`)."""
+    from nudiff.plots import plot_schedule
+    from nudiff.train import distributed
+    from nudiff.train.trainer import Trainer
+
+    run_dir = Path(run_dir)
+    dataset = build_data(cfg)
+    process = build_process(cfg, dataset)
+    model = build_denoiser(cfg, process)
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(cfg))
+        if not resume or not (run_dir / "schedule.png").exists():
+            plot_schedule(process, dataset[0], run_dir / "schedule.png")
+    augment = random_hflip if cfg.data.hflip else None
+    trainer = Trainer(model, build_loss(cfg, process), dataset, cfg.train, run_dir,
+                      sample_fn=make_sample_fn(cfg, process), augment=augment,
+                      resolved_config=cfg.model_dump(mode="json"))
+    return trainer.fit(resume=resume)
+
+
+def load_run(path: str | Path, ema: bool = True, device=None) -> tuple[Config, Denoiser]:
+    """Config and denoiser (EMA weights by default) from a run folder or checkpoint folder."""
+    from nudiff.train.checkpoint import load_weights, resolve_checkpoint
+
+    ckpt = resolve_checkpoint(path)
+    cfg = validate(yaml.safe_load((ckpt / "config.yaml").read_text()))
+    process = build_process(cfg)  # data-fitted buffers come from the state dict
+    model = build_denoiser(cfg, process)
+    model.load_state_dict(load_weights(ckpt, ema=ema))
+    return cfg, model.to(device).eval()
+
+
+def sample_run(path: str | Path, n: int, sampler: str | None = None, steps: int | None = None,
+               seed: int = 0, ema: bool = True, device=None, progress: bool = False,
+               batch_size: int = 256) -> SampleResult:
+    """Sample ``n`` images from a run; batches of ``batch_size`` give the same images as one."""
+    cfg, model = load_run(path, ema=ema, device=device)
+    parts, nfe, seconds = [], 0, 0.0
+    for start in range(0, n, batch_size):
+        out = sample(model, model.process, min(batch_size, n - start),
+                     sampler=sampler or cfg.sample.sampler, steps=steps or cfg.sample.steps,
+                     seed=seed, start=start, device=device, progress=progress)
+        parts.append(out)
+        nfe, seconds = nfe + out.nfe, seconds + out.seconds
+    return SampleResult(torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts]),
+                        nfe, seconds)
+
+
+def save_samples(result: SampleResult, png: str | Path | None, npz: str | Path | None) -> None:
+    import numpy as np
+
+    from nudiff.data import to_uint8
+
+    if png:
+        save_image_grid(result.images.clamp(-1, 1), png)
+    if npz:
+        Path(npz).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(npz, x_train=to_uint8(result.images))
