@@ -40,8 +40,9 @@ def test_round_trip_and_norm(name, shape):
     z = basis(x)
     assert z.shape == x.shape
     assert (basis.inverse(z) - x).abs().max() <= 1e-5
-    torch.testing.assert_close(z.flatten(1).norm(dim=1), x.flatten(1).norm(dim=1), rtol=1e-5,
-                               atol=1e-5)
+    torch.testing.assert_close(
+        z.flatten(1).norm(dim=1), x.flatten(1).norm(dim=1), rtol=1e-5, atol=1e-5
+    )
     x64 = x.double()
     assert (basis.inverse(basis(x64)) - x64).abs().max() <= 1e-12
 
@@ -50,8 +51,9 @@ def test_round_trip_and_norm(name, shape):
 def test_orthonormal_matrix(name):
     basis = make(name, (2, 8, 4))
     m = matrix_of(basis)
-    torch.testing.assert_close(m @ m.T, torch.eye(m.shape[0], dtype=torch.float64), atol=1e-12,
-                               rtol=0)
+    torch.testing.assert_close(
+        m @ m.T, torch.eye(m.shape[0], dtype=torch.float64), atol=1e-12, rtol=0
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -87,8 +89,9 @@ def test_haar_bands_match_average_pooling():
         torch.testing.assert_close(haar.lowres(z, level), pooled, atol=1e-12, rtol=0)
         # the remaining bands are the coarse Haar transform of 2^level * pooled image
         coarse = haar.coarse_basis(level)
-        torch.testing.assert_close(haar.coarse(z, level), coarse(pooled * 2**level), atol=1e-12,
-                                   rtol=0)
+        torch.testing.assert_close(
+            haar.coarse(z, level), coarse(pooled * 2**level), atol=1e-12, rtol=0
+        )
         # and back: the low-res image restores those bands, the others come from z
         torch.testing.assert_close(haar.from_lowres(pooled, level, z), z, atol=1e-12, rtol=0)
     # the approximation band equals 2^L * avg-pool

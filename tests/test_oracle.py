@@ -23,15 +23,18 @@ IDS = [c[0] for c in CASES]
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_denoiser_equals_monte_carlo_posterior_mean(case, gen):
     _, basis, schedule = case
-    data = DiagonalGaussian(basis, 0.3 * torch.ones(basis.shape, dtype=torch.float64),
-                            power_law_variance(basis))
+    data = DiagonalGaussian(
+        basis, 0.3 * torch.ones(basis.shape, dtype=torch.float64), power_law_variance(basis)
+    )
     process = Process(basis, schedule).double()
     oracle = GaussianOracle(process, data)
     t = torch.tensor([0.35], dtype=torch.float64)
     alpha, sigma = process.coefficients(t)
-    ut = process.marginal(oracle.sample_u0(1, gen), t, torch.randn(1, *basis.shape,
-                                                                   generator=gen,
-                                                                   dtype=torch.float64))
+    ut = process.marginal(
+        oracle.sample_u0(1, gen),
+        t,
+        torch.randn(1, *basis.shape, generator=gen, dtype=torch.float64),
+    )
     # self-normalised importance sampling: draws from p(u0), weights p(u_t | u0)
     n = 400000
     u0 = oracle.sample_u0(n, gen)
@@ -61,8 +64,7 @@ def test_nll_equals_direct_gaussian_log_density(gen):
     prior = Prior(basis.shape, mean.float(), data.var.sqrt().float())
     for p in (None, prior):
         oracle = GaussianOracle(Process(basis, VPCosine(-30, 15), p).double(), data)
-        torch.testing.assert_close(oracle.flow_log_prob(x), oracle.log_prob(x), atol=1e-5,
-                                   rtol=0)
+        torch.testing.assert_close(oracle.flow_log_prob(x), oracle.log_prob(x), atol=1e-5, rtol=0)
 
 
 def test_flow_log_prob_counts_prior_mismatch():
@@ -98,6 +100,9 @@ def test_multispeed_oracle_inactive_bands_are_at_prior(gen):
     # inactive bands: N(alpha m, alpha^2 w + sigma^2) with alpha^2 = sigmoid(-10) ~ 4.5e-5
     assert mask.sum() == 48 + 12
     assert (var[mask] - 1).abs().max() < 2e-4 and mean[mask].abs().max() == 0
-    torch.testing.assert_close(oracle.score(torch.ones(1, *haar.shape, dtype=torch.float64),
-                                            t)[mask], -torch.ones(60, dtype=torch.float64),
-                               atol=2e-4, rtol=0)
+    torch.testing.assert_close(
+        oracle.score(torch.ones(1, *haar.shape, dtype=torch.float64), t)[mask],
+        -torch.ones(60, dtype=torch.float64),
+        atol=2e-4,
+        rtol=0,
+    )

@@ -35,8 +35,11 @@ def test_forward_marginals_monte_carlo(case, matched, gen):
     x = oracle.data.sample(n, gen, dtype=torch.float64)
     u0 = process.encode(x)
     for t in (0.1, 0.45, 0.9):
-        ut = process.marginal(u0, torch.full((n,), t, dtype=torch.float64),
-                              torch.randn(u0.shape, generator=gen, dtype=torch.float64))
+        ut = process.marginal(
+            u0,
+            torch.full((n,), t, dtype=torch.float64),
+            torch.randn(u0.shape, generator=gen, dtype=torch.float64),
+        )
         mean, var = oracle.marginal(torch.tensor([t], dtype=torch.float64))
         z = (ut.mean(0) - mean[0]) / (var[0] / n).sqrt()
         ratio = ut.var(0) / var[0]
@@ -51,14 +54,20 @@ def test_euler_maruyama_forward_sde_reaches_marginals(case, gen):
     process, oracle = make_problem(basis, schedule, matched=False)
     n, steps, t0, t1 = 2000, 2000, 0.05, 0.8
     u0 = oracle.sample_u0(n, gen)
-    u = process.marginal(u0, torch.full((n,), t0, dtype=torch.float64),
-                         torch.randn(u0.shape, generator=gen, dtype=torch.float64))
+    u = process.marginal(
+        u0,
+        torch.full((n,), t0, dtype=torch.float64),
+        torch.randn(u0.shape, generator=gen, dtype=torch.float64),
+    )
     ts = torch.linspace(t0, t1, steps + 1, dtype=torch.float64)
     for a, b in zip(ts[:-1], ts[1:], strict=True):
         f, g2 = process.sde(a.view(1))
         dt = b - a
-        u = u + f * u * dt + (g2 * dt).sqrt() * torch.randn(u.shape, generator=gen,
-                                                              dtype=torch.float64)
+        u = (
+            u
+            + f * u * dt
+            + (g2 * dt).sqrt() * torch.randn(u.shape, generator=gen, dtype=torch.float64)
+        )
     mean, var = oracle.marginal(t1 * torch.ones(1, dtype=torch.float64))
     ratio = u.var(0) / var[0]
     # Monte-Carlo error over n samples plus the O(dt) bias of Euler-Maruyama
@@ -72,8 +81,11 @@ def test_pf_ode_transports_exactly_and_reverses(case, gen):
     _, basis, schedule = case
     process, oracle = make_problem(basis, schedule, matched=True)
     ta, tb = 0.08, 0.92
-    ua = process.marginal(oracle.sample_u0(16, gen), torch.full((16,), ta, dtype=torch.float64),
-                          torch.randn(16, *basis.shape, generator=gen, dtype=torch.float64))
+    ua = process.marginal(
+        oracle.sample_u0(16, gen),
+        torch.full((16,), ta, dtype=torch.float64),
+        torch.randn(16, *basis.shape, generator=gen, dtype=torch.float64),
+    )
 
     def drift(t, u):
         return process.pf_ode_drift(u, t.view(1), oracle.score(u, t.view(1)))
@@ -98,8 +110,9 @@ def test_reverse_drift_relation(gen):
     t = torch.tensor([0.3, 0.5, 0.7], dtype=torch.float64)
     score = oracle.score(u, t)
     f, g2 = process.sde(t)
-    torch.testing.assert_close(process.reverse_sde_drift(u, t, score),
-                               2 * process.pf_ode_drift(u, t, score) - f * u)
+    torch.testing.assert_close(
+        process.reverse_sde_drift(u, t, score), 2 * process.pf_ode_drift(u, t, score) - f * u
+    )
     torch.testing.assert_close(process.score_from_x0(u, t, oracle(u, t)), score)
 
 
@@ -107,10 +120,14 @@ def test_reverse_drift_relation(gen):
 def test_prediction_conversions_round_trip(kind, gen):
     shape = (4, 1, 3, 3)
     x0, eps = (torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(2))
-    alpha, sigma = torch.rand(shape, generator=gen, dtype=torch.float64) + 0.1, torch.rand(
-        shape, generator=gen, dtype=torch.float64) + 0.1
-    dalpha, dsigma = -torch.rand(shape, generator=gen, dtype=torch.float64), torch.rand(
-        shape, generator=gen, dtype=torch.float64)
+    alpha, sigma = (
+        torch.rand(shape, generator=gen, dtype=torch.float64) + 0.1,
+        torch.rand(shape, generator=gen, dtype=torch.float64) + 0.1,
+    )
+    dalpha, dsigma = (
+        -torch.rand(shape, generator=gen, dtype=torch.float64),
+        torch.rand(shape, generator=gen, dtype=torch.float64),
+    )
     u = alpha * x0 + sigma * eps
     coeffs = (u, alpha, sigma, dalpha, dsigma)
     target = targets(x0, eps, kind, alpha, sigma, dalpha, dsigma)
@@ -142,8 +159,11 @@ def test_encode_decode_round_trip(gen):
 
 def test_prior_fit_matches_moments(gen):
     basis = DCT((1, 4, 4))
-    data = DiagonalGaussian(basis, torch.randn(basis.shape, generator=gen, dtype=torch.float64),
-                            power_law_variance(basis))
+    data = DiagonalGaussian(
+        basis,
+        torch.randn(basis.shape, generator=gen, dtype=torch.float64),
+        power_law_variance(basis),
+    )
     x = data.sample(20000, gen, dtype=torch.float64)
     prior = Prior.fit(basis, x.split(3000))
     z = basis(x)

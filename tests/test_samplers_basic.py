@@ -37,8 +37,9 @@ def test_batch_invariance_and_determinism(problem):
     process, oracle = problem
     a = sample(oracle, process, 6, sampler="ancestral", steps=20, seed=5, dtype=torch.float64)
     b = sample(oracle, process, 6, sampler="ancestral", steps=20, seed=5, dtype=torch.float64)
-    c = sample(oracle, process, 2, sampler="ancestral", steps=20, seed=5, start=4,
-               dtype=torch.float64)
+    c = sample(
+        oracle, process, 2, sampler="ancestral", steps=20, seed=5, start=4, dtype=torch.float64
+    )
     assert torch.equal(a.u, b.u)
     torch.testing.assert_close(a.u[4:], c.u)
 

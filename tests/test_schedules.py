@@ -6,8 +6,16 @@ import torch
 from conftest import schedule_cases
 from nudiff.bases import DCT, Haar, Identity
 from nudiff.process import Process
-from nudiff.schedules import EDM, VE, MultiSpeed, RectifiedFlow, Sequential, SoftConditioning
-from nudiff.schedules import VPCosine, VPLinear
+from nudiff.schedules import (
+    EDM,
+    VE,
+    MultiSpeed,
+    RectifiedFlow,
+    Sequential,
+    SoftConditioning,
+    VPCosine,
+    VPLinear,
+)
 
 CASES = schedule_cases()
 IDS = [c[0] for c in CASES]
@@ -37,7 +45,9 @@ def test_log_snr_decreases_and_float32_works(case):
 
 
 @pytest.mark.parametrize(
-    "schedule", [VPCosine(), VPLinear(), VE(), EDM(), RectifiedFlow()], ids=lambda s: type(s).__name__
+    "schedule",
+    [VPCosine(), VPLinear(), VE(), EDM(), RectifiedFlow()],
+    ids=lambda s: type(s).__name__,
 )
 def test_closed_form_inverse(schedule):
     t = torch.linspace(0.05, 0.95, 7, dtype=torch.float64)
@@ -143,8 +153,12 @@ def test_sequential_columns():
     s = Sequential(ident.label("col"))
     start, end = s.windows()
     # the last column is noised first, the first column last; windows tile [0, 1]
-    torch.testing.assert_close(start[0, 0], torch.full((4,), 0.0, dtype=torch.float64).add(
-        torch.tensor([0.75, 0.5, 0.25, 0.0], dtype=torch.float64)))
+    torch.testing.assert_close(
+        start[0, 0],
+        torch.full((4,), 0.0, dtype=torch.float64).add(
+            torch.tensor([0.75, 0.5, 0.25, 0.0], dtype=torch.float64)
+        ),
+    )
     assert torch.allclose(end - start, torch.tensor(0.25, dtype=torch.float64))
     overlapping = Sequential(ident.label("col"), overlap=0.5)
     start, end = overlapping.windows()

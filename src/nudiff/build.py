@@ -121,8 +121,16 @@ def build_denoiser(cfg: Config, process: Process) -> Denoiser:
 
 def build_loss(cfg: Config, process: Process) -> DenoisingLoss:
     l = cfg.loss
-    return DenoisingLoss(process, l.weighting, cfg.model.prediction, cfg.model.sigma_data,
-                         l.min_snr_gamma, l.band_weights, l.t_sampling, l.t_interval)
+    return DenoisingLoss(
+        process,
+        l.weighting,
+        cfg.model.prediction,
+        cfg.model.sigma_data,
+        l.min_snr_gamma,
+        l.band_weights,
+        l.t_sampling,
+        l.t_interval,
+    )
 
 
 def build_data(cfg: Config, split: str = "train") -> Dataset:

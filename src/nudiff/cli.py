@@ -49,21 +49,55 @@ def _quickstart(args) -> None:
     result = sample_run(args.out, n=64, progress=True)
     grid = Path(args.out) / "samples.png"
     save_samples(result, grid, None)
-    print(f"trained {summary.get('steps')} steps; 64 samples with {cfg.sample.sampler}, "
-          f"{result.nfe} NFE in {result.seconds:.1f} s -> {grid}")
+    print(
+        f"trained {summary.get('steps')} steps; 64 samples with {cfg.sample.sampler}, "
+        f"{result.nfe} NFE in {result.seconds:.1f} s -> {grid}"
+    )
     print(f"loss curve: {Path(args.out) / 'loss.png'}; schedule: {Path(args.out) / 'schedule.png'}")
 
 
 def _sample(args) -> None:
     from nudiff.run import sample_run, save_samples
 
-    result = sample_run(args.run, n=args.n, sampler=args.sampler, steps=args.steps,
-                        seed=args.seed, ema=args.ema, device=_device(args.device), progress=True,
-                        batch_size=args.batch_size)
+    result = sample_run(
+        args.run,
+        n=args.n,
+        sampler=args.sampler,
+        steps=args.steps,
+        seed=args.seed,
+        ema=args.ema,
+        device=_device(args.device),
+        progress=True,
+        batch_size=args.batch_size,
+    )
     save_samples(result, args.out, args.npz)
-    print(f"{args.n} samples, {result.nfe} NFE, {result.seconds:.2f} s "
-          f"({args.n / result.seconds:.1f} samples/s) -> {args.out}"
-          + (f", {args.npz}" if args.npz else ""))
+    print(
+        f"{args.n} samples, {result.nfe} NFE, {result.seconds:.2f} s "
+        f"({args.n / result.seconds:.1f} samples/s) -> {args.out}"
+        + (f", {args.npz}" if args.npz else "")
+    )
+
+
+BENCHMARKS = ("train",)
+
+
+def _benchmark_module(name: str):
+    """``benchmarks/<name>.py`` of the source checkout this package is installed from."""
+    import importlib
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "benchmarks" / f"{name}.py").is_file():
+        raise FileNotFoundError(
+            f"nudiff bench needs the source checkout's benchmarks/ folder "
+            f"(looked in {root / 'benchmarks'})"
+        )
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return importlib.import_module(f"benchmarks.{name}")
+
+
+def _bench(args) -> None:
+    _benchmark_module(args.name).run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--batch-size", type=int, default=256)
     sa.add_argument("--device", default=None)
     sa.set_defaults(func=_sample)
+
+    bench = sub.add_parser("bench", help="benchmarks (ratios against an in-process baseline)")
+    bench_sub = bench.add_subparsers(dest="name", required=True)
+    for name in BENCHMARKS:
+        module = _benchmark_module(name)
+        b = bench_sub.add_parser(name, help=module.__doc__.splitlines()[0])
+        b.add_argument("--json", default=None, help="write the result here")
+        module.add_arguments(b)
+        b.set_defaults(func=_bench)
 
     sched = sub.add_parser("schedule", help="inspect a config's schedule")
     sched_sub = sched.add_subparsers(dest="action", required=True)

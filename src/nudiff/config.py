@@ -187,8 +187,9 @@ class Config(_Strict):
         res = self.data.resolution
         basis = self.process.basis
         if basis.levels is not None and basis.type != "haar":
-            raise ValueError(f"process.basis.levels applies to the haar basis only, "
-                             f"not {basis.type!r}")
+            raise ValueError(
+                f"process.basis.levels applies to the haar basis only, not {basis.type!r}"
+            )
         if basis.type == "haar" and basis.levels is not None and res % 2**basis.levels:
             raise ValueError(
                 f"process.basis.levels={basis.levels} needs data.resolution divisible by "
@@ -261,8 +262,16 @@ def _valid_keys(model: type[BaseModel], loc) -> list[str]:
 
 _SCHEDULE_TYPES: dict[str, type[BaseModel]] = {
     c.model_fields["type"].annotation.__args__[0]: c
-    for c in (VPCosineConfig, VPLinearConfig, VEConfig, EDMConfig, RectifiedFlowConfig,
-              MultiSpeedConfig, SoftConditioningConfig, SequentialConfig)
+    for c in (
+        VPCosineConfig,
+        VPLinearConfig,
+        VEConfig,
+        EDMConfig,
+        RectifiedFlowConfig,
+        MultiSpeedConfig,
+        SoftConditioningConfig,
+        SequentialConfig,
+    )
 }
 
 

@@ -20,8 +20,13 @@ from torch import nn
 from nudiff.process import Process
 
 
-def sample_times(n: int, mode: str, generator: torch.Generator, t_min: float = 0.0,
-                 interval: tuple[float, float] | None = None) -> torch.Tensor:
+def sample_times(
+    n: int,
+    mode: str,
+    generator: torch.Generator,
+    t_min: float = 0.0,
+    interval: tuple[float, float] | None = None,
+) -> torch.Tensor:
     """Training times ``(n,)``: ``uniform`` in ``[t_min, 1]``, ``stratified`` (one draw per
     ``1/n`` stratum, shuffled so any slice of the batch is spread over t), or uniform in
     ``interval``."""
@@ -33,9 +38,10 @@ def sample_times(n: int, mode: str, generator: torch.Generator, t_min: float = 0
         lo, hi = t_min, 1.0
     else:
         raise ValueError(f"t sampling must be uniform, stratified or interval; got {mode!r}")
-    r = torch.rand(n, generator=generator, dtype=torch.float64)
+    device = generator.device  # draws happen where the trainer's generator lives
+    r = torch.rand(n, generator=generator, dtype=torch.float64, device=device)
     if mode == "stratified":
-        r = (torch.randperm(n, generator=generator).double() + r) / n
+        r = (torch.randperm(n, generator=generator, device=device).double() + r) / n
     return (lo + (hi - lo) * r).float()
 
 
@@ -46,10 +52,17 @@ class DenoisingLoss(nn.Module):
     from the trainer's generator; :meth:`forward` evaluates a slice of it.
     """
 
-    def __init__(self, process: Process, weighting: str = "uniform", prediction: str = "edm",
-                 sigma_data: float = 0.5, min_snr_gamma: float = 5.0,
-                 band_weights: list[float] | None = None, t_sampling: str = "stratified",
-                 t_interval: tuple[float, float] | None = None):
+    def __init__(
+        self,
+        process: Process,
+        weighting: str = "uniform",
+        prediction: str = "edm",
+        sigma_data: float = 0.5,
+        min_snr_gamma: float = 5.0,
+        band_weights: list[float] | None = None,
+        t_sampling: str = "stratified",
+        t_interval: tuple[float, float] | None = None,
+    ):
         super().__init__()
         if weighting not in ("uniform", "likelihood", "min-snr"):
             raise ValueError(f"weighting must be uniform, likelihood or min-snr; got {weighting!r}")
@@ -67,7 +80,7 @@ class DenoisingLoss(nn.Module):
 
     def draw(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         t = sample_times(n, self.t_sampling, generator, self.process.t_min, self.t_interval)
-        eps = torch.randn((n, *self.process.shape), generator=generator)
+        eps = torch.randn((n, *self.process.shape), generator=generator, device=generator.device)
         return {"t": t, "eps": eps}
 
     def weight(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

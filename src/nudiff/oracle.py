@@ -38,8 +38,9 @@ class DiagonalGaussian(nn.Module):
     def shape(self):
         return self.basis.shape
 
-    def sample_components(self, n: int, generator: torch.Generator | None = None,
-                          dtype=torch.float64) -> torch.Tensor:
+    def sample_components(
+        self, n: int, generator: torch.Generator | None = None, dtype=torch.float64
+    ) -> torch.Tensor:
         eps = torch.randn((n, *self.shape), generator=generator, dtype=torch.float64)
         return (self.mean + self.var.sqrt() * eps).to(dtype)
 
@@ -119,8 +120,9 @@ class GaussianOracle(nn.Module):
         return lp.expand_as(u0).flatten(1).sum(1)
 
 
-def power_law_variance(basis: Basis, exponent: float = 2.0, total: float | None = None,
-                       cutoff: float | None = None) -> torch.Tensor:
+def power_law_variance(
+    basis: Basis, exponent: float = 2.0, total: float | None = None, cutoff: float | None = None
+) -> torch.Tensor:
     """Per-component variance ``(f^2 + f_c^2)^(-exponent / 2)`` from the basis' frequency label.
 
     ``f_c`` (default: the lowest non-zero frequency of a 1-D axis of the image) keeps the
@@ -136,8 +138,9 @@ def power_law_variance(basis: Basis, exponent: float = 2.0, total: float | None 
     return var * ((total or 1.0) / var.mean())
 
 
-def gaussian_random_field(n: int, shape, exponent: float = 2.0,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
+def gaussian_random_field(
+    n: int, shape, exponent: float = 2.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """``n`` stationary Gaussian random fields ``(n, C, H, W)`` with power spectrum
     ``P(k) ~ |k|^-exponent``, unit variance per pixel on average, independent channels.
 

@@ -82,8 +82,9 @@ class Process(nn.Module):
         """``alpha(1)^2 + sigma(1)^2``, ``(1, 1, 1, 1)`` or ``(1, C, H, W)``."""
         return self.schedule.prior_variance()
 
-    def prior_sample(self, n: int, generator: torch.Generator | None = None,
-                     device=None, dtype=torch.float32) -> torch.Tensor:
+    def prior_sample(
+        self, n: int, generator: torch.Generator | None = None, device=None, dtype=torch.float32
+    ) -> torch.Tensor:
         """``n`` draws ``(n, C, H, W)`` from the prior at t = 1."""
         eps = torch.randn((n, *self.shape), generator=generator, device=device, dtype=dtype)
         return eps * self.prior_variance().to(device=device, dtype=dtype).sqrt()

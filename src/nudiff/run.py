@@ -19,8 +19,15 @@ def make_sample_fn(cfg: Config, process):
 
     def sample_fn(model: Denoiser, n: int, generator: torch.Generator) -> torch.Tensor:
         device = next(model.parameters()).device
-        out = sample(model, model.process, n, sampler=cfg.sample.sampler, steps=cfg.sample.steps,
-                     seed=cfg.train.seed, device=device)
+        out = sample(
+            model,
+            model.process,
+            n,
+            sampler=cfg.sample.sampler,
+            steps=cfg.sample.steps,
+            seed=cfg.train.seed,
+            device=device,
+        )
         return out.images.clamp(-1, 1)
 
     return sample_fn
@@ -42,9 +49,16 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         if not resume or not (run_dir / "schedule.png").exists():
             plot_schedule(process, dataset[0], run_dir / "schedule.png")
     augment = random_hflip if cfg.data.hflip else None
-    trainer = Trainer(model, build_loss(cfg, process), dataset, cfg.train, run_dir,
-                      sample_fn=make_sample_fn(cfg, process), augment=augment,
-                      resolved_config=cfg.model_dump(mode="json"))
+    trainer = Trainer(
+        model,
+        build_loss(cfg, process),
+        dataset,
+        cfg.train,
+        run_dir,
+        sample_fn=make_sample_fn(cfg, process),
+        augment=augment,
+        resolved_config=cfg.model_dump(mode="json"),
+    )
     return trainer.fit(resume=resume)
 
 
@@ -60,20 +74,37 @@ def load_run(path: str | Path, ema: bool = True, device=None) -> tuple[Config, D
     return cfg, model.to(device).eval()
 
 
-def sample_run(path: str | Path, n: int, sampler: str | None = None, steps: int | None = None,
-               seed: int = 0, ema: bool = True, device=None, progress: bool = False,
-               batch_size: int = 256) -> SampleResult:
+def sample_run(
+    path: str | Path,
+    n: int,
+    sampler: str | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    ema: bool = True,
+    device=None,
+    progress: bool = False,
+    batch_size: int = 256,
+) -> SampleResult:
     """Sample ``n`` images from a run; batches of ``batch_size`` give the same images as one."""
     cfg, model = load_run(path, ema=ema, device=device)
     parts, nfe, seconds = [], 0, 0.0
     for start in range(0, n, batch_size):
-        out = sample(model, model.process, min(batch_size, n - start),
-                     sampler=sampler or cfg.sample.sampler, steps=steps or cfg.sample.steps,
-                     seed=seed, start=start, device=device, progress=progress)
+        out = sample(
+            model,
+            model.process,
+            min(batch_size, n - start),
+            sampler=sampler or cfg.sample.sampler,
+            steps=steps or cfg.sample.steps,
+            seed=seed,
+            start=start,
+            device=device,
+            progress=progress,
+        )
         parts.append(out)
         nfe, seconds = nfe + out.nfe, seconds + out.seconds
-    return SampleResult(torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts]),
-                        nfe, seconds)
+    return SampleResult(
+        torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts]), nfe, seconds
+    )
 
 
 def save_samples(result: SampleResult, png: str | Path | None, npz: str | Path | None) -> None:

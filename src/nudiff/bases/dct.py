@@ -38,7 +38,7 @@ def real_fourier_matrix(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class _Separable(Basis):
-    """``z = M_H x M_W^T`` per channel, for orthonormal ``M_H`` ``(H, H)`` and ``M_W`` ``(W, W)``."""
+    """``z = M_H x M_W^T`` per channel, ``M_H`` ``(H, H)`` and ``M_W`` ``(W, W)`` orthonormal."""
 
     def __init__(self, shape, mh: torch.Tensor, mw: torch.Tensor, fh, fw):
         super().__init__(shape)

@@ -16,8 +16,15 @@ class GaussianFieldDataset(Dataset):
     (in the DCT basis, times ``std``) for oracle comparisons.
     """
 
-    def __init__(self, size: int = 50_000, resolution: int = 32, channels: int = 1,
-                 exponent: float = 2.0, seed: int = 0, std: float = 0.5):
+    def __init__(
+        self,
+        size: int = 50_000,
+        resolution: int = 32,
+        channels: int = 1,
+        exponent: float = 2.0,
+        seed: int = 0,
+        std: float = 0.5,
+    ):
         self.size, self.seed, self.std = int(size), int(seed), float(std)
         self.shape = (int(channels), int(resolution), int(resolution))
         self.model = field_model(self.shape, exponent)

@@ -30,10 +30,22 @@ class SampleResult:
     seconds: float
 
 
-def sample(denoiser, process: Process, n: int, *, sampler: str = "ancestral", steps: int = 100,
-           ts: torch.Tensor | None = None, seed: int = 0, start: int = 0, extra: dict | None = None,
-           callback=None, progress: bool = False, device=None,
-           dtype=torch.float32) -> SampleResult:
+def sample(
+    denoiser,
+    process: Process,
+    n: int,
+    *,
+    sampler: str = "ancestral",
+    steps: int = 100,
+    ts: torch.Tensor | None = None,
+    seed: int = 0,
+    start: int = 0,
+    extra: dict | None = None,
+    callback=None,
+    progress: bool = False,
+    device=None,
+    dtype=torch.float32,
+) -> SampleResult:
     """Draw ``n`` samples; sample ``k`` uses seed ``(seed, start + k)``, so it does not depend
     on the batch size. ``ts`` overrides the default grid of ``steps`` steps."""
     if sampler not in SAMPLERS:
@@ -43,13 +55,16 @@ def sample(denoiser, process: Process, n: int, *, sampler: str = "ancestral", st
     model = CountingDenoiser(denoiser, extra)
     began = time.perf_counter()
     with torch.inference_mode():
-        u = source.randn(process.shape, dtype) * process.prior_variance().to(device, dtype)[0].sqrt()
+        u = (
+            source.randn(process.shape, dtype)
+            * process.prior_variance().to(device, dtype)[0].sqrt()
+        )
         noise = source if sampler in STOCHASTIC else None
-        u0 = SAMPLERS[sampler](model, process, u, ts.to(device), noise=noise, callback=callback,
-                               progress=progress)
+        u0 = SAMPLERS[sampler](
+            model, process, u, ts.to(device), noise=noise, callback=callback, progress=progress
+        )
         images = process.decode(u0)
     return SampleResult(u0, images, model.nfe, time.perf_counter() - began)
 
 
-__all__ = ["SAMPLERS", "CountingDenoiser", "NoiseSource", "SampleResult", "sample",
-           "uniform_grid"]
+__all__ = ["SAMPLERS", "CountingDenoiser", "NoiseSource", "SampleResult", "sample", "uniform_grid"]

@@ -50,15 +50,19 @@ class NoiseSource:
 
     def randn(self, shape: Sequence[int], dtype=torch.float32) -> torch.Tensor:
         """``(n, *shape)`` standard normal noise, row ``k`` for sample ``start + k``."""
-        blocks = [torch.randn((self.block, *shape), generator=g, dtype=dtype, device=g.device)
-                  for g in self.generators]
-        return torch.cat(blocks)[self.offset:self.offset + self.n]
+        blocks = [
+            torch.randn((self.block, *shape), generator=g, dtype=dtype, device=g.device)
+            for g in self.generators
+        ]
+        return torch.cat(blocks)[self.offset : self.offset + self.n]
 
 
 def check_grid(ts: torch.Tensor) -> torch.Tensor:
     ts = torch.as_tensor(ts)
     if ts.dim() != 1 or ts.numel() < 2:
-        raise ValueError(f"ts must be a 1-D time grid with at least 2 entries, got {tuple(ts.shape)}")
+        raise ValueError(
+            f"ts must be a 1-D time grid with at least 2 entries, got {tuple(ts.shape)}"
+        )
     if not (ts[1:] < ts[:-1]).all():
         raise ValueError("ts must be strictly decreasing (from the prior towards the data)")
     return ts

@@ -14,8 +14,9 @@ def _velocity(model, process: Process, u, t):
 
 
 @torch.inference_mode()
-def sample_euler(model, process: Process, u, ts, *, noise=None, callback=None, progress=False,
-                 denoise_final=True):
+def sample_euler(
+    model, process: Process, u, ts, *, noise=None, callback=None, progress=False, denoise_final=True
+):
     """Euler on ``du/dt = alpha' x0 + sigma' (u - alpha x0) / sigma``."""
     ts = check_grid(ts).to(u)
     for i, (t, s) in enumerate(steps_iter(ts, progress, "euler")):
@@ -26,8 +27,9 @@ def sample_euler(model, process: Process, u, ts, *, noise=None, callback=None, p
 
 
 @torch.inference_mode()
-def sample_heun(model, process: Process, u, ts, *, noise=None, callback=None, progress=False,
-                denoise_final=True):
+def sample_heun(
+    model, process: Process, u, ts, *, noise=None, callback=None, progress=False, denoise_final=True
+):
     """Heun's method (trapezoidal corrector), 2 NFE per step."""
     ts = check_grid(ts).to(u)
     for i, (t, s) in enumerate(steps_iter(ts, progress, "heun")):

@@ -26,8 +26,17 @@ def ancestral_step(process: Process, u, x0, t, s, noise: torch.Tensor | None):
 
 
 @torch.inference_mode()
-def sample_ancestral(model, process: Process, u, ts, *, noise: NoiseSource | None = None,
-                     callback=None, progress=False, denoise_final=True):
+def sample_ancestral(
+    model,
+    process: Process,
+    u,
+    ts,
+    *,
+    noise: NoiseSource | None = None,
+    callback=None,
+    progress=False,
+    denoise_final=True,
+):
     """Ancestral sampling with the per-component posterior; returns (B, C, H, W) components."""
     ts = check_grid(ts).to(u)
     for i, (t, s) in enumerate(steps_iter(ts, progress, "ancestral")):
@@ -40,8 +49,17 @@ def sample_ancestral(model, process: Process, u, ts, *, noise: NoiseSource | Non
 
 
 @torch.inference_mode()
-def sample_euler_maruyama(model, process: Process, u, ts, *, noise: NoiseSource | None = None,
-                          callback=None, progress=False, denoise_final=True):
+def sample_euler_maruyama(
+    model,
+    process: Process,
+    u,
+    ts,
+    *,
+    noise: NoiseSource | None = None,
+    callback=None,
+    progress=False,
+    denoise_final=True,
+):
     """Euler-Maruyama on the reverse SDE ``du = (f u - g^2 score) dt + g dw``."""
     ts = check_grid(ts).to(u)
     for i, (t, s) in enumerate(steps_iter(ts, progress, "euler-maruyama")):

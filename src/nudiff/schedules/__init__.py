@@ -1,6 +1,6 @@
 """Noise schedules: scalar families and per-component (non-uniform) ones."""
 
-from nudiff.schedules.base import Schedule, ScalarSchedule, as_times, vp_from_log_snr
+from nudiff.schedules.base import ScalarSchedule, Schedule, as_times, vp_from_log_snr
 from nudiff.schedules.component import (
     MultiSpeed,
     PerComponentVP,

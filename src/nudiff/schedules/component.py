@@ -122,7 +122,9 @@ class MultiSpeed(WindowedLogSNR):
             finishing_times = [(k + 1) / n for k in range(n)]
         times = torch.as_tensor(list(finishing_times), dtype=torch.float64)
         if times.numel() != n:
-            raise ValueError(f"finishing_times must have one entry per band ({n}), got {len(times)}")
+            raise ValueError(
+                f"finishing_times must have one entry per band ({n}), got {len(times)}"
+            )
         if not ((times > 0) & (times <= 1)).all():
             raise ValueError(f"finishing_times must lie in (0, 1], got {times.tolist()}")
         if not (times[1:] > times[:-1]).all():
@@ -166,7 +168,7 @@ class SoftConditioning(PerComponentVP):
         softness = float(softness)
         if not softness > 0:
             raise ValueError(
-                f"softness must be > 0 (use the sequential schedule for the limit 0), got {softness}"
+                f"softness must be > 0 (the limit 0 is the sequential schedule), got {softness}"
             )
         if not g_denoise < g_noise:
             raise ValueError(f"g_denoise must be < g_noise, got {g_denoise} and {g_noise}")
@@ -179,8 +181,9 @@ class SoftConditioning(PerComponentVP):
         off = torch.zeros_like(l) if offset is None else torch.as_tensor(offset).double()
         self.softness, self.g_denoise, self.g_noise, self.clip = softness, g_denoise, g_noise, clip
         self.register_buffer("gamma0", g_denoise + a * (l - 1) + off, persistent=False)
-        self.register_buffer("slope", (g_noise - g_denoise + a) * torch.ones_like(l),
-                             persistent=False)
+        self.register_buffer(
+            "slope", (g_noise - g_denoise + a) * torch.ones_like(l), persistent=False
+        )
         if clip:
             self.inactive_log_snr = -g_noise
 

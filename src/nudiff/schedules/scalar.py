@@ -99,7 +99,9 @@ class VE(ScalarSchedule):
         return torch.ones_like(t), self.sigma_min * torch.exp(self._log_ratio * t)
 
     def _derivatives(self, t):
-        return torch.zeros_like(t), self._log_ratio * self.sigma_min * torch.exp(self._log_ratio * t)
+        return torch.zeros_like(t), self._log_ratio * self.sigma_min * torch.exp(
+            self._log_ratio * t
+        )
 
     def t_from_log_snr(self, log_snr):
         sigma = torch.exp(-0.5 * as_times(log_snr))

@@ -1,0 +1,57 @@
+"""The ``train`` section of the config: optimiser, EMA, schedule of logs/checkpoints/samples."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class TrainConfig(BaseModel):
+    """Training hyper-parameters. ``batch_size`` is the global batch (all ranks, all
+    micro-batches); it must be divisible by ``world_size * grad_accum`` (checked when the
+    trainer starts, see :meth:`check_world`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(200_000, gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(1_000, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables")
+    ema_halflife_images: float = Field(500_000, gt=0)
+    ema_warmup_ratio: float | None = Field(
+        0.05, gt=0, description="EDM's ramp-up: half-life <= ratio * images seen; null disables"
+    )
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimiser step")
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    seed: int = Field(0, ge=0)
+    log_every: int = Field(100, gt=0)
+    checkpoint_every: int = Field(5_000, gt=0)
+    keep_checkpoints: int = Field(3, gt=0)
+    sample_every: int = Field(5_000, ge=0, description="0 disables sample grids")
+    sample_n: int = Field(64, gt=0)
+    num_workers: int = Field(2, ge=0)
+    max_minutes: float | None = Field(
+        None, gt=0, description="wall-clock budget of one run; stops with a checkpoint"
+    )
+    tensorboard: bool = True
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError(f"both betas must lie in [0, 1), got {list(v)}")
+        return v
+
+    def check_world(self, world_size: int) -> None:
+        """One-line ``ValueError`` unless the global batch splits evenly over ranks and
+        micro-batches."""
+        parts = world_size * self.grad_accum
+        if self.batch_size % parts:
+            raise ValueError(
+                f"train.batch_size={self.batch_size} must be divisible by world_size * "
+                f"train.grad_accum = {world_size} * {self.grad_accum} = {parts}"
+            )

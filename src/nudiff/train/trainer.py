@@ -1,0 +1,533 @@
+"""The generic training loop: AdamW with LR warm-up, gradient clipping and accumulation, EMA,
+mixed precision on CUDA, DDP, logs, sample grids and exactly resumable checkpoints.
+
+Reproducibility: every random draw comes from a seeded source whose state is checkpointed or
+derived from ``(seed, step)``. The data order is a permutation per epoch seeded by
+``(seed, epoch)``; the loss's randomness is drawn for the global batch from the trainer's
+generator (same state on every rank); augmentations use a generator seeded by
+``(seed, step, rank)``. So a resumed run repeats an uninterrupted one bit for bit (on the CPU),
+and N processes compute what one process computes with the same global batch (up to the
+order of floating-point sums), augmentations aside.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from nudiff.train import distributed as dist
+from nudiff.train.checkpoint import (
+    latest_valid_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from nudiff.train.config import TrainConfig
+from nudiff.train.ema import EMA, ema_beta
+from nudiff.train.logger import RunLogger
+from nudiff.train.protocols import Augment, Loss, SampleFn
+
+log = logging.getLogger("nudiff.train")
+
+# purposes mixed into seeds, so that the streams are independent
+_DATA, _NOISE, _AUGMENT, _GLOBAL, _SAMPLE = range(5)
+
+
+def mix_seed(*xs: int) -> int:
+    """A 63-bit seed from non-negative integers, well mixed (``SeedSequence``)."""
+    return int(np.random.SeedSequence(list(xs)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """This rank's indices of every global batch, forever, from ``(epoch, position)`` on.
+
+    Each epoch is a permutation of the dataset seeded by ``(seed, epoch)``, cut into
+    consecutive global batches of ``batch_size`` (the remainder is dropped); rank ``r`` takes
+    rows ``[r * b, (r + 1) * b)`` of each, ``b = batch_size / world_size``.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch: int = 0,
+        position: int = 0,
+    ):
+        self.n, self.batch, self.seed = n, batch_size, seed
+        self.local = batch_size // world_size
+        self.offset = rank * self.local
+        self.epoch, self.position = epoch, position
+
+    def __iter__(self):
+        epoch, start = self.epoch, self.position
+        while True:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, _DATA, epoch))
+            perm = torch.randperm(self.n, generator=g)
+            for b in range(start, self.n // self.batch):
+                i = b * self.batch + self.offset
+                yield perm[i : i + self.local].tolist()
+            epoch, start = epoch + 1, 0
+
+
+def collate_images(items: list) -> torch.Tensor:
+    """Stack dataset items (tensors ``(C, H, W)`` or tuples whose first element is one)."""
+    return torch.stack(
+        [torch.as_tensor(it[0] if isinstance(it, tuple | list) else it) for it in items]
+    ).float()
+
+
+class Trainer:
+    """Trains ``model`` on ``dataset`` with ``loss``, writing everything under ``run_dir``.
+
+    Args:
+        model: the trainable module; its whole ``state_dict`` (buffers included) is saved.
+        loss: a :class:`~nudiff.train.protocols.Loss`; moved to the device if a module.
+        dataset: items ``(C, H, W)`` float tensors in ``[-1, 1]``, or tuples of which the first
+            element is one; must be deterministic (put randomness in ``augment``).
+        config: :class:`TrainConfig`.
+        sample_fn: ``(model, n, generator) -> (n, C, H, W)`` in ``[-1, 1]``; called with the EMA
+            model every ``sample_every`` steps to write ``RUN/samples/step_XXXXXX.png``.
+        augment: ``(x, generator) -> x`` applied to each batch on the device.
+        resolved_config: the full config as a plain dict, saved in each checkpoint.
+        device: default ``cuda:LOCAL_RANK`` when available, else the CPU.
+
+    Under torchrun (``WORLD_SIZE`` > 1) the constructor joins the process group; call
+    :func:`nudiff.train.distributed.cleanup` at the end of the program.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: Loss,
+        dataset: Dataset,
+        config: TrainConfig,
+        run_dir: str | os.PathLike,
+        sample_fn: SampleFn | None = None,
+        augment: Augment | None = None,
+        resolved_config: dict | None = None,
+        device: str | torch.device | None = None,
+    ):
+        self.device = dist.setup(device)
+        self.rank, self.world = dist.rank(), dist.world_size()
+        config.check_world(self.world)
+        if len(dataset) < config.batch_size:
+            raise ValueError(
+                f"the dataset has {len(dataset)} images, fewer than "
+                f"train.batch_size={config.batch_size}"
+            )
+        self.config, self.run_dir = config, Path(run_dir)
+        self.dataset, self.sample_fn, self.augment = dataset, sample_fn, augment
+        self.resolved_config = resolved_config or {"train": config.model_dump(mode="json")}
+        try:  # fail now rather than at the first checkpoint
+            yaml.safe_dump(self.resolved_config)
+        except yaml.YAMLError as e:
+            raise ValueError(
+                f"resolved_config must be plain data (dicts, lists, strings, "
+                f"numbers): {str(e).splitlines()[0]}"
+            ) from None
+        self.model = model.to(self.device)
+        self.loss = loss.to(self.device) if isinstance(loss, nn.Module) else loss
+        self.ddp = dist.wrap(self.model, self.device)
+        self.ema = EMA(self.model)  # after DDP has broadcast rank 0's weights
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        cuda = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(
+            self.params,
+            lr=config.lr,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
+            fused=cuda or None,
+        )
+        warm = config.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
+        )
+        amp = config.mixed_precision if cuda else "no"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+        self.generator = torch.Generator(self.device).manual_seed(mix_seed(config.seed, _NOISE))
+        self._aug_generator = torch.Generator(self.device)
+        self.local_batch = config.batch_size // self.world
+        self.step = self.epoch = self.position = 0
+        self.elapsed = 0.0  # seconds of training before this fit(), from the checkpoint
+        self._window: list[float] = []  # losses since the last log row
+        self.logger: RunLogger | None = None
+        self._plot_t = -math.inf
+
+    # ------------------------------------------------------------------------------- step
+    def train_step(
+        self, x0: torch.Tensor, noise: dict[str, torch.Tensor], need_grad_norm: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One optimiser step on this rank's rows of a global batch; advances :attr:`step`.
+
+        ``x0``: ``(B_local, C, H, W)`` on the device; ``noise``: the matching rows of
+        ``loss.draw`` (leading dimension ``B_local``). Accumulates ``grad_accum`` micro-batches
+        (DDP averages gradients on the last one only), clips, steps AdamW, the LR schedule and
+        the EMA. Returns the mean loss of these rows and the gradient norm before clipping
+        (``None`` if not clipping and not ``need_grad_norm``) as 0-dim device tensors: nothing
+        here waits for the device.
+        """
+        cfg, n_micro = self.config, self.config.grad_accum
+        xs = x0.tensor_split(n_micro)
+        parts = {k: v.tensor_split(n_micro) for k, v in noise.items()}
+        total = torch.zeros((), device=self.device)
+        for i, x in enumerate(xs):
+            sync = i == n_micro - 1 or self.ddp is self.model
+            with nullcontext() if sync else self.ddp.no_sync():
+                with self._autocast():
+                    per_sample = self.loss(self.ddp, x, {k: v[i] for k, v in parts.items()})
+                if per_sample.shape != (x.shape[0],):
+                    raise ValueError(
+                        f"the loss must return one value per sample, shape "
+                        f"({x.shape[0]},); got {tuple(per_sample.shape)}"
+                    )
+                micro = per_sample.float().mean() / n_micro
+                self.scaler.scale(micro).backward()
+            total += micro.detach()
+        self.scaler.unscale_(self.optimizer)
+        norm = None
+        if cfg.grad_clip > 0:
+            norm = nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        elif need_grad_norm:
+            grads = [p.grad for p in self.params if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.ema.update(
+            ema_beta(
+                cfg.batch_size,
+                self.step * cfg.batch_size,
+                cfg.ema_halflife_images,
+                cfg.ema_warmup_ratio,
+            )
+        )
+        self.step += 1
+        return total, norm
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def draw_noise(self) -> dict[str, torch.Tensor]:
+        """This rank's rows of ``loss.draw`` for the next global batch."""
+        batch = self.config.batch_size
+        lo = self.rank * self.local_batch
+        out = {}
+        for k, v in self.loss.draw(batch, self.generator).items():
+            if v.shape[0] != batch:
+                raise ValueError(
+                    f"loss.draw({batch}) returned {k!r} with leading dimension {v.shape[0]}"
+                )
+            out[k] = v[lo : lo + self.local_batch].to(self.device, non_blocking=True)
+        return out
+
+    # -------------------------------------------------------------------------------- fit
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        """Train up to ``config.steps`` steps (or ``max_minutes``); checkpoint every
+        ``checkpoint_every`` steps and at the end.
+
+        ``resume``: continue from the newest valid checkpoint of ``run_dir`` (from scratch,
+        with a note, if there is none). Without it, a ``run_dir`` that already holds
+        checkpoints is an error. Raises ``FloatingPointError`` on a non-finite loss, without
+        checkpointing the bad state.
+
+        Returns ``{"steps", "final_loss", "images_per_s", "stopped", "checkpoint",
+        "losses"}``: ``stopped`` is ``"completed"`` or ``"time limit"``, ``losses`` the
+        ``(step, loss)`` of every step of this call.
+        """
+        cfg, main = self.config, dist.is_main()
+        if main:
+            _console_logging()
+        resumed = self._resume() if resume else False
+        if not resumed:
+            if not resume and list_checkpoints(self.run_dir):
+                raise FileExistsError(
+                    f"{self.run_dir / 'checkpoints'} already holds checkpoints;"
+                    " resume, or train into a new folder"
+                )
+            self._seed_global_rngs()
+        if main:
+            n_all = sum(p.numel() for p in self.model.parameters())
+            log.info(
+                "model: %s parameters (%s trainable); %d process(es) on %s",
+                f"{n_all:,}",
+                f"{sum(p.numel() for p in self.params):,}",
+                self.world,
+                self.device,
+            )
+            if cfg.mixed_precision != "no" and self.device.type != "cuda":
+                log.info(
+                    "mixed_precision=%s applies on CUDA only; training in float32 on %s",
+                    cfg.mixed_precision,
+                    self.device,
+                )
+            self.logger = RunLogger(self.run_dir, self.step if resumed else None, cfg.tensorboard)
+        self.model.train()
+        loader = DataLoader(
+            self.dataset,
+            num_workers=cfg.num_workers,
+            collate_fn=collate_images,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),
+            batch_sampler=EpochBatchSampler(
+                len(self.dataset),
+                cfg.batch_size,
+                cfg.seed,
+                self.rank,
+                self.world,
+                self.epoch,
+                self.position,
+            ),
+        )
+        per_epoch = len(self.dataset) // cfg.batch_size
+        start_step, t0 = self.step, time.perf_counter()
+        deadline = t0 + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
+        flags = torch.tensor([0.0, 1.0], device=self.device)  # stat[1] > 0: a rank is over time
+        pbar = tqdm(
+            total=cfg.steps, initial=self.step, disable=not main, desc="train", dynamic_ncols=True
+        )
+        self._pbar = pbar
+        self._losses: list[tuple[int, float]] = []
+        self._log_t, self._log_step = t0, self.step
+        self._stop, saved, pending = False, None, None
+        batches = iter(loader)
+        try:
+            while self.step < cfg.steps and not self._stop:
+                x0 = next(batches).to(self.device, non_blocking=True)
+                self.epoch, self.position = divmod(
+                    self.epoch * per_epoch + self.position + 1, per_epoch
+                )
+                noise = self.draw_noise()
+                if self.augment is not None:
+                    self._aug_generator.manual_seed(
+                        mix_seed(cfg.seed, _AUGMENT, self.step, self.rank)
+                    )
+                    x0 = self.augment(x0, self._aug_generator)
+                lr = self.scheduler.get_last_lr()[0]
+                log_now = (self.step + 1) % cfg.log_every == 0
+                loss, norm = self.train_step(x0, noise, need_grad_norm=log_now)
+                stat = torch.stack([loss, flags[int(time.perf_counter() > deadline)]])
+                dist.all_reduce_sum_(stat)  # global loss sum; any rank over time stops all
+                pbar.update(1)
+                # read the previous step's loss now, so the host never waits for this one
+                if pending is not None:
+                    self._settle(*pending)
+                pending = (self.step, stat)
+                sample_now = (
+                    self.sample_fn is not None
+                    and cfg.sample_every > 0
+                    and self.step % cfg.sample_every == 0
+                )
+                ckpt_now = self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
+                if log_now or sample_now or ckpt_now or self._stop:
+                    self._settle(*pending)
+                    pending = None
+                if log_now and main:
+                    self._log_row(lr, norm, time.perf_counter() - t0)
+                if sample_now:
+                    self._sample()
+                if ckpt_now or self._stop:
+                    saved = self._save(self.elapsed + time.perf_counter() - t0)
+        finally:
+            pbar.close()
+            del batches
+            if self.logger is not None:
+                self.logger.plot()
+                self.logger.close()
+        dist.barrier()
+        seconds = time.perf_counter() - t0
+        return {
+            "steps": self.step,
+            "final_loss": self._losses[-1][1] if self._losses else None,
+            "images_per_s": (self.step - start_step) * cfg.batch_size / max(seconds, 1e-9),
+            "stopped": "time limit" if self._stop else "completed",
+            "checkpoint": str(saved) if saved else None,
+            "losses": self._losses,
+        }
+
+    def _settle(self, step: int, stat: torch.Tensor) -> None:
+        """Read a step's global loss and stop flag (the one host sync per step)."""
+        total, over = stat.tolist()
+        value = total / self.world
+        if not math.isfinite(value):
+            found = list_checkpoints(self.run_dir)
+            latest = found[-1][1] if found else "none"
+            raise FloatingPointError(
+                f"non-finite loss ({value}) at step {step}; stopped "
+                f"without checkpointing (last checkpoint: {latest})"
+            )
+        self._losses.append((step, value))
+        self._pbar.set_postfix(loss=f"{value:.4g}", refresh=False)
+        self._window.append(value)
+        self._stop = self._stop or over > 0
+
+    def _log_row(self, lr: float, norm: torch.Tensor | None, elapsed: float) -> None:
+        now = time.perf_counter()
+        images = (self.step - self._log_step) * self.config.batch_size
+        self.logger.log(
+            step=self.step,
+            loss=sum(self._window) / len(self._window),
+            lr=lr,
+            grad_norm=float(norm) if norm is not None else math.nan,
+            images_per_s=images / max(now - self._log_t, 1e-9),
+            elapsed=self.elapsed + elapsed,
+        )
+        self._window, self._log_t, self._log_step = [], now, self.step
+        if now - self._plot_t > 60:  # the curve at most once a minute
+            self.logger.plot()
+            self._plot_t = now
+
+    # ------------------------------------------------------------------------ samples
+    @torch.no_grad()
+    def _sample(self) -> None:
+        if not dist.is_main():
+            return
+        g = torch.Generator(self.device).manual_seed(mix_seed(self.config.seed, _SAMPLE))
+        x = self.sample_fn(self.ema.module, self.config.sample_n, g)
+        path = self.run_dir / "samples" / f"step_{self.step:06d}.png"
+        try:
+            from nudiff.data.images import save_image_grid
+
+            save_image_grid(x.detach().float().cpu(), path)
+        except Exception as e:  # a failed picture must not end a training run
+            log.warning("could not write %s: %s: %s", path, type(e).__name__, e)
+
+    # --------------------------------------------------------------------- checkpoints
+    def _save(self, elapsed: float) -> Path | None:
+        rngs = dist.all_gather_objects(_rng_state())  # every rank's, for exact resume
+        if not dist.is_main():
+            return None
+        cfg = self.config
+        state = {
+            "format": 1,
+            "step": self.step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "images_seen": self.step * cfg.batch_size,
+            "batch_size": cfg.batch_size,
+            "world_size": self.world,
+            "elapsed": elapsed,
+            "log_window": list(self._window),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "generator": self.generator.get_state(),
+            "rng": rngs,
+        }
+        path = save_checkpoint(
+            self.run_dir,
+            self.step,
+            self.model.state_dict(),
+            self.ema.state_dict(),
+            state,
+            self.resolved_config,
+            keep=cfg.keep_checkpoints,
+        )
+        self.logger.plot()
+        return path
+
+    def _resume(self) -> bool:
+        with warnings.catch_warnings():
+            if not dist.is_main():  # rank 0 reports skipped checkpoints
+                warnings.simplefilter("ignore")
+            path = latest_valid_checkpoint(self.run_dir)
+        if path is None:
+            if dist.is_main():
+                log.info("no valid checkpoint in %s: starting from scratch", self.run_dir)
+            return False
+        ck = load_checkpoint(path)
+        s = ck.state
+        if s["batch_size"] != self.config.batch_size:
+            raise ValueError(
+                f"{path} was trained with train.batch_size={s['batch_size']}, "
+                f"the config says {self.config.batch_size}"
+            )
+        self.model.load_state_dict(ck.model)
+        self.ema.load_state_dict(ck.ema)
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.scheduler.load_state_dict(s["scheduler"])
+        self.scaler.load_state_dict(s["scaler"])
+        self.generator.set_state(s["generator"])
+        self.step, self.epoch, self.position = s["step"], s["epoch"], s["position"]
+        self.elapsed, self._window = s["elapsed"], list(s["log_window"])
+        if len(s["rng"]) == self.world:
+            _set_rng_state(s["rng"][self.rank])
+        else:
+            log.info(
+                "checkpoint from %d process(es), now %d: global RNGs reseeded",
+                len(s["rng"]),
+                self.world,
+            )
+            self._seed_global_rngs()
+        if dist.is_main():
+            log.info("resumed from %s (step %d)", path, self.step)
+        return True
+
+    def _seed_global_rngs(self) -> None:
+        """Seed the global RNGs (dropout, user code) by ``(seed, step, rank)``."""
+        s = mix_seed(self.config.seed, _GLOBAL, self.step, self.rank)
+        torch.manual_seed(s)
+        np.random.seed(s % 2**32)
+        random.seed(s)
+
+
+def _rng_state() -> dict[str, Any]:
+    """Global RNG states as tensors, numbers and lists (loadable with ``weights_only``)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "state": list(py_state), "gauss": py_gauss},
+    }
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] and len(s["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    n = s["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    p = s["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+
+
+class _TqdmHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record))
+
+
+def _console_logging() -> None:
+    """Show the trainer's notes on the console unless the program configured logging."""
+    pkg = logging.getLogger("nudiff")
+    if not logging.getLogger().handlers and not pkg.handlers:
+        pkg.addHandler(_TqdmHandler())
+        pkg.setLevel(logging.INFO)
