@@ -38,10 +38,10 @@ def run(args) -> dict:
     cfg = load_config(config, overrides)
     dataset = build_data(cfg)
     process = build_process(cfg, dataset)
-    model = build_denoiser(cfg, process)
+    model = build_denoiser(cfg, process, dataset)
     x0 = load_batch(dataset, list(range(args.batch)))
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(model, build_loss(cfg, process), dataset, cfg.train, tmp)
+        trainer = Trainer(model, build_loss(cfg, process, model), dataset, cfg.train, tmp)
 
         def full_step():
             trainer.train_step(x0, trainer.draw_noise(), need_grad_norm=False)

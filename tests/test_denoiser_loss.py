@@ -101,3 +101,21 @@ def test_draw_is_reproducible_and_sliceable():
     b = loss.draw(8, torch.Generator().manual_seed(3))
     assert torch.equal(a["t"], b["t"]) and torch.equal(a["eps"], b["eps"])
     assert a["t"].shape == (8,) and a["eps"].shape == (8, 1, 4, 4)
+
+
+def test_edm_with_data_moments_is_the_gaussian_oracle_at_zero_output():
+    haar = Haar((2, 8, 8), 2)
+    process = Process(haar, MultiSpeed(haar.level_map() - 1)).double()
+    g = torch.Generator().manual_seed(0)
+    data = field_model(haar.shape, basis=haar)
+    data.mean.copy_(torch.randn(haar.shape, generator=g, dtype=torch.float64))
+    oracle = GaussianOracle(process, data)
+    d = Denoiser(process, Constant(0.0), "edm", data_mean=oracle.m, data_std=oracle.w.sqrt())
+    d = d.double()
+    u = torch.randn(4, *haar.shape, generator=g, dtype=torch.float64)
+    t = torch.tensor([0.05, 0.3, 0.6, 0.95], dtype=torch.float64)
+    # active components: the oracle (to the float32 precision of the buffers); inactive ones
+    # get the unit-variance prior's answer instead (tested above)
+    active = ~process.inactive(t).expand_as(u)
+    assert active.float().mean() > 0.5
+    torch.testing.assert_close(d(u, t)[active], oracle(u, t)[active], atol=1e-5, rtol=1e-5)

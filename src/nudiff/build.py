@@ -11,7 +11,7 @@ from nudiff.data import build_dataset, load_batch
 from nudiff.losses import DenoisingLoss
 from nudiff.models import UNet
 from nudiff.models.denoiser import Denoiser
-from nudiff.prior import Prior
+from nudiff.prior import Prior, moments
 from nudiff.process import Process
 from nudiff.schedules import (
     EDM,
@@ -104,7 +104,9 @@ def build_process(cfg: Config, dataset: Dataset | None = None) -> Process:
     return Process(basis, build_schedule(cfg, basis), prior)
 
 
-def build_denoiser(cfg: Config, process: Process) -> Denoiser:
+def build_denoiser(cfg: Config, process: Process, dataset: Dataset | None = None) -> Denoiser:
+    """The preconditioned denoiser; with ``model.sigma_data: data`` its per-component moments
+    are measured on ``dataset`` (without one they are placeholders for ``load_state_dict``)."""
     u = cfg.model.unet
     backbone = UNet(
         in_channels=process.shape[0],
@@ -116,16 +118,24 @@ def build_denoiser(cfg: Config, process: Process) -> Denoiser:
         head_channels=u.head_channels,
         noise_features=Denoiser.noise_features(process),
     )
-    return Denoiser(process, backbone, cfg.model.prediction, cfg.model.sigma_data)
+    m = cfg.model
+    if m.sigma_data != "data":
+        return Denoiser(process, backbone, m.prediction, sigma_data=m.sigma_data)
+    mean = std = None
+    if dataset is not None:
+        images = _sample_images(dataset, m.stats_samples, cfg.train.seed + 2)
+        mean, std = moments(process.encode, images.split(512), "model.sigma_data: data")
+        std = std.clamp_min(1e-3 * std.max())
+    return Denoiser(process, backbone, m.prediction, data_mean=mean, data_std=std)
 
 
-def build_loss(cfg: Config, process: Process) -> DenoisingLoss:
+def build_loss(cfg: Config, process: Process, denoiser: Denoiser) -> DenoisingLoss:
     l = cfg.loss
     return DenoisingLoss(
         process,
         l.weighting,
         cfg.model.prediction,
-        cfg.model.sigma_data,
+        denoiser.data_std,
         l.min_snr_gamma,
         l.band_weights,
         l.t_sampling,

@@ -32,11 +32,17 @@ def _device(name: str | None):
 def _train(args) -> None:
     from nudiff.config import load_config
     from nudiff.run import train
+    from nudiff.train import distributed
 
     cfg = load_config(args.config, args.set)
     out = args.out or f"runs/{Path(args.config).stem}"
-    summary = train(cfg, out, resume=args.resume)
-    print(f"run folder: {out}  ({summary})")
+    try:
+        s = train(cfg, out, resume=args.resume)
+    finally:
+        distributed.cleanup()
+    if distributed.is_main():
+        print(f"run folder {out}: {s['steps']} steps ({s['stopped']}), final loss "
+              f"{s['final_loss']:.4f}, {s['images_per_s']:.1f} images/s")
 
 
 def _quickstart(args) -> None:

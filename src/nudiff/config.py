@@ -134,11 +134,13 @@ class UNetConfig(_Strict):
 
 class ModelConfig(_Strict):
     """``prediction``: what the backbone's output means (``edm`` is EDM's preconditioned
-    target with skip connection). ``sigma_data``: the std of whitened clean components assumed
-    by the preconditioning (1 for a data-matched prior, ~0.5 for images with a white prior)."""
+    target with skip connection). ``sigma_data``: the std of the whitened clean components
+    assumed by the preconditioning: ``data`` measures mean and std per component on
+    ``stats_samples`` training images (saved with the model), a number is one std for all."""
 
     prediction: Literal["edm", "eps", "x0", "v"] = "edm"
-    sigma_data: float = Field(0.5, gt=0)
+    sigma_data: Literal["data"] | Annotated[float, Field(gt=0)] = "data"
+    stats_samples: int = Field(2_000, ge=2)
     unet: UNetConfig = UNetConfig()
 
 

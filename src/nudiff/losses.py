@@ -57,7 +57,7 @@ class DenoisingLoss(nn.Module):
         process: Process,
         weighting: str = "uniform",
         prediction: str = "edm",
-        sigma_data: float = 0.5,
+        sigma_data: float | torch.Tensor = 0.5,
         min_snr_gamma: float = 5.0,
         band_weights: list[float] | None = None,
         t_sampling: str = "stratified",
@@ -67,7 +67,10 @@ class DenoisingLoss(nn.Module):
         if weighting not in ("uniform", "likelihood", "min-snr"):
             raise ValueError(f"weighting must be uniform, likelihood or min-snr; got {weighting!r}")
         self.process, self.weighting, self.prediction = process, weighting, prediction
-        self.sigma_data, self.min_snr_gamma = float(sigma_data), float(min_snr_gamma)
+        self.min_snr_gamma = float(min_snr_gamma)
+        # the denoiser's per-component data std (or a scalar): EDM's uniform weighting uses it
+        self.register_buffer("sigma_data", torch.as_tensor(sigma_data, dtype=torch.float32),
+                             persistent=False)
         self.t_sampling, self.t_interval = t_sampling, t_interval
         index, names = process.basis.groups()
         bw = torch.ones(len(names)) if band_weights is None else torch.as_tensor(band_weights)
@@ -98,13 +101,13 @@ class DenoisingLoss(nn.Module):
         return torch.where(self.process.inactive(t, like=like), 0.0, w)
 
     def _uniform(self, alpha, sigma, snr):
-        sd2 = self.sigma_data**2
+        sd2 = self.sigma_data.to(snr.dtype) ** 2
         if self.prediction == "eps":
             return snr
         if self.prediction == "v":
             return (alpha**2 + sigma**2) ** 2 / sigma**2
         if self.prediction == "x0":
-            return torch.full_like(snr, 1 / sd2)
+            return torch.ones_like(snr) / sd2
         return (sigma**2 + alpha**2 * sd2) / (sigma**2 * sd2)  # edm: 1 / c_out^2
 
     def elementwise(self, model: nn.Module, x0: torch.Tensor, noise: dict) -> torch.Tensor:

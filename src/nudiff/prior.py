@@ -10,6 +10,27 @@ from torch import nn
 from nudiff._checks import check_images, check_shape
 
 
+@torch.no_grad()
+def moments(fn, batches: Iterable[torch.Tensor], what: str = "moments"):
+    """Per-element mean and standard deviation of ``fn(x)`` over image batches, accumulated in
+    float64 with Chan's parallel update. Returns two float64 tensors shaped like one item."""
+    n, mean, m2 = 0, None, None
+    for x in batches:
+        z = fn(x.double())
+        b, bm = z.shape[0], z.mean(0)
+        bm2 = ((z - bm) ** 2).sum(0)
+        if mean is None:
+            n, mean, m2 = b, bm, bm2
+            continue
+        delta, tot = bm - mean, n + b
+        mean = mean + delta * b / tot
+        m2 = m2 + bm2 + delta**2 * n * b / tot
+        n = tot
+    if mean is None or n < 2:
+        raise ValueError(f"batches: {what} needs at least 2 samples, got {n}")
+    return mean, (m2 / (n - 1)).sqrt()
+
+
 class Prior(nn.Module):
     """Whitening ``u = (z - mean) / scale`` of basis components ``z`` ``(B, C, H, W)``.
 
@@ -35,32 +56,12 @@ class Prior(nn.Module):
         return cls(shape)
 
     @classmethod
-    @torch.no_grad()
     def fit(cls, basis: nn.Module, batches: Iterable[torch.Tensor], min_scale: float = 1e-3):
-        """Data-matched diagonal prior from image batches ``(B, C, H, W)`` mapped by ``basis``.
-
-        Variances are accumulated in float64 (Chan's parallel update) and floored at
-        ``min_scale`` times the largest scale so no component is divided by ~0.
+        """Data-matched diagonal prior from image batches ``(B, C, H, W)`` mapped by ``basis``;
+        scales are floored at ``min_scale`` times the largest so no component is divided by ~0.
         """
-        n, mean, m2 = 0, None, None
-        for x in batches:
-            z = basis(x.double())
-            b = z.shape[0]
-            bm = z.mean(0)
-            bm2 = ((z - bm) ** 2).sum(0)
-            if mean is None:
-                n, mean, m2 = b, bm, bm2
-                continue
-            delta = bm - mean
-            tot = n + b
-            mean = mean + delta * b / tot
-            m2 = m2 + bm2 + delta**2 * n * b / tot
-            n = tot
-        if mean is None or n < 2:
-            raise ValueError(f"batches: the prior needs at least 2 samples, got {n}")
-        scale = (m2 / (n - 1)).sqrt()
-        scale = scale.clamp_min(min_scale * scale.max())
-        return cls(basis.shape, mean.float(), scale.float())
+        mean, std = moments(basis, batches, "the prior")
+        return cls(basis.shape, mean.float(), std.clamp_min(min_scale * std.max()).float())
 
     def whiten(self, z: torch.Tensor) -> torch.Tensor:
         return (z - self.mean.to(z.dtype)) / self.scale.to(z.dtype)

@@ -42,7 +42,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
     run_dir = Path(run_dir)
     dataset = build_data(cfg)
     process = build_process(cfg, dataset)
-    model = build_denoiser(cfg, process)
+    model = build_denoiser(cfg, process, dataset)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(cfg))
@@ -51,7 +51,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
     augment = random_hflip if cfg.data.hflip else None
     trainer = Trainer(
         model,
-        build_loss(cfg, process),
+        build_loss(cfg, process, model),
         dataset,
         cfg.train,
         run_dir,
@@ -87,7 +87,7 @@ def sample_run(
 ) -> SampleResult:
     """Sample ``n`` images from a run; batches of ``batch_size`` give the same images as one."""
     cfg, model = load_run(path, ema=ema, device=device)
-    parts, nfe, seconds = [], 0, 0.0
+    parts, seconds = [], 0.0
     for start in range(0, n, batch_size):
         out = sample(
             model,
@@ -101,10 +101,10 @@ def sample_run(
             progress=progress,
         )
         parts.append(out)
-        nfe, seconds = nfe + out.nfe, seconds + out.seconds
-    return SampleResult(
-        torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts]), nfe, seconds
-    )
+        seconds += out.seconds
+    # NFE counts network evaluations per sample: the same for every batch
+    u, images = torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts])
+    return SampleResult(u, images, parts[0].nfe, seconds)
 
 
 def save_samples(result: SampleResult, png: str | Path | None, npz: str | Path | None) -> None:
@@ -113,7 +113,11 @@ def save_samples(result: SampleResult, png: str | Path | None, npz: str | Path |
     from nudiff.data import to_uint8
 
     if png:
-        save_image_grid(result.images.clamp(-1, 1), png)
+        images = result.images.clamp(-1, 1)
+        if images.shape[-1] < 64:  # small images: enlarge (nearest) so a person can see them
+            images = images.repeat_interleave(64 // images.shape[-1], -1).repeat_interleave(
+                64 // images.shape[-2], -2)
+        save_image_grid(images, png)
     if npz:
         Path(npz).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(npz, x_train=to_uint8(result.images))

@@ -13,17 +13,22 @@ from nudiff.schedules import as_times
 class Denoiser(nn.Module):
     """``D(u_t, t) -> E[u_0 | u_t]`` in whitened components, built around an image backbone.
 
-    Per component (EDM's preconditioning written for any ``alpha``, ``sigma``), with
-    ``n^2 = sigma^2 + alpha^2 sigma_data^2`` the variance of ``u_t``:
+    EDM's preconditioning written per component for any ``alpha``, ``sigma``, with the clean
+    whitened components' mean ``m_i`` and standard deviation ``s_i`` (``data_mean``,
+    ``data_std``: measured on training data, or ``0`` and a scalar ``sigma_data``):
 
-    * input: ``c_in u_t`` with ``c_in = 1 / n``, mapped to image space by the basis inverse, so
-      the backbone sees a unit-variance image whatever the per-component schedule;
+    * input: ``u_t / sqrt(sigma^2 + alpha^2 s_rms^2)`` mapped to image space by the basis
+      inverse, with ``s_rms`` the root mean square of ``s``: the backbone sees a unit-variance
+      natural image whatever the per-component schedule;
     * output: the backbone's image ``F`` is mapped back to components and read as
 
-      - ``edm``: ``x0 = c_skip u_t + c_out F``, ``c_skip = alpha sigma_data^2 / n^2``,
-        ``c_out = sigma sigma_data / n`` (unit-variance target at every noise level);
+      - ``edm``: ``x0 = m + c_skip (u_t - alpha m) + c_out F`` with ``n_i^2 = sigma^2 +
+        alpha^2 s_i^2``, ``c_skip = alpha s_i^2 / n_i^2``, ``c_out = sigma s_i / n_i``. With
+        ``F = 0`` this is the exact denoiser of the diagonal Gaussian with those moments, so the
+        network only learns what is not Gaussian, and low-variance components (flat wavelet
+        details, high frequencies) are denoised from the first step;
       - ``eps`` / ``v``: ``F`` is the eps / v prediction, converted exactly;
-      - ``x0``: ``x0 = sigma_data F``.
+      - ``x0``: ``x0 = m + s F``.
 
     The backbone is conditioned on ``t`` and the mean log-SNR of every basis group (so a
     per-component schedule's state is visible at a glance), ``1 + n_groups`` features.
@@ -39,12 +44,23 @@ class Denoiser(nn.Module):
         backbone: nn.Module,
         prediction: str = "edm",
         sigma_data: float = 0.5,
+        data_mean: torch.Tensor | None = None,
+        data_std: torch.Tensor | None = None,
     ):
         super().__init__()
         if prediction not in ("edm", "eps", "x0", "v"):
             raise ValueError(f"prediction must be one of edm, eps, x0, v; got {prediction!r}")
         self.process, self.backbone = process, backbone
-        self.prediction, self.sigma_data = prediction, float(sigma_data)
+        self.prediction = prediction
+        shape = process.shape
+        mean = torch.zeros(shape) if data_mean is None else torch.as_tensor(data_mean)
+        std = torch.full(shape, float(sigma_data)) if data_std is None else data_std
+        std = torch.as_tensor(std)
+        if mean.shape != shape or std.shape != shape or not (std > 0).all():
+            raise ValueError(f"data_mean and data_std must have shape {shape}, data_std > 0")
+        # persistent: fitted on data, saved with the weights
+        self.register_buffer("data_mean", mean.float())
+        self.register_buffer("data_std", std.float())
         index, names = process.basis.groups()
         onehot = torch.nn.functional.one_hot(index.flatten(), len(names)).float()
         # (D, G) averaging matrix from components to groups
@@ -65,14 +81,15 @@ class Denoiser(nn.Module):
         """``u``: ``(B, C, H, W)`` noisy whitened components; ``t``: ``(B,)`` -> x0 estimate."""
         t = as_times(t, u).expand(u.shape[0])
         alpha, sigma = self.process.coefficients(t, u)
-        sd2 = self.sigma_data**2
-        n2 = sigma**2 + alpha**2 * sd2
-        image = self.process.basis.inverse(u * n2.rsqrt())
+        m, sd = self.data_mean.to(u.dtype), self.data_std.to(u.dtype)
+        rms2 = sd.square().mean()
+        image = self.process.basis.inverse(u * (sigma**2 + alpha**2 * rms2).rsqrt())
         out = self.process.basis(self.backbone(image, self.condition(t, u)).to(u.dtype))
         if self.prediction == "edm":
-            x0 = (alpha * sd2 / n2) * u + (sigma * self.sigma_data * n2.rsqrt()) * out
+            n2 = sigma**2 + alpha**2 * sd**2
+            x0 = m + (alpha * sd**2 / n2) * (u - alpha * m) + (sigma * sd * n2.rsqrt()) * out
         elif self.prediction == "x0":
-            x0 = self.sigma_data * out
+            x0 = m + sd * out
         else:
             x0 = to_x0(out, self.prediction, u, alpha, sigma)
         inactive = self.process.inactive(t, like=u)

@@ -47,7 +47,8 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
+    # before init_process_group (and after cleanup) torchrun's RANK still tells who we are
+    return dist.get_rank() if is_distributed() else int(os.environ.get("RANK", "0"))
 
 
 def local_rank() -> int:

@@ -1,0 +1,132 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from nudiff.build import build_process, default_haar_levels
+from nudiff.cli import main
+from nudiff.config import ConfigError, load_config, parse_overrides, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "data.resolution=16",
+    "data.size=64",
+    "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: [1]}",
+    "process.basis={type: haar, levels: 2}",
+    "process.schedule={type: multispeed}",
+    "train.batch_size=8",
+    "train.steps=4",
+    "train.checkpoint_every=2",
+    "train.log_every=1",
+    "train.sample_every=2",
+    "train.sample_n=4",
+    "train.num_workers=0",
+    "train.tensorboard=false",
+    "sample.steps=3",
+]
+
+
+@pytest.mark.parametrize("name", ["quickstart", "mnist32"])
+def test_shipped_configs_validate(name):
+    cfg = load_config(ROOT / "configs" / f"{name}.yaml")
+    assert cfg.data.resolution % 2 ** (len(cfg.model.unet.channel_mult) - 1) == 0
+
+
+def test_unknown_key_lists_valid_choices():
+    with pytest.raises(ConfigError) as err:
+        validate({"process": {"schedule": {"type": "soft", "sofness": 1}}})
+    msg = str(err.value)
+    assert msg.startswith("process.schedule.sofness: unknown key (valid: ")
+    assert "softness" in msg and "\n" not in msg
+    with pytest.raises(ConfigError, match=r"^train.bogus: unknown key \(valid: batch_size"):
+        validate({"train": {"bogus": 1}})
+
+
+def test_wrong_types_and_choices_are_one_line():
+    with pytest.raises(ConfigError, match="^train.batch_size: "):
+        validate({"train": {"batch_size": "many"}})
+    with pytest.raises(ConfigError, match="^process.schedule: .*'vp-cosine'") as err:
+        validate({"process": {"schedule": {"type": "cosine"}}})
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="^process.basis.type: must be 'identity', 'haar'"):
+        validate({"process": {"basis": {"type": "wavelet"}}})
+
+
+def test_impossible_combinations():
+    with pytest.raises(ConfigError, match="levels=4 needs data.resolution divisible by 16"):
+        validate({"data": {"resolution": 24}, "process": {"basis": {"levels": 4}},
+                  "model": {"unet": {"channel_mult": [1]}}})
+    with pytest.raises(ConfigError, match="applies to the haar basis only"):
+        validate({"process": {"basis": {"type": "dct", "levels": 2}}})
+    with pytest.raises(ConfigError, match="needs data.resolution divisible by 4, got 30"):
+        validate({"data": {"resolution": 30}, "process": {"basis": {"type": "dct"}}})
+    with pytest.raises(ConfigError, match="loss.t_interval is required"):
+        validate({"loss": {"t_sampling": "interval"}})
+
+
+def test_overrides():
+    assert parse_overrides(["a.b=1", "c=[1, 2]", "d=x"]) == [("a.b", 1), ("c", [1, 2]),
+                                                              ("d", "x")]
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_overrides(["a.b"])
+    cfg = load_config(None, ["process.schedule={type: vp-cosine, log_snr_min: -12}",
+                             "train.lr=0.01"])
+    assert cfg.process.schedule.log_snr_min == -12 and cfg.train.lr == 0.01
+
+
+def test_default_haar_levels():
+    assert default_haar_levels(32) == 3 and default_haar_levels(28) == 2
+    assert default_haar_levels(4) == 0
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    ["{type: multispeed}", "{type: soft, softness: 0.5}", "{type: sequential, label: col}",
+     "{type: edm}"],
+)
+def test_every_schedule_builds(schedule):
+    basis = "identity" if "col" in schedule else "haar"
+    cfg = load_config(None, [f"process.schedule={schedule}", f"process.basis.type={basis}",
+                             "data.resolution=16"])
+    process = build_process(cfg)
+    assert process.shape == (3, 16, 16)
+
+
+def test_train_resume_sample_end_to_end(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(ROOT / "configs" / "quickstart.yaml"), "--out", str(run),
+                 *sum((["--set", s] for s in TINY), [])]) == 0
+    assert (run / "config.yaml").is_file() and (run / "schedule.png").is_file()
+    assert (run / "checkpoints" / "step_000004" / "manifest.json").is_file()
+    assert (run / "samples" / "step_000004.png").is_file()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["train"]["steps"] == 4 and saved["data"]["resolution"] == 16
+    # resume to a later step
+    assert main(["train", str(run / "config.yaml"), "--out", str(run), "--resume",
+                 "--set", "train.steps=6"]) == 0
+    assert (run / "checkpoints" / "step_000006").is_dir()
+    png, npz = tmp_path / "s.png", tmp_path / "s.npz"
+    assert main(["sample", str(run), "--n", "5", "--steps", "3", "--sampler", "euler",
+                 "--out", str(png), "--npz", str(npz), "--batch-size", "2"]) == 0
+    images = np.load(npz)["x_train"]
+    assert images.shape == (5, 16, 16, 3) and images.dtype == np.uint8
+    assert Image.open(png).size[0] > 64  # small images are enlarged in the grid
+    # NFE is per sample (3 Euler steps + the final denoising), not summed over batches
+    assert "5 samples, 4 NFE" in capsys.readouterr().out
+
+
+def test_cli_reports_config_errors(tmp_path, capsys):
+    code = main(["train", str(ROOT / "configs" / "quickstart.yaml"), "--out", str(tmp_path),
+                 "--set", "train.bogus=1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nudiff train: error: train.bogus: unknown key")
+
+
+def test_schedule_plot(tmp_path):
+    out = tmp_path / "schedule.png"
+    assert main(["schedule", "plot", str(ROOT / "configs" / "quickstart.yaml"), "--out",
+                 str(out), "--set", "data.size=8"]) == 0
+    assert Image.open(out).size[0] > 500
