@@ -8,7 +8,7 @@ setup:
 	$(PYTHON) -m pip install -q -e ".[dev]"
 
 quickstart: setup
-	$(PYTHON) -m nudiff quickstart --out runs/quickstart
+	$(PYTHON) -m nudiff quickstart --out runs/quickstart --overwrite
 
 test: setup
 	$(PYTHON) -m ruff check src tests benchmarks

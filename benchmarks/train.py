@@ -20,6 +20,7 @@ from benchmarks.common import environment, interleaved_timings, median, write_js
 def add_arguments(p) -> None:
     p.add_argument("--config", default=None, help="config (default: the quick start's)")
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--res", type=int, default=32, help="image size (the target is set at 32x32)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--reps", type=int, default=4)
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
@@ -34,7 +35,12 @@ def run(args) -> dict:
     from nudiff.train.trainer import Trainer
 
     config = args.config or Path(__file__).parents[1] / "configs" / "quickstart.yaml"
-    overrides = [f"train.batch_size={args.batch}", "train.tensorboard=false", *(args.set or [])]
+    overrides = [
+        f"train.batch_size={args.batch}",
+        f"data.resolution={args.res}",
+        "train.tensorboard=false",
+        *(args.set or []),
+    ]
     cfg = load_config(config, overrides)
     dataset = build_data(cfg)
     process = build_process(cfg, dataset)

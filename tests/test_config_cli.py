@@ -2,6 +2,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -56,8 +57,13 @@ def test_wrong_types_and_choices_are_one_line():
 
 def test_impossible_combinations():
     with pytest.raises(ConfigError, match="levels=4 needs data.resolution divisible by 16"):
-        validate({"data": {"resolution": 24}, "process": {"basis": {"levels": 4}},
-                  "model": {"unet": {"channel_mult": [1]}}})
+        validate(
+            {
+                "data": {"resolution": 24},
+                "process": {"basis": {"levels": 4}},
+                "model": {"unet": {"channel_mult": [1]}},
+            }
+        )
     with pytest.raises(ConfigError, match="applies to the haar basis only"):
         validate({"process": {"basis": {"type": "dct", "levels": 2}}})
     with pytest.raises(ConfigError, match="needs data.resolution divisible by 4, got 30"):
@@ -67,12 +73,12 @@ def test_impossible_combinations():
 
 
 def test_overrides():
-    assert parse_overrides(["a.b=1", "c=[1, 2]", "d=x"]) == [("a.b", 1), ("c", [1, 2]),
-                                                              ("d", "x")]
+    assert parse_overrides(["a.b=1", "c=[1, 2]", "d=x"]) == [("a.b", 1), ("c", [1, 2]), ("d", "x")]
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_overrides(["a.b"])
-    cfg = load_config(None, ["process.schedule={type: vp-cosine, log_snr_min: -12}",
-                             "train.lr=0.01"])
+    cfg = load_config(
+        None, ["process.schedule={type: vp-cosine, log_snr_min: -12}", "train.lr=0.01"]
+    )
     assert cfg.process.schedule.log_snr_min == -12 and cfg.train.lr == 0.01
 
 
@@ -83,33 +89,79 @@ def test_default_haar_levels():
 
 @pytest.mark.parametrize(
     "schedule",
-    ["{type: multispeed}", "{type: soft, softness: 0.5}", "{type: sequential, label: col}",
-     "{type: edm}"],
+    [
+        "{type: multispeed}",
+        "{type: soft, softness: 0.5}",
+        "{type: sequential, label: col}",
+        "{type: edm}",
+    ],
 )
 def test_every_schedule_builds(schedule):
     basis = "identity" if "col" in schedule else "haar"
-    cfg = load_config(None, [f"process.schedule={schedule}", f"process.basis.type={basis}",
-                             "data.resolution=16"])
+    cfg = load_config(
+        None, [f"process.schedule={schedule}", f"process.basis.type={basis}", "data.resolution=16"]
+    )
     process = build_process(cfg)
     assert process.shape == (3, 16, 16)
 
 
 def test_train_resume_sample_end_to_end(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", str(ROOT / "configs" / "quickstart.yaml"), "--out", str(run),
-                 *sum((["--set", s] for s in TINY), [])]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(ROOT / "configs" / "quickstart.yaml"),
+                "--out",
+                str(run),
+                *sum((["--set", s] for s in TINY), []),
+            ]
+        )
+        == 0
+    )
     assert (run / "config.yaml").is_file() and (run / "schedule.png").is_file()
     assert (run / "checkpoints" / "step_000004" / "manifest.json").is_file()
     assert (run / "samples" / "step_000004.png").is_file()
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["train"]["steps"] == 4 and saved["data"]["resolution"] == 16
     # resume to a later step
-    assert main(["train", str(run / "config.yaml"), "--out", str(run), "--resume",
-                 "--set", "train.steps=6"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(run / "config.yaml"),
+                "--out",
+                str(run),
+                "--resume",
+                "--set",
+                "train.steps=6",
+            ]
+        )
+        == 0
+    )
     assert (run / "checkpoints" / "step_000006").is_dir()
     png, npz = tmp_path / "s.png", tmp_path / "s.npz"
-    assert main(["sample", str(run), "--n", "5", "--steps", "3", "--sampler", "euler",
-                 "--out", str(png), "--npz", str(npz), "--batch-size", "2"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(run),
+                "--n",
+                "5",
+                "--steps",
+                "3",
+                "--sampler",
+                "euler",
+                "--out",
+                str(png),
+                "--npz",
+                str(npz),
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     images = np.load(npz)["x_train"]
     assert images.shape == (5, 16, 16, 3) and images.dtype == np.uint8
     assert Image.open(png).size[0] > 64  # small images are enlarged in the grid
@@ -118,8 +170,16 @@ def test_train_resume_sample_end_to_end(tmp_path, capsys):
 
 
 def test_cli_reports_config_errors(tmp_path, capsys):
-    code = main(["train", str(ROOT / "configs" / "quickstart.yaml"), "--out", str(tmp_path),
-                 "--set", "train.bogus=1"])
+    code = main(
+        [
+            "train",
+            str(ROOT / "configs" / "quickstart.yaml"),
+            "--out",
+            str(tmp_path),
+            "--set",
+            "train.bogus=1",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("nudiff train: error: train.bogus: unknown key")
@@ -127,6 +187,37 @@ def test_cli_reports_config_errors(tmp_path, capsys):
 
 def test_schedule_plot(tmp_path):
     out = tmp_path / "schedule.png"
-    assert main(["schedule", "plot", str(ROOT / "configs" / "quickstart.yaml"), "--out",
-                 str(out), "--set", "data.size=8"]) == 0
+    assert (
+        main(
+            [
+                "schedule",
+                "plot",
+                str(ROOT / "configs" / "quickstart.yaml"),
+                "--out",
+                str(out),
+                "--set",
+                "data.size=8",
+            ]
+        )
+        == 0
+    )
     assert Image.open(out).size[0] > 500
+
+
+def test_diffusion_training_resumes_bit_identically(tmp_path):
+    """The real loss, denoiser and data through the CLI: 4 steps == 2 steps + resume to 4."""
+    from safetensors.torch import load_file
+
+    config = str(ROOT / "configs" / "quickstart.yaml")
+    tiny = sum((["--set", s] for s in TINY + ["train.sample_every=0", "data.hflip=true"]), [])
+    assert main(["train", config, "--out", str(tmp_path / "a"), *tiny]) == 0
+    assert (
+        main(["train", config, "--out", str(tmp_path / "b"), *tiny, "--set", "train.steps=2"]) == 0
+    )
+    assert main(["train", config, "--out", str(tmp_path / "b"), *tiny, "--resume"]) == 0
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_file(tmp_path / "a" / "checkpoints" / "step_000004" / name)
+        b = load_file(tmp_path / "b" / "checkpoints" / "step_000004" / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key

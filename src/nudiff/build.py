@@ -125,8 +125,23 @@ def build_denoiser(cfg: Config, process: Process, dataset: Dataset | None = None
     if dataset is not None:
         images = _sample_images(dataset, m.stats_samples, cfg.train.seed + 2)
         mean, std = moments(process.encode, images.split(512), "model.sigma_data: data")
-        std = std.clamp_min(1e-3 * std.max())
+        std = group_rms(std, process.basis)
     return Denoiser(process, backbone, m.prediction, data_mean=mean, data_std=std)
+
+
+def group_rms(std: torch.Tensor, basis: Basis) -> torch.Tensor:
+    """Per-component stds ``(C, H, W)`` replaced by the root mean square of their basis group.
+
+    Per-component estimates of rarely active components (a border pixel a digit seldom reaches,
+    a wavelet detail off the usual edges) are tiny and heavy-tailed; EDM's ``1 / c_out^2``
+    weighting would then let rare samples dominate the loss. Group values keep the scale
+    differences between bands, which is what the preconditioning needs.
+    """
+    index, names = basis.groups()
+    flat = index.flatten()
+    var = torch.zeros(len(names), dtype=std.dtype).index_add_(0, flat, std.flatten() ** 2)
+    var = var / torch.bincount(flat, minlength=len(names))
+    return var[index].sqrt().clamp_min(1e-3 * var.max().sqrt())
 
 
 def build_loss(cfg: Config, process: Process, denoiser: Denoiser) -> DenoisingLoss:

@@ -51,6 +51,10 @@ def _quickstart(args) -> None:
 
     config = Path(__file__).parent / "configs" / "quickstart.yaml"
     cfg = load_config(config, args.set)
+    if args.overwrite and (Path(args.out) / "checkpoints").is_dir():
+        import shutil
+
+        shutil.rmtree(args.out)
     summary = train(cfg, args.out)
     result = sample_run(args.out, n=64, progress=True)
     grid = Path(args.out) / "samples.png"
@@ -120,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     qs = sub.add_parser("quickstart", help="train + sample on the built-in data (CPU minutes)")
     qs.add_argument("--out", default="runs/quickstart")
     qs.add_argument("--set", action="append", metavar="KEY=VALUE")
+    qs.add_argument("--overwrite", action="store_true", help="replace an earlier quick-start run")
     qs.set_defaults(func=_quickstart)
 
     sa = sub.add_parser("sample", help="sample a trained run")

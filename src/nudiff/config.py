@@ -135,8 +135,9 @@ class UNetConfig(_Strict):
 class ModelConfig(_Strict):
     """``prediction``: what the backbone's output means (``edm`` is EDM's preconditioned
     target with skip connection). ``sigma_data``: the std of the whitened clean components
-    assumed by the preconditioning: ``data`` measures mean and std per component on
-    ``stats_samples`` training images (saved with the model), a number is one std for all."""
+    assumed by the preconditioning: ``data`` measures the mean per component and the std per
+    basis group on ``stats_samples`` training images (saved with the model), a number is one
+    std for all."""
 
     prediction: Literal["edm", "eps", "x0", "v"] = "edm"
     sigma_data: Literal["data"] | Annotated[float, Field(gt=0)] = "data"

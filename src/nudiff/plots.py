@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import matplotlib
@@ -54,14 +55,14 @@ def plot_schedule(
     )
 
     x = image.double()[None]
-    u0 = process.double().encode(x)
+    process = copy.deepcopy(process).double()  # never change the caller's dtypes
+    u0 = process.encode(x)
     g = torch.Generator().manual_seed(seed)
     eps = torch.randn(u0.shape, generator=g, dtype=torch.float64)
     tt = torch.tensor(times, dtype=torch.float64).clamp(min=process.t_min)
     frames = process.decode(
         process.marginal(u0.expand(len(tt), -1, -1, -1), tt, eps.expand(len(tt), -1, -1, -1))
     ).float()
-    process.float()
     strip = to_uint8(frames)
     for i, (ti, frame) in enumerate(zip(times, strip, strict=True)):
         axi = fig.add_axes([0.02 + i * 0.96 / len(times), 0.04, 0.9 / len(times), 0.26])

@@ -42,6 +42,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
     run_dir = Path(run_dir)
     dataset = build_data(cfg)
     process = build_process(cfg, dataset)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights for the same config
     model = build_denoiser(cfg, process, dataset)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -170,6 +170,7 @@ class Trainer:
         self._window: list[float] = []  # losses since the last log row
         self.logger: RunLogger | None = None
         self._plot_t = -math.inf
+        self._deadline = math.inf  # wall-clock end of the current fit() (max_minutes)
 
     # ------------------------------------------------------------------------------- step
     def train_step(
@@ -303,10 +304,17 @@ class Trainer:
         start_step, t0 = self.step, time.perf_counter()
         deadline = t0 + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
         flags = torch.tensor([0.0, 1.0], device=self.device)  # stat[1] > 0: a rank is over time
+        # under a wall-clock budget the step count's ETA means nothing: show the budget instead
+        fmt = "{desc}: {n_fmt} steps [{elapsed}, {rate_fmt}{postfix}]" if cfg.max_minutes else None
         pbar = tqdm(
-            total=cfg.steps, initial=self.step, disable=not main, desc="train", dynamic_ncols=True
+            total=cfg.steps,
+            initial=self.step,
+            disable=not main,
+            desc="train",
+            dynamic_ncols=True,
+            bar_format=fmt,
         )
-        self._pbar = pbar
+        self._pbar, self._deadline = pbar, deadline
         self._losses: list[tuple[int, float]] = []
         self._log_t, self._log_step = t0, self.step
         self._stop, saved, pending = False, None, None
@@ -377,7 +385,11 @@ class Trainer:
                 f"without checkpointing (last checkpoint: {latest})"
             )
         self._losses.append((step, value))
-        self._pbar.set_postfix(loss=f"{value:.4g}", refresh=False)
+        postfix = {"loss": f"{value:.4g}"}
+        if math.isfinite(self._deadline):  # a wall-clock budget ends the run before cfg.steps
+            left = max(0, int(self._deadline - time.perf_counter()))
+            postfix["budget_left"] = f"{left // 60}:{left % 60:02d}"
+        self._pbar.set_postfix(postfix, refresh=False)
         self._window.append(value)
         self._stop = self._stop or over > 0
 
