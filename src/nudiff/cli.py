@@ -41,8 +41,10 @@ def _train(args) -> None:
     finally:
         distributed.cleanup()
     if distributed.is_main():
-        print(f"run folder {out}: {s['steps']} steps ({s['stopped']}), final loss "
-              f"{s['final_loss']:.4f}, {s['images_per_s']:.1f} images/s")
+        print(
+            f"run folder {out}: {s['steps']} steps ({s['stopped']}), final loss "
+            f"{s['final_loss']:.4f}, {s['images_per_s']:.1f} images/s"
+        )
 
 
 def _quickstart(args) -> None:

@@ -69,8 +69,9 @@ class DenoisingLoss(nn.Module):
         self.process, self.weighting, self.prediction = process, weighting, prediction
         self.min_snr_gamma = float(min_snr_gamma)
         # the denoiser's per-component data std (or a scalar): EDM's uniform weighting uses it
-        self.register_buffer("sigma_data", torch.as_tensor(sigma_data, dtype=torch.float32),
-                             persistent=False)
+        self.register_buffer(
+            "sigma_data", torch.as_tensor(sigma_data, dtype=torch.float32), persistent=False
+        )
         self.t_sampling, self.t_interval = t_sampling, t_interval
         index, names = process.basis.groups()
         bw = torch.ones(len(names)) if band_weights is None else torch.as_tensor(band_weights)

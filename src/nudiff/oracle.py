@@ -84,8 +84,6 @@ class GaussianOracle(nn.Module):
         m, w = self.m.to(u.dtype), self.w.to(u.dtype)
         return m + alpha * w * (u - alpha * m) / (alpha**2 * w + sigma**2)
 
-    denoise = forward
-
     def score(self, u: torch.Tensor, t) -> torch.Tensor:
         mean, var = self.marginal(t, u)
         return -(u - mean) / var

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from nudiff._checks import check_images, check_shape
+from nudiff._checks import check_shape
 
 
 @torch.no_grad()
@@ -68,6 +68,3 @@ class Prior(nn.Module):
 
     def unwhiten(self, u: torch.Tensor) -> torch.Tensor:
         return u * self.scale.to(u.dtype) + self.mean.to(u.dtype)
-
-    def check(self, z: torch.Tensor, name: str = "z") -> None:
-        check_images(z, self.shape, name)

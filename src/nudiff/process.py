@@ -130,10 +130,14 @@ class Process(nn.Module):
         t = as_times(t, like)
         if t_next is not None:
             t = torch.minimum(t, as_times(t_next, t))
+        return self.inactive_log_snr(self.schedule.log_snr(t))
+
+    def inactive_log_snr(self, log_snr: torch.Tensor) -> torch.Tensor:
+        """The mask of :meth:`inactive` from log-SNRs already at hand (saves recomputing them).
+
+        Without a finite threshold only ``alpha = 0`` (log-SNR ``-inf``) counts as inactive."""
         threshold = self.schedule.inactive_log_snr
         if threshold == -math.inf:
-            alpha, _ = self.schedule.alpha_sigma(t)
-            return alpha == 0
+            return log_snr == -math.inf
         # a relative tolerance absorbs the rounding of a log-SNR clipped exactly at the threshold
-        tol = 1e-6 * max(1.0, abs(threshold))
-        return self.schedule.log_snr(t) <= threshold + tol
+        return log_snr <= threshold + 1e-6 * max(1.0, abs(threshold))

@@ -117,7 +117,8 @@ def save_samples(result: SampleResult, png: str | Path | None, npz: str | Path |
         images = result.images.clamp(-1, 1)
         if images.shape[-1] < 64:  # small images: enlarge (nearest) so a person can see them
             images = images.repeat_interleave(64 // images.shape[-1], -1).repeat_interleave(
-                64 // images.shape[-2], -2)
+                64 // images.shape[-2], -2
+            )
         save_image_grid(images, png)
     if npz:
         Path(npz).parent.mkdir(parents=True, exist_ok=True)

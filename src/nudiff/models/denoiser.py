@@ -70,10 +70,9 @@ class Denoiser(nn.Module):
     def noise_features(process: Process) -> int:
         return 1 + len(process.basis.groups()[1])
 
-    def condition(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    def condition(self, t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
         """Noise conditioning ``(B, 1 + n_groups)``: ``t`` and group-mean log-SNR / 8."""
-        lam = self.process.log_snr(t, like).clamp(-20, 20)
-        lam = lam.expand(t.shape[0], *self.process.shape).flatten(1)
+        lam = log_snr.clamp(-20, 20).expand(t.shape[0], *self.process.shape).flatten(1)
         groups = lam @ self.group_avg.to(lam.dtype)
         return torch.cat([t.view(-1, 1).to(lam.dtype), groups / 8], dim=1)
 
@@ -81,10 +80,11 @@ class Denoiser(nn.Module):
         """``u``: ``(B, C, H, W)`` noisy whitened components; ``t``: ``(B,)`` -> x0 estimate."""
         t = as_times(t, u).expand(u.shape[0])
         alpha, sigma = self.process.coefficients(t, u)
+        log_snr = self.process.log_snr(t, u)
         m, sd = self.data_mean.to(u.dtype), self.data_std.to(u.dtype)
         rms2 = sd.square().mean()
         image = self.process.basis.inverse(u * (sigma**2 + alpha**2 * rms2).rsqrt())
-        out = self.process.basis(self.backbone(image, self.condition(t, u)).to(u.dtype))
+        out = self.process.basis(self.backbone(image, self.condition(t, log_snr)).to(u.dtype))
         if self.prediction == "edm":
             n2 = sigma**2 + alpha**2 * sd**2
             x0 = m + (alpha * sd**2 / n2) * (u - alpha * m) + (sigma * sd * n2.rsqrt()) * out
@@ -92,7 +92,6 @@ class Denoiser(nn.Module):
             x0 = m + sd * out
         else:
             x0 = to_x0(out, self.prediction, u, alpha, sigma)
-        inactive = self.process.inactive(t, like=u)
-        if inactive.any():
-            x0 = torch.where(inactive, alpha * u / (alpha**2 + sigma**2), x0)
-        return x0
+        # unconditional where: testing for any inactive component would sync with the device
+        inactive = self.process.inactive_log_snr(log_snr)
+        return torch.where(inactive, alpha * u / (alpha**2 + sigma**2), x0)
