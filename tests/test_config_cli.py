@@ -55,6 +55,15 @@ def test_wrong_types_and_choices_are_one_line():
         validate({"process": {"basis": {"type": "wavelet"}}})
 
 
+def test_sample_section_is_checked_against_the_samplers():
+    with pytest.raises(ConfigError, match="sampler must be one of"):
+        load_config(None, ["sample.sampler=dpm"])
+    with pytest.raises(ConfigError, match=r"sample.options \['rtol'\] unknown for sampler"):
+        load_config(None, ["sample.sampler=ddim", "sample.options={rtol: 0.1}"])
+    cfg = load_config(None, ["sample.sampler=dopri5", "sample.options={rtol: 0.001}"])
+    assert cfg.sample.options == {"rtol": 0.001}
+
+
 def test_impossible_combinations():
     with pytest.raises(ConfigError, match="levels=4 needs data.resolution divisible by 16"):
         validate(
@@ -167,6 +176,18 @@ def test_train_resume_sample_end_to_end(tmp_path, capsys):
     assert Image.open(png).size[0] > 64  # small images are enlarged in the grid
     # NFE is per sample (3 Euler steps + the final denoising), not summed over batches
     assert "5 samples, 4 NFE" in capsys.readouterr().out
+    # sampler options, grids and per-interval budgets from the command line
+    args = ["sample", str(run), "--n", "2", "--out", str(png)]
+    assert main([*args, "--sampler", "ddim", "--steps", "3", "--opt", "eta=1"]) == 0
+    assert "2 samples, 4 NFE" in capsys.readouterr().out
+    assert main([*args, "--sampler", "heun", "--grid", "edm", "--steps", "2"]) == 0
+    assert "2 samples, 5 NFE" in capsys.readouterr().out
+    assert main([*args, "--sampler", "dpmpp-2m", "--budgets", "2,1,1"]) == 0
+    assert "2 samples, 5 NFE" in capsys.readouterr().out
+    assert main([*args, "--sampler", "heun", "--opt", "eta=1"]) == 2
+    assert "unknown option(s) ['eta'] for sampler 'heun'" in capsys.readouterr().err
+    assert main([*args, "--opt", "eta"]) == 2
+    assert "--opt takes KEY=NUMBER" in capsys.readouterr().err
 
 
 def test_cli_reports_config_errors(tmp_path, capsys):

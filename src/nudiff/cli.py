@@ -68,9 +68,28 @@ def _quickstart(args) -> None:
     print(f"loss curve: {Path(args.out) / 'loss.png'}; schedule: {Path(args.out) / 'schedule.png'}")
 
 
+def _options(items: list[str] | None) -> dict | None:
+    """``--opt eta=0.5 --opt rtol=1e-5`` -> ``{"eta": 0.5, "rtol": 1e-5}``."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise ValueError(f"--opt takes KEY=NUMBER, got {item!r}")
+    return out
+
+
 def _sample(args) -> None:
     from nudiff.run import sample_run, save_samples
 
+    if args.n < 1 or args.batch_size < 1:
+        raise ValueError(f"--n and --batch-size must be >= 1, got {args.n}, {args.batch_size}")
+    budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else None
     result = sample_run(
         args.run,
         n=args.n,
@@ -81,6 +100,9 @@ def _sample(args) -> None:
         device=_device(args.device),
         progress=True,
         batch_size=args.batch_size,
+        grid=args.grid,
+        budgets=budgets,
+        options=_options(args.opt),
     )
     save_samples(result, args.out, args.npz)
     print(
@@ -90,7 +112,7 @@ def _sample(args) -> None:
     )
 
 
-BENCHMARKS = ("train",)
+BENCHMARKS = ("train", "samplers")
 
 
 def _benchmark_module(name: str):
@@ -132,8 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
     sa = sub.add_parser("sample", help="sample a trained run")
     sa.add_argument("run", help="run folder or checkpoint folder")
     sa.add_argument("--n", type=int, default=64)
-    sa.add_argument("--sampler", default=None)
-    sa.add_argument("--steps", type=int, default=None)
+    sa.add_argument("--sampler", default=None, help="default: the run config's sample.sampler")
+    sa.add_argument("--steps", type=int, default=None, help="default: the run config's")
+    sa.add_argument(
+        "--grid", default=None, choices=["auto", "uniform", "log-snr", "edm"],
+        help="time grid (default: the run config's, normally auto)",
+    )
+    sa.add_argument(
+        "--budgets", default=None, metavar="N1,N2,..",
+        help="steps per interval between the schedule's breakpoints, from t = 1 down",
+    )
+    sa.add_argument(
+        "--opt", action="append", metavar="KEY=VALUE",
+        help="sampler option, e.g. eta=1 (ddim), rtol=1e-5 (dopri5), corrector_steps=2 (pc)",
+    )
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--out", default="samples.png")
     sa.add_argument("--npz", default=None, help="also write uint8 images (x_train) here")

@@ -170,11 +170,32 @@ class LossConfig(_Strict):
 
 
 class SampleConfig(_Strict):
-    """Defaults for sample grids during training and for ``nudiff sample``."""
+    """Defaults for sample grids during training and for ``nudiff sample``.
 
-    sampler: str = "ancestral"
-    steps: int = Field(100, ge=1)
+    ``sampler``: one of :data:`nudiff.samplers.SAMPLERS`; ``grid``: auto | uniform | log-snr |
+    edm (see :mod:`nudiff.samplers.grids`); ``budgets``: steps per interval between the
+    schedule's breakpoints (replaces ``steps``); ``options``: the sampler's own keywords (e.g.
+    ``eta`` for ddim, ``rtol``/``atol`` for dopri5)."""
+
+    sampler: str = "dpmpp-2m"
+    steps: int = Field(20, ge=1)
+    grid: Literal["auto", "uniform", "log-snr", "edm"] = "auto"
+    budgets: list[Annotated[int, Field(ge=1)]] | None = None
+    options: dict[str, float] = {}
     n: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _sampler(self) -> SampleConfig:
+        from nudiff.samplers import sampler_options
+
+        allowed = sampler_options(self.sampler)  # raises for an unknown sampler
+        unknown = sorted(set(self.options) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"sample.options {unknown} unknown for sampler {self.sampler!r}; it takes "
+                f"{sorted(allowed)}"
+            )
+        return self
 
 
 class Config(_Strict):

@@ -88,6 +88,18 @@ class GaussianOracle(nn.Module):
         mean, var = self.marginal(t, u)
         return -(u - mean) / var
 
+    def transport(self, u: torch.Tensor, t, s) -> torch.Tensor:
+        """The exact probability-flow ODE map from time ``t`` to time ``s`` of states ``u``
+        ``(B, C, H, W)`` (any states, not only draws of the marginal).
+
+        The PF-ODE of Gaussian marginals keeps each standardised coordinate
+        ``(u - mean_t) / std_t`` fixed, so ``u_s = mean_s + std_s / std_t (u - mean_t)``: the
+        reference deterministic samplers are measured against.
+        """
+        mean_t, var_t = self.marginal(t, u)
+        mean_s, var_s = self.marginal(s, u)
+        return mean_s + (var_s / var_t).sqrt() * (u - mean_t)
+
     def sample_u0(self, n: int, generator=None, dtype=torch.float64) -> torch.Tensor:
         """Exact draws of whitened clean components ``(n, C, H, W)``."""
         eps = torch.randn((n, *self.data.shape), generator=generator, dtype=torch.float64)

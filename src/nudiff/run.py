@@ -14,6 +14,18 @@ from nudiff.models.denoiser import Denoiser
 from nudiff.samplers import SampleResult, sample
 
 
+def sample_settings(cfg: Config) -> dict:
+    """The keywords of :func:`nudiff.samplers.sample` that the config's ``sample`` section sets."""
+    s = cfg.sample
+    return {
+        "sampler": s.sampler,
+        "steps": s.steps,
+        "grid": s.grid,
+        "budgets": s.budgets,
+        "options": s.options,
+    }
+
+
 def make_sample_fn(cfg: Config, process):
     """Grid sampler for the trainer: the same seed every time, so grids are comparable."""
 
@@ -23,8 +35,7 @@ def make_sample_fn(cfg: Config, process):
             model,
             model.process,
             n,
-            sampler=cfg.sample.sampler,
-            steps=cfg.sample.steps,
+            **sample_settings(cfg),
             seed=cfg.train.seed,
             device=device,
         )
@@ -85,17 +96,33 @@ def sample_run(
     device=None,
     progress: bool = False,
     batch_size: int = 256,
+    grid: str | None = None,
+    budgets: list[int] | None = None,
+    options: dict | None = None,
 ) -> SampleResult:
-    """Sample ``n`` images from a run; batches of ``batch_size`` give the same images as one."""
+    """Sample ``n`` images from a run; batches of ``batch_size`` give the same images as one.
+
+    Arguments left at None take the run config's ``sample`` section; ``options`` of another
+    sampler than the config's replace the config's."""
     cfg, model = load_run(path, ema=ema, device=device)
+    settings = sample_settings(cfg)
+    if sampler not in (None, settings["sampler"]):
+        settings.update(sampler=sampler, options={})
+    if steps is not None:
+        settings.update(steps=steps, budgets=None)
+    if budgets is not None:
+        settings.update(budgets=budgets)
+    if grid is not None:
+        settings.update(grid=grid)
+    if options is not None:
+        settings.update(options=options)
     parts, seconds = [], 0.0
     for start in range(0, n, batch_size):
         out = sample(
             model,
             model.process,
             min(batch_size, n - start),
-            sampler=sampler or cfg.sample.sampler,
-            steps=steps or cfg.sample.steps,
+            **settings,
             seed=seed,
             start=start,
             device=device,

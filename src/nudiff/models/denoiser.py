@@ -77,10 +77,15 @@ class Denoiser(nn.Module):
         return torch.cat([t.view(-1, 1).to(lam.dtype), groups / 8], dim=1)
 
     def forward(self, u: torch.Tensor, t) -> torch.Tensor:
-        """``u``: ``(B, C, H, W)`` noisy whitened components; ``t``: ``(B,)`` -> x0 estimate."""
-        t = as_times(t, u).expand(u.shape[0])
+        """``u``: ``(B, C, H, W)`` noisy whitened components; ``t``: ``(B,)``, or ``(1,)`` for a
+        time shared by the batch (samplers: the coefficients are then computed once, not per
+        sample) -> x0 estimate ``(B, C, H, W)``."""
+        t = as_times(t, u)
+        if t.shape[0] not in (1, u.shape[0]):
+            raise ValueError(f"t must have shape (1,) or (B,) = ({u.shape[0]},), got {t.shape}")
         alpha, sigma = self.process.coefficients(t, u)
         log_snr = self.process.log_snr(t, u)
+        t = t.expand(u.shape[0])
         m, sd = self.data_mean.to(u.dtype), self.data_std.to(u.dtype)
         rms2 = sd.square().mean()
         image = self.process.basis.inverse(u * (sigma**2 + alpha**2 * rms2).rsqrt())

@@ -2,24 +2,73 @@
 
 from __future__ import annotations
 
+import inspect
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from nudiff.process import Process
 from nudiff.samplers.base import CountingDenoiser, NoiseSource, check_grid
-from nudiff.samplers.grids import uniform_grid
-from nudiff.samplers.ode import sample_euler, sample_heun
-from nudiff.samplers.sde import sample_ancestral, sample_euler_maruyama
+from nudiff.samplers.exponential import (
+    sample_ddim,
+    sample_dpmpp_2m,
+    sample_dpmpp_2m_sde,
+    sample_dpmpp_3m,
+)
+from nudiff.samplers.grids import GRIDS, make_grid, uniform_grid
+from nudiff.samplers.ode import sample_dopri5, sample_euler, sample_heun
+from nudiff.samplers.sde import sample_ancestral, sample_euler_maruyama, sample_pc
 
 SAMPLERS = {
     "ancestral": sample_ancestral,
     "euler-maruyama": sample_euler_maruyama,
+    "pc": sample_pc,
     "euler": sample_euler,
     "heun": sample_heun,
+    "dopri5": sample_dopri5,
+    "ddim": sample_ddim,
+    "dpmpp-2m": sample_dpmpp_2m,
+    "dpmpp-3m": sample_dpmpp_3m,
+    "dpmpp-2m-sde": sample_dpmpp_2m_sde,
 }
-STOCHASTIC = {"ancestral", "euler-maruyama"}
+STOCHASTIC = {"ancestral", "euler-maruyama", "pc", "ddim", "dpmpp-2m-sde"}
+_COMMON = {"noise", "callback", "progress", "denoise_final"}
+
+
+def sampler_options(name: str) -> dict[str, object]:
+    """The extra keyword options of sampler ``name`` and their defaults (e.g. ``eta``)."""
+    if name not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {name!r}")
+    params = inspect.signature(SAMPLERS[name]).parameters.values()
+    return {
+        p.name: p.default
+        for p in params
+        if p.kind is p.KEYWORD_ONLY and p.name not in _COMMON
+    }
+
+
+def nfe_per_step(name: str, options: dict | None = None) -> int:
+    """Model evaluations per grid step (adaptive ``dopri5`` has none fixed: 0)."""
+    if name == "dopri5":
+        return 0
+    if name == "heun":
+        return 2
+    if name == "pc":
+        return 1 + int((options or {}).get("corrector_steps", 1))
+    return 1
+
+
+def steps_for_nfe(name: str, nfe: int, options: dict | None = None) -> int:
+    """The largest step count whose NFE (steps x per-step + 1 final denoising) is <= ``nfe``."""
+    per = nfe_per_step(name, options)
+    if per == 0:
+        raise ValueError("dopri5 is adaptive: set its tolerances, not an NFE")
+    steps = (nfe - 1) // per
+    if steps < 1:
+        raise ValueError(f"{name} needs at least {per + 1} NFE, got {nfe}")
+    return steps
 
 
 @dataclass
@@ -35,9 +84,12 @@ def sample(
     process: Process,
     n: int,
     *,
-    sampler: str = "ancestral",
-    steps: int = 100,
+    sampler: str = "dpmpp-2m",
+    steps: int | None = 50,
     ts: torch.Tensor | None = None,
+    grid: str = "auto",
+    budgets: Sequence[int] | None = None,
+    options: dict | None = None,
     seed: int = 0,
     start: int = 0,
     extra: dict | None = None,
@@ -46,11 +98,24 @@ def sample(
     device=None,
     dtype=torch.float32,
 ) -> SampleResult:
-    """Draw ``n`` samples; sample ``k`` uses seed ``(seed, start + k)``, so it does not depend
-    on the batch size. ``ts`` overrides the default grid of ``steps`` steps."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
-    ts = check_grid(uniform_grid(process, steps) if ts is None else ts)
+    """Draw ``n`` samples ``(n, C, H, W)``.
+
+    Sample ``k`` uses seed ``(seed, start + k)`` so it does not depend on the batch size. The
+    time grid is ``ts`` if given, else :func:`make_grid` of kind ``grid`` with ``steps`` steps
+    (or per-interval ``budgets``). ``options`` are the sampler's own keywords (see
+    :func:`sampler_options`, e.g. ``{"eta": 1.0}`` for DDIM); ``extra`` goes to the denoiser
+    (conditioning).
+    """
+    allowed = sampler_options(sampler)
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for sampler {sampler!r}; it takes {sorted(allowed)}"
+        )
+    if ts is None:
+        ts = make_grid(process, None if budgets is not None else steps, grid, budgets=budgets)
+    ts = check_grid(ts)
     source = NoiseSource(seed, start, n, device)
     model = CountingDenoiser(denoiser, extra)
     began = time.perf_counter()
@@ -61,10 +126,29 @@ def sample(
         )
         noise = source if sampler in STOCHASTIC else None
         u0 = SAMPLERS[sampler](
-            model, process, u, ts.to(device), noise=noise, callback=callback, progress=progress
+            model,
+            process,
+            u,
+            ts.to(device),
+            noise=noise,
+            callback=callback,
+            progress=progress,
+            **options,
         )
         images = process.decode(u0)
     return SampleResult(u0, images, model.nfe, time.perf_counter() - began)
 
 
-__all__ = ["SAMPLERS", "CountingDenoiser", "NoiseSource", "SampleResult", "sample", "uniform_grid"]
+__all__ = [
+    "GRIDS",
+    "SAMPLERS",
+    "CountingDenoiser",
+    "NoiseSource",
+    "SampleResult",
+    "make_grid",
+    "nfe_per_step",
+    "sample",
+    "sampler_options",
+    "steps_for_nfe",
+    "uniform_grid",
+]

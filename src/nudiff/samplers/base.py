@@ -2,7 +2,8 @@
 
 A sampler is a function ``sampler(model, process, u, ts, *, noise=None, callback=None,
 progress=False) -> u0`` (k-diffusion style): ``model(u, t)`` returns the x0 estimate in whitened
-components ``(B, C, H, W)`` for a 0-d time ``t`` (a :class:`CountingDenoiser` around the user's
+components ``(B, C, H, W)`` for a 0-d time ``t`` (the wrapped denoiser gets it as ``(1,)`` and
+must broadcast it over the batch) (a :class:`CountingDenoiser` around the user's
 denoiser), ``u`` is the start state at ``ts[0]``, ``ts`` a decreasing time grid ``(N + 1,)``.
 """
 
@@ -22,7 +23,9 @@ class CountingDenoiser:
 
     def __call__(self, u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
-        return self.denoiser(u, t.expand(u.shape[0]), **self.extra)
+        # one shared time (1,): denoisers broadcast it, so per-component coefficients are
+        # computed once per call instead of once per sample
+        return self.denoiser(u, t.reshape(1), **self.extra)
 
 
 class NoiseSource:

@@ -39,3 +39,38 @@ def sample_heun(
         u = u + (s - t) * 0.5 * (d + d2)
         emit(callback, i, t, u, x0)
     return model(u, ts[-1]) if denoise_final else u
+
+
+@torch.inference_mode()
+def sample_dopri5(
+    model,
+    process: Process,
+    u,
+    ts,
+    *,
+    noise=None,
+    callback=None,
+    progress=False,
+    denoise_final=True,
+    rtol: float = 1e-4,
+    atol: float = 1e-4,
+):
+    """Adaptive Dormand-Prince 5(4) on the PF-ODE through torchdiffeq, from ``ts[0]`` to
+    ``ts[-1]`` (the interior of ``ts`` is ignored). The solver restarts at the schedule's
+    breakpoints, where the velocity has kinks. NFE is whatever the tolerances need."""
+    from torchdiffeq import odeint
+
+    if not (rtol > 0 and atol > 0):
+        raise ValueError(f"rtol and atol must be > 0, got {rtol} and {atol}")
+    ts = check_grid(ts).to(u)
+    t0, t1 = ts[0], ts[-1]
+    jumps = [b for b in process.schedule.breakpoints() if float(t1) < b < float(t0)]
+
+    def velocity(t, x):
+        return _velocity(model, process, x, t)[0]
+
+    span = torch.stack([t0, t1])
+    options = {"jump_t": torch.tensor(jumps, dtype=u.dtype, device=u.device)} if jumps else {}
+    u = odeint(velocity, u, span, rtol=rtol, atol=atol, method="dopri5", options=options)[-1]
+    emit(callback, 0, t1, u, None)
+    return model(u, t1) if denoise_final else u

@@ -59,6 +59,12 @@ class Schedule(nn.Module):
         alpha, sigma = self.alpha_sigma(torch.ones(1, dtype=torch.float64))
         return alpha**2 + sigma**2
 
+    def breakpoints(self) -> list[float]:
+        """Times in ``(0, 1)`` where some component's log-SNR has a kink (a window starts or
+        ends), increasing. Adaptive solvers restart there and per-interval step budgets default
+        to these intervals; smooth schedules have none."""
+        return []
+
     def forward(self, t):
         return self.alpha_sigma(t)
 

@@ -91,6 +91,9 @@ class WindowedLogSNR(PerComponentVP):
         inside = (frac > 0) & (frac < 1)
         return torch.where(inside, slope, 0.0).to(t.dtype)
 
+    def breakpoints(self) -> list[float]:
+        return _interior(torch.cat([self.start.flatten(), self.end.flatten()]))
+
     def windows(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(start, end)`` per component, ``(C, H, W)`` each."""
         return self.start, self.end
@@ -132,6 +135,12 @@ class MultiSpeed(WindowedLogSNR):
         super().__init__(torch.zeros(band.shape), times[band], log_snr_max, log_snr_min)
         self.finishing_times = times.tolist()
         self.register_buffer("band", band, persistent=False)
+
+
+def _interior(times: torch.Tensor) -> list[float]:
+    """The distinct values of ``times`` strictly inside ``(0, 1)``, increasing."""
+    times = torch.unique(times.double())
+    return times[(times > 0) & (times < 1)].tolist()
 
 
 def _normalise(labels: torch.Tensor) -> torch.Tensor:
@@ -202,6 +211,11 @@ class SoftConditioning(PerComponentVP):
             g = self._gamma(t)
             d = torch.where((g > self.g_denoise) & (g < self.g_noise), d, 0.0)
         return d.to(t.dtype)
+
+    def breakpoints(self) -> list[float]:
+        if not self.clip:
+            return []
+        return _interior(torch.cat([w.flatten() for w in self.active_window()]))
 
     def active_window(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Times ``(C, H, W)`` at which ``gamma_i`` enters and leaves ``[g_denoise, g_noise]``."""
