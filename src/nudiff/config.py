@@ -177,7 +177,7 @@ class SampleConfig(_Strict):
     schedule's breakpoints (replaces ``steps``); ``options``: the sampler's own keywords (e.g.
     ``eta`` for ddim, ``rtol``/``atol`` for dopri5)."""
 
-    sampler: str = "dpmpp-2m"
+    sampler: str = "dpmpp-2m-sde"
     steps: int = Field(20, ge=1)
     grid: Literal["auto", "uniform", "log-snr", "edm"] = "auto"
     budgets: list[Annotated[int, Field(ge=1)]] | None = None
