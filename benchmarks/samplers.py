@@ -124,8 +124,11 @@ def run(args) -> dict:
                 runs = []
                 for name in samplers:
                     if name == "dopri5":
-                        runs += [(name, None, {"rtol": float(x), "atol": float(x)})
-                                 for x in args.tolerances.split(",") if x]
+                        runs += [
+                            (name, None, {"rtol": float(x), "atol": float(x)})
+                            for x in args.tolerances.split(",")
+                            if x
+                        ]
                     else:
                         for nfe in args.nfe:
                             try:
@@ -135,8 +138,14 @@ def run(args) -> dict:
                 for name, steps, options in runs:
                     began = time.perf_counter()
                     out = sample(
-                        oracle, process, n, sampler=name, steps=steps or 1, grid=args.grid,
-                        options=options, seed=args.seed,
+                        oracle,
+                        process,
+                        n,
+                        sampler=name,
+                        steps=steps or 1,
+                        grid=args.grid,
+                        options=options,
+                        seed=args.seed,
                     )
                     var_err, mean_err = group_errors(out.u, oracle, index, len(names))
                     row = {
@@ -190,12 +199,15 @@ def _targets(setting: dict, rows: list[dict]) -> dict:
     if em is not None:
         threshold = em + setting["mc_floor"]
         dpm = sorted(
-            r["nfe"] for r in rows
+            r["nfe"]
+            for r in rows
             if r["sampler"].startswith("dpmpp") and r["var_rel_error"] <= threshold
         )
         out["dpmpp_nfe_to_reach_em1000"] = dpm[0] if dpm else None
-    at20 = {s: err(s, nfe) for s, nfe in [("dpmpp-2m", 20), ("dpmpp-3m", 20), ("heun", 19),
-                                           ("ddim", 20)]}
+    at20 = {
+        s: err(s, nfe)
+        for s, nfe in [("dpmpp-2m", 20), ("dpmpp-3m", 20), ("heun", 19), ("ddim", 20)]
+    }
     if None not in at20.values():
         best = min(at20["dpmpp-2m"], at20["dpmpp-3m"])
         out["dpmpp_beats_heun_and_ddim_at_20_nfe"] = best < min(at20["heun"], at20["ddim"])
@@ -229,7 +241,7 @@ def plot(result: dict, path: str) -> None:
         ax.set_xlabel("NFE")
         ax.set_ylabel("variance error")
         ax.grid(True, which="both", alpha=0.3)
-    for ax in list(axes.flat)[len(settings):]:
+    for ax in list(axes.flat)[len(settings) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()

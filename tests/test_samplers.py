@@ -94,7 +94,13 @@ def test_every_sampler_reproduces_the_data_variance(schedule, name):
     steps = 1000 if name in first_order or name == "pc" else 200
     options = {"rtol": 1e-6, "atol": 1e-6} if name == "dopri5" else {}
     out = sample(
-        oracle, process, n, sampler=name, steps=steps, seed=1, options=options,
+        oracle,
+        process,
+        n,
+        sampler=name,
+        steps=steps,
+        seed=1,
+        options=options,
         dtype=torch.float64,
     )
     errors, sizes = _group_errors(process, oracle, out.u)

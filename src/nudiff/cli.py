@@ -1,4 +1,4 @@
-"""``nudiff`` command line: train | quickstart | sample | schedule plot."""
+"""``nudiff`` command line: train | quickstart | sample | eval | features | schedule | bench."""
 
 from __future__ import annotations
 
@@ -112,6 +112,82 @@ def _sample(args) -> None:
     )
 
 
+def _print_json(result: dict, path: str | None, keys: tuple[str, ...]) -> None:
+    import json
+
+    print(
+        ", ".join(
+            f"{k} {result[k]:.4g}" if isinstance(result[k], float) else f"{k} {result[k]}"
+            for k in keys
+            if k in result
+        )
+    )
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2))
+        print(f"wrote {path}")
+
+
+def _eval_nll(args) -> None:
+    from nudiff.eval.commands import eval_nll
+
+    result = eval_nll(
+        args.run,
+        data=args.data,
+        n=args.n,
+        batch_size=args.batch_size,
+        ema=args.ema,
+        device=_device(args.device),
+        seed=args.seed,
+        divergence=args.divergence,
+        rtol=args.rtol,
+        atol=args.atol,
+        n_probes=args.probes,
+    )
+    _print_json(result, args.json, ("nll_bpd", "stderr", "n", "nfe_mean", "seconds"))
+
+
+def _eval_fd(args) -> None:
+    from nudiff.eval.commands import eval_fd
+
+    result = eval_fd(
+        features=args.features,
+        ref=args.ref,
+        run=args.run,
+        samples=args.samples,
+        n=args.n,
+        sampler=args.sampler,
+        steps=args.steps,
+        seed=args.seed,
+        ema=args.ema,
+        device=_device(args.device),
+        batch_size=args.batch_size,
+    )
+    _print_json(result, args.json, ("fd", "kid", "kid_std", "n", "nfe"))
+
+
+def _features_train(args) -> None:
+    from nudiff.eval.commands import train_features
+
+    result = train_features(
+        args.data,
+        args.out,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        resolution=args.resolution,
+        holdout=args.holdout,
+        seed=args.seed,
+    )
+    _print_json(result, args.json, ("accuracy", "n_train", "n_holdout", "seconds", "out"))
+
+
+def _data_export(args) -> None:
+    from nudiff.eval.commands import export_data
+
+    result = export_data(args.config, args.out, n=args.n, split=args.split, overrides=args.set)
+    _print_json(result, None, ("n", "shape", "labels", "out"))
+
+
 BENCHMARKS = ("train", "samplers")
 
 
@@ -157,15 +233,21 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--sampler", default=None, help="default: the run config's sample.sampler")
     sa.add_argument("--steps", type=int, default=None, help="default: the run config's")
     sa.add_argument(
-        "--grid", default=None, choices=["auto", "uniform", "log-snr", "edm"],
+        "--grid",
+        default=None,
+        choices=["auto", "uniform", "log-snr", "edm"],
         help="time grid (default: the run config's, normally auto)",
     )
     sa.add_argument(
-        "--budgets", default=None, metavar="N1,N2,..",
+        "--budgets",
+        default=None,
+        metavar="N1,N2,..",
         help="steps per interval between the schedule's breakpoints, from t = 1 down",
     )
     sa.add_argument(
-        "--opt", action="append", metavar="KEY=VALUE",
+        "--opt",
+        action="append",
+        metavar="KEY=VALUE",
         help="sampler option, e.g. eta=1 (ddim), rtol=1e-5 (dopri5), corrector_steps=2 (pc)",
     )
     sa.add_argument("--seed", type=int, default=0)
@@ -184,6 +266,66 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument("--json", default=None, help="write the result here")
         module.add_arguments(b)
         b.set_defaults(func=_bench)
+
+    ev = sub.add_parser("eval", help="likelihood (bits/dim) and Frechet distances")
+    ev_sub = ev.add_subparsers(dest="metric", required=True)
+    nll = ev_sub.add_parser("nll", help="NLL in bits/dim from the probability-flow ODE")
+    nll.add_argument("run", help="run folder or checkpoint folder")
+    nll.add_argument(
+        "--data",
+        default=None,
+        help=".npz of uint8 images (its last --n images; default: the run's held-out split)",
+    )
+    nll.add_argument("--n", type=int, default=1000)
+    nll.add_argument("--batch-size", type=int, default=64)
+    nll.add_argument("--divergence", default="auto", choices=["auto", "exact", "hutchinson"])
+    nll.add_argument("--probes", type=int, default=1, help="Hutchinson probes per image")
+    nll.add_argument("--rtol", type=float, default=1e-5)
+    nll.add_argument("--atol", type=float, default=1e-5)
+    fd = ev_sub.add_parser("fd", help="feature Frechet distance and KID against reference data")
+    fd.add_argument("run", nargs="?", default=None, help="run to sample (or give --samples)")
+    fd.add_argument("--samples", default=None, help=".npz of generated uint8 images")
+    fd.add_argument("--ref", required=True, help=".npz of reference images (its last --n)")
+    fd.add_argument("--features", required=True, help="feature network (nudiff features train)")
+    fd.add_argument("--n", type=int, default=5000)
+    fd.add_argument("--sampler", default=None)
+    fd.add_argument("--steps", type=int, default=None)
+    fd.add_argument("--batch-size", type=int, default=256)
+    for e in (nll, fd):
+        e.add_argument("--seed", type=int, default=0)
+        e.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True)
+        e.add_argument("--device", default=None)
+        e.add_argument("--json", default=None, help="write the result here")
+    nll.set_defaults(func=_eval_nll)
+    fd.set_defaults(func=_eval_fd)
+
+    feat = sub.add_parser("features", help="the offline feature network for Frechet distances")
+    feat_sub = feat.add_subparsers(dest="action", required=True)
+    ft = feat_sub.add_parser("train", help="train a small classifier on labelled images")
+    ft.add_argument("--data", required=True, help=".npz with x_train and y_train")
+    ft.add_argument("--out", required=True, help="FEATURES.safetensors")
+    ft.add_argument("--steps", type=int, default=1500)
+    ft.add_argument("--batch-size", type=int, default=128)
+    ft.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="centre pad/crop to this size (e.g. 32 for MNIST models at 32x32)",
+    )
+    ft.add_argument("--holdout", type=float, default=0.1, help="fraction for the accuracy")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--json", default=None)
+    ft.set_defaults(func=_features_train)
+
+    data = sub.add_parser("data", help="datasets")
+    data_sub = data.add_subparsers(dest="action", required=True)
+    ex = data_sub.add_parser("export", help="write a config's dataset to an .npz (uint8)")
+    ex.add_argument("config", help="config whose data section to read")
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--n", type=int, required=True, help="the first N images of the split")
+    ex.add_argument("--split", default="train", choices=["train", "holdout"])
+    ex.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. data.seed=1")
+    ex.set_defaults(func=_data_export)
 
     sched = sub.add_parser("schedule", help="inspect a config's schedule")
     sched_sub = sched.add_subparsers(dest="action", required=True)

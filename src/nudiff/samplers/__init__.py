@@ -42,11 +42,7 @@ def sampler_options(name: str) -> dict[str, object]:
     if name not in SAMPLERS:
         raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {name!r}")
     params = inspect.signature(SAMPLERS[name]).parameters.values()
-    return {
-        p.name: p.default
-        for p in params
-        if p.kind is p.KEYWORD_ONLY and p.name not in _COMMON
-    }
+    return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in _COMMON}
 
 
 def nfe_per_step(name: str, options: dict | None = None) -> int:

@@ -9,8 +9,9 @@ so the linear part is integrated exactly *per component*, and only the denoiser 
 ``x0_i``, as a function of the component's own ``psi_i``, is approximated by the polynomial
 through the last 1, 2 or 3 model outputs. With ``h_i = psi_s,i - psi_t,i`` the weights are
 ``A0 = 1 - e^-h``, ``A1 = h - A0``, ``A2 = h^2 - 2 A1`` (moments of ``e^(tau - h)`` on
-``[0, h]``); 2M uses Lu et al.'s midpoint weight ``A0 h / 2`` for ``A1``. A component that did not move in an earlier step (frozen outside its window)
-lacks the history for a higher order and falls back to a lower one on its own.
+``[0, h]``); 2M uses Lu et al.'s midpoint weight ``A0 h / 2`` for ``A1``. A component that did
+not move in an earlier step (frozen outside its window) lacks the history for a higher order
+and falls back to a lower one on its own.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def sample_ddim(
         r2 = (sigma_t**2 - a**2 * sigma_s**2).clamp_min(0)
         c = eta * (r2 * sigma_s**2 / sigma_t**2).sqrt()
         keep = (sigma_s**2 - c**2).clamp_min(0).sqrt() / sigma_t
-        u = (keep.to(u) * u + (alpha_s - keep * alpha_t).to(u) * x0)
+        u = keep.to(u) * u + (alpha_s - keep * alpha_t).to(u) * x0
         if eta > 0:
             u = u + c.to(u) * noise.randn(u.shape[1:], u.dtype)
         emit(callback, i, t, u, x0)

@@ -108,9 +108,7 @@ def sample_pc(
     if noise is None:
         raise ValueError("the pc sampler is stochastic: it needs a noise source")
     if corrector_steps < 0 or not snr > 0:
-        raise ValueError(
-            f"need corrector_steps >= 0 and snr > 0, got {corrector_steps} and {snr}"
-        )
+        raise ValueError(f"need corrector_steps >= 0 and snr > 0, got {corrector_steps} and {snr}")
     ts = check_grid(ts).to(u)
     for i, (t, s) in enumerate(steps_iter(ts, progress, "pc")):
         for _ in range(corrector_steps):

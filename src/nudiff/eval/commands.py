@@ -1,0 +1,243 @@
+"""What ``nudiff eval nll``, ``nudiff eval fd`` and ``nudiff features train`` do, as functions
+returning JSON-ready dicts (every figure with its sample count)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nudiff.data.transforms import float_to_uint8, pad_to, to_channels, uint8_to_float
+
+
+def fit_images(images: np.ndarray | torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """uint8 images ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` -> uint8 ``(N, *shape)``:
+    grey <-> RGB as in training, centred on a background canvas or centre-cropped (MNIST 28 ->
+    32, as the ``pad`` data option), so every pixel value is kept exactly."""
+    x = torch.as_tensor(np.asarray(images))
+    if x.dtype != torch.uint8:
+        raise ValueError(f"images must be uint8, got {x.dtype}")
+    if x.dim() == 3:
+        x = x.unsqueeze(1)
+    elif x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.permute(0, 3, 1, 2)
+    if x.dim() != 4:
+        raise ValueError(f"images must be (N, H, W[, C]), got shape {tuple(x.shape)}")
+    c, h, w = shape
+    if x.shape[1:] == (c, h, w):
+        return x.contiguous()
+    y = pad_to(to_channels(uint8_to_float(x), c), h)
+    return float_to_uint8(y)
+
+
+def _eval_images(cfg, data: str | None, n: int) -> torch.Tensor:
+    """The last ``n`` images of ``data`` (an .npz), or of the run's held-out split (for the
+    procedural datasets without one: fresh draws), as uint8 ``(n, C, H, W)`` at the run's
+    resolution."""
+    from nudiff.data import build_dataset
+
+    shape = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
+    if data is not None:
+        from nudiff.eval.features import load_images_npz
+
+        images, _ = load_images_npz(data)
+        if n > len(images):
+            raise ValueError(f"--n {n} exceeds the {len(images)} images in {data}")
+        return fit_images(images[-n:], shape)
+    if cfg.data.holdout >= 1:
+        split = build_dataset(cfg.data, "holdout")
+    elif cfg.data.name in ("shapes", "fields"):
+        # procedural data: fresh draws from another seed are images the run never saw
+        split = build_dataset(cfg.data.model_copy(update={"seed": cfg.data.seed + 1}))
+    else:
+        raise ValueError("the run has no held-out split (data.holdout = 0): pass --data DATA.npz")
+    if n > len(split):
+        raise ValueError(f"--n {n} exceeds the run's {len(split)} held-out images")
+    x = torch.stack([split[i] for i in range(len(split) - n, len(split))])
+    return float_to_uint8(x)
+
+
+def eval_nll(
+    run: str | Path,
+    *,
+    data: str | None = None,
+    n: int = 1000,
+    batch_size: int = 64,
+    ema: bool = True,
+    device=None,
+    seed: int = 0,
+    divergence: str = "auto",
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    n_probes: int = 1,
+    progress: bool = True,
+) -> dict:
+    """NLL in bits/dim of a run on ``n`` images (see :func:`nudiff.eval.likelihood.nll_bpd`)."""
+    from nudiff.eval.likelihood import nll_bpd
+    from nudiff.run import load_run
+
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"--n and --batch-size must be >= 1, got {n}, {batch_size}")
+    cfg, model = load_run(run, ema=ema, device=device)
+    images = _eval_images(cfg, data, n)
+    out = nll_bpd(
+        model,
+        model.process,
+        images,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        divergence=divergence,
+        rtol=rtol,
+        atol=atol,
+        n_probes=n_probes,
+    )
+    return {
+        "run": str(run),
+        "data": data or "run holdout split",
+        "ema": ema,
+        "divergence": divergence,
+        "rtol": rtol,
+        "atol": atol,
+        **out,
+    }
+
+
+def eval_fd(
+    *,
+    features: str | Path,
+    ref: str | Path,
+    run: str | Path | None = None,
+    samples: str | Path | None = None,
+    n: int = 5000,
+    sampler: str | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    ema: bool = True,
+    device=None,
+    batch_size: int = 256,
+    kid_subsets: int = 100,
+    progress: bool = True,
+) -> dict:
+    """Feature Frechet distance and KID between ``n`` generated (or ``samples``) images and the
+    last ``n`` images of ``ref``, in the feature network's space."""
+    from nudiff.eval.features import extract_features, load_feature_net, load_images_npz
+    from nudiff.eval.frechet import frechet_distance, gaussian_stats, kid
+
+    if (run is None) == (samples is None):
+        raise ValueError("give exactly one of a run to sample and --samples SAMPLES.npz")
+    if n < 2:
+        raise ValueError(f"--n must be >= 2, got {n}")
+    net = load_feature_net(features)
+    shape = (net.in_channels, net.resolution, net.resolution)
+    ref_images, _ = load_images_npz(ref)
+    if n > len(ref_images):
+        raise ValueError(f"--n {n} exceeds the {len(ref_images)} images in {ref}")
+    ref_images = fit_images(ref_images[-n:], shape)
+    info: dict = {}
+    if samples is not None:
+        gen, _ = load_images_npz(samples)
+        if n > len(gen):
+            raise ValueError(f"--n {n} exceeds the {len(gen)} images in {samples}")
+        gen = gen[:n]
+    else:
+        from nudiff.run import sample_run
+
+        result = sample_run(
+            run,
+            n=n,
+            sampler=sampler,
+            steps=steps,
+            seed=seed,
+            ema=ema,
+            device=device,
+            progress=progress,
+            batch_size=batch_size,
+        )
+        gen = float_to_uint8(result.images.clamp(-1, 1)).cpu()
+        info = {"nfe": result.nfe, "sampling_seconds": result.seconds}
+    gen = fit_images(gen, shape)
+    f_gen = extract_features(net, gen.permute(0, 2, 3, 1).numpy())
+    f_ref = extract_features(net, ref_images.permute(0, 2, 3, 1).numpy())
+    fd = frechet_distance(*gaussian_stats(f_gen), *gaussian_stats(f_ref))
+    kid_mean, kid_std = kid(f_gen, f_ref, subsets=kid_subsets, subset_size=min(1000, n))
+    return {
+        "fd": fd,
+        "kid": kid_mean,
+        "kid_std": kid_std,
+        "n": n,
+        "n_ref": n,
+        "features": str(features),
+        "ref": str(ref),
+        "source": str(samples) if samples is not None else str(run),
+        **({"sampler": sampler, "steps": steps} if run is not None else {}),
+        **info,
+    }
+
+
+def train_features(
+    data: str | Path,
+    out: str | Path,
+    *,
+    steps: int = 1500,
+    batch_size: int = 128,
+    resolution: int | None = None,
+    holdout: float = 0.1,
+    seed: int = 0,
+) -> dict:
+    """Train the offline feature network on the labelled images of ``data`` (.npz with
+    ``y_train``), at ``resolution`` (centre pad/crop; default: the images' own)."""
+    from nudiff.eval.features import load_images_npz, save_feature_net, train_feature_net
+
+    images, labels = load_images_npz(data)
+    if labels is None:
+        raise ValueError(f"{data} has no labels (y_train): the feature network is a classifier")
+    if resolution is not None:
+        channels = 1 if images.ndim == 3 else images.shape[-1]
+        images = fit_images(images, (channels, resolution, resolution)).permute(0, 2, 3, 1)
+        images = images.numpy()
+    net, info = train_feature_net(
+        images, labels, steps=steps, batch_size=batch_size, seed=seed, holdout=holdout
+    )
+    info = {**info, "data": str(data)}
+    save_feature_net(net, out, info)
+    return {**info, "out": str(out)}
+
+
+def export_data(
+    config: str | Path | None,
+    out: str | Path,
+    *,
+    n: int,
+    split: str = "train",
+    overrides: list[str] | None = None,
+    batch_size: int = 500,
+) -> dict:
+    """Write the first ``n`` images of a config's dataset ``split`` to an .npz as ``x_train``
+    (uint8 ``(n, H, W, C)``), with ``y_train`` when the dataset has labels (the built-in
+    shapes do), e.g. to train the feature network on them or to use them as FD reference."""
+    from nudiff.config import load_config
+    from nudiff.data import build_dataset, to_uint8
+
+    cfg = load_config(config, overrides)
+    dataset = build_dataset(cfg.data, split)
+    if not 1 <= n <= len(dataset):
+        raise ValueError(f"--n must be in [1, {len(dataset)}] for this split, got {n}")
+    base = getattr(dataset, "dataset", dataset)
+    offset = dataset.indices[0] if base is not dataset else 0
+    images = [
+        to_uint8(torch.stack([dataset[i] for i in range(a, min(a + batch_size, n))]))
+        for a in range(0, n, batch_size)
+    ]
+    arrays = {"x_train": np.concatenate(images)}
+    if hasattr(base, "labels"):
+        arrays["y_train"] = base.labels(range(offset, offset + n))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **arrays)
+    return {
+        "out": str(out),
+        "n": n,
+        "shape": list(arrays["x_train"].shape[1:]),
+        "labels": "y_train" in arrays,
+    }
