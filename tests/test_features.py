@@ -87,8 +87,13 @@ def test_extract_features_inputs(tiny):
         extract_features(net, np.zeros((2, 8, 8, 3), np.uint8))
     with pytest.raises(ValueError, match="16x16 .* 8x8"):
         extract_features(net, np.zeros((2, 16, 16), np.uint8))
-    with pytest.raises(TypeError, match="uint8 numpy array"):
+    # uint8 tensors (N, C, H, W) give the features of the same numpy images
+    as_uint8 = torch.from_numpy(images).unsqueeze(1)
+    np.testing.assert_allclose(extract_features(net, as_uint8), f, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"must be \(N, C, H, W\)"):
         extract_features(net, torch.from_numpy(images))
+    with pytest.raises(TypeError, match="uint8 numpy array"):
+        extract_features(net, torch.from_numpy(images).long().unsqueeze(1))
 
 
 def test_save_load_round_trip(tiny, tmp_path):

@@ -12,23 +12,32 @@ from nudiff.data.transforms import float_to_uint8, pad_to, to_channels, uint8_to
 
 
 def fit_images(images: np.ndarray | torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    """uint8 images ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` -> uint8 ``(N, *shape)``:
-    grey <-> RGB as in training, centred on a background canvas or centre-cropped (MNIST 28 ->
-    32, as the ``pad`` data option), so every pixel value is kept exactly."""
-    x = torch.as_tensor(np.asarray(images))
-    if x.dtype != torch.uint8:
-        raise ValueError(f"images must be uint8, got {x.dtype}")
-    if x.dim() == 3:
-        x = x.unsqueeze(1)
-    elif x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-        x = x.permute(0, 3, 1, 2)
-    if x.dim() != 4:
-        raise ValueError(f"images must be (N, H, W[, C]), got shape {tuple(x.shape)}")
-    c, h, w = shape
-    if x.shape[1:] == (c, h, w):
+    """uint8 images, a numpy ``(N, H, W[, C])`` array or a tensor ``(N, C, H, W)`` -> uint8
+    ``(N, *shape)``: grey <-> RGB as in training, centred on a background canvas or
+    centre-cropped (MNIST 28 -> 32, as the ``pad`` data option), so pixel values stay exact."""
+    from nudiff.eval.features import _uint8_nchw
+
+    if isinstance(images, torch.Tensor):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise ValueError(
+                f"images must be uint8 (N, C, H, W), got {images.dtype} {images.shape}"
+            )
+        x = images
+    else:
+        x = _uint8_nchw(images)
+    if x.shape[1:] == shape:
         return x.contiguous()
-    y = pad_to(to_channels(uint8_to_float(x), c), h)
-    return float_to_uint8(y)
+    return float_to_uint8(pad_to(to_channels(uint8_to_float(x), shape[0]), shape[1]))
+
+
+def _npz_images(path: str | Path, n: int, last: bool = True) -> np.ndarray:
+    """The last (or first) ``n`` uint8 images of an ``.npz`` read as in ``../shared/data``."""
+    from nudiff.eval.features import load_images_npz
+
+    images, _ = load_images_npz(path)
+    if n > len(images):
+        raise ValueError(f"--n {n} exceeds the {len(images)} images in {path}")
+    return images[-n:] if last else images[:n]
 
 
 def _eval_images(cfg, data: str | None, n: int) -> torch.Tensor:
@@ -39,12 +48,7 @@ def _eval_images(cfg, data: str | None, n: int) -> torch.Tensor:
 
     shape = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
     if data is not None:
-        from nudiff.eval.features import load_images_npz
-
-        images, _ = load_images_npz(data)
-        if n > len(images):
-            raise ValueError(f"--n {n} exceeds the {len(images)} images in {data}")
-        return fit_images(images[-n:], shape)
+        return fit_images(_npz_images(data, n), shape)
     if cfg.data.holdout >= 1:
         split = build_dataset(cfg.data, "holdout")
     elif cfg.data.name in ("shapes", "fields"):
@@ -122,7 +126,7 @@ def eval_fd(
 ) -> dict:
     """Feature Frechet distance and KID between ``n`` generated (or ``samples``) images and the
     last ``n`` images of ``ref``, in the feature network's space."""
-    from nudiff.eval.features import extract_features, load_feature_net, load_images_npz
+    from nudiff.eval.features import extract_features, load_feature_net
     from nudiff.eval.frechet import frechet_distance, gaussian_stats, kid
 
     if (run is None) == (samples is None):
@@ -131,16 +135,10 @@ def eval_fd(
         raise ValueError(f"--n must be >= 2, got {n}")
     net = load_feature_net(features)
     shape = (net.in_channels, net.resolution, net.resolution)
-    ref_images, _ = load_images_npz(ref)
-    if n > len(ref_images):
-        raise ValueError(f"--n {n} exceeds the {len(ref_images)} images in {ref}")
-    ref_images = fit_images(ref_images[-n:], shape)
+    ref_images = fit_images(_npz_images(ref, n), shape)
     info: dict = {}
     if samples is not None:
-        gen, _ = load_images_npz(samples)
-        if n > len(gen):
-            raise ValueError(f"--n {n} exceeds the {len(gen)} images in {samples}")
-        gen = gen[:n]
+        gen = _npz_images(samples, n, last=False)
     else:
         from nudiff.run import sample_run
 
@@ -158,8 +156,7 @@ def eval_fd(
         gen = float_to_uint8(result.images.clamp(-1, 1)).cpu()
         info = {"nfe": result.nfe, "sampling_seconds": result.seconds}
     gen = fit_images(gen, shape)
-    f_gen = extract_features(net, gen.permute(0, 2, 3, 1).numpy())
-    f_ref = extract_features(net, ref_images.permute(0, 2, 3, 1).numpy())
+    f_gen, f_ref = extract_features(net, gen), extract_features(net, ref_images)
     fd = frechet_distance(*gaussian_stats(f_gen), *gaussian_stats(f_ref))
     kid_mean, kid_std = kid(f_gen, f_ref, subsets=kid_subsets, subset_size=min(1000, n))
     return {

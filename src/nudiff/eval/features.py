@@ -126,13 +126,15 @@ def _image_batches(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Images as given to the extractors -> uint8 ``(N, C, H, W)`` or float ``(N, C, H, W)``."""
     if isinstance(images, np.ndarray):
         return _uint8_nchw(images)
-    if isinstance(images, torch.Tensor) and images.is_floating_point():
+    if isinstance(images, torch.Tensor) and (
+        images.is_floating_point() or images.dtype == torch.uint8
+    ):
         if images.dim() != 4:
-            raise ValueError(f"float images must be (N, C, H, W), got shape {tuple(images.shape)}")
+            raise ValueError(f"image tensors must be (N, C, H, W), got shape {tuple(images.shape)}")
         return images
     raise TypeError(
-        "images must be a uint8 numpy array (N, H, W[, C]) or a float tensor (N, C, H, W) in "
-        f"[-1, 1], got {type(images).__name__}"
+        "images must be a uint8 numpy array (N, H, W[, C]), or a uint8 or float (in [-1, 1]) "
+        f"tensor (N, C, H, W), got {type(images).__name__}"
         + (f" of {images.dtype}" if isinstance(images, torch.Tensor) else "")
     )
 
@@ -300,8 +302,8 @@ def load_feature_net(path: str | os.PathLike) -> FeatureNet:
 def extract_features(
     net: FeatureNet, images: np.ndarray | torch.Tensor, batch_size: int = 500
 ) -> np.ndarray:
-    """Features ``(N, feature_dim)`` float64 of uint8 images ``(N, H, W[, C])`` (numpy) or
-    float images ``(N, C, H, W)`` in ``[-1, 1]`` (tensor), on the net's device."""
+    """Features ``(N, feature_dim)`` float64 of uint8 images ``(N, H, W[, C])`` (numpy), or a
+    uint8 or float (in ``[-1, 1]``) tensor ``(N, C, H, W)``, on the net's device."""
     x = _image_batches(images)
     net.check_shape((0, *x.shape[1:]))
     device = next(net.parameters()).device
