@@ -180,8 +180,11 @@ def test_train_resume_sample_end_to_end(tmp_path, capsys):
     args = ["sample", str(run), "--n", "2", "--out", str(png)]
     assert main([*args, "--sampler", "ddim", "--steps", "3", "--opt", "eta=1"]) == 0
     assert "2 samples, 4 NFE" in capsys.readouterr().out
-    assert main([*args, "--sampler", "heun", "--grid", "edm", "--steps", "2"]) == 0
-    assert "2 samples, 5 NFE" in capsys.readouterr().out
+    # the quick start's model has 3 scales: one Heun step each (2 NFE) + the final denoising
+    assert main([*args, "--sampler", "heun", "--grid", "edm", "--steps", "3"]) == 0
+    assert "2 samples, 7 NFE" in capsys.readouterr().out
+    assert main([*args, "--sampler", "heun", "--steps", "2"]) == 2
+    assert "a multi-scale model with 3 scales needs >= 3 steps" in capsys.readouterr().err
     assert main([*args, "--sampler", "dpmpp-2m", "--budgets", "2,1,1"]) == 0
     assert "2 samples, 5 NFE" in capsys.readouterr().out
     assert main([*args, "--sampler", "heun", "--opt", "eta=1"]) == 2

@@ -37,7 +37,7 @@ class ToyModel(nn.Module):
 class ToyLoss:
     """t ~ U(0, 1), eps ~ N(0, I); per-sample mse(model(x0 + t eps), x0)."""
 
-    def draw(self, n, generator):
+    def draw(self, n, generator, step=0):
         dev = generator.device
         return {
             "t": torch.rand(n, generator=generator, device=dev),

@@ -6,11 +6,13 @@ import torch
 from torch.utils.data import Dataset
 
 from nudiff.bases import DCT, PCA, Basis, Fourier, Haar, Identity
+from nudiff.bases.haar import default_haar_levels
 from nudiff.config import Config
 from nudiff.data import build_dataset, load_batch
-from nudiff.losses import DenoisingLoss
+from nudiff.losses import DenoisingLoss, MultiScaleLoss
 from nudiff.models import UNet
 from nudiff.models.denoiser import Denoiser
+from nudiff.models.multiscale import MultiScaleDenoiser, coarse_process
 from nudiff.prior import Prior, moments
 from nudiff.process import Process
 from nudiff.schedules import (
@@ -24,14 +26,6 @@ from nudiff.schedules import (
     VPCosine,
     VPLinear,
 )
-
-
-def default_haar_levels(resolution: int) -> int:
-    """As many levels as keep the coarsest band at least 4x4."""
-    levels = 0
-    while resolution % 2 ** (levels + 1) == 0 and resolution // 2 ** (levels + 1) >= 4:
-        levels += 1
-    return levels
 
 
 def data_shape(cfg: Config) -> tuple[int, int, int]:
@@ -104,29 +98,80 @@ def build_process(cfg: Config, dataset: Dataset | None = None) -> Process:
     return Process(basis, build_schedule(cfg, basis), prior)
 
 
-def build_denoiser(cfg: Config, process: Process, dataset: Dataset | None = None) -> Denoiser:
-    """The preconditioned denoiser; with ``model.sigma_data: data`` its per-component moments
-    are measured on ``dataset`` (without one they are placeholders for ``load_state_dict``)."""
+def build_unet(
+    cfg: Config, in_channels: int, noise_features: int, width: int | None = None, resolution=None
+) -> UNet:
+    """The configured UNet; ``width`` replaces ``unet.channels``, and at a ``resolution`` that
+    the configured levels cannot halve often enough the deepest levels are left out."""
     u = cfg.model.unet
-    backbone = UNet(
-        in_channels=process.shape[0],
-        channels=u.channels,
-        channel_mult=tuple(u.channel_mult),
+    mult = list(u.channel_mult)
+    while resolution is not None and len(mult) > 1 and resolution % 2 ** (len(mult) - 1):
+        mult.pop()
+    return UNet(
+        in_channels=in_channels,
+        channels=width or u.channels,
+        channel_mult=tuple(mult),
         num_res_blocks=u.num_res_blocks,
-        attn_levels=tuple(u.attn_levels),
+        attn_levels=tuple(a for a in u.attn_levels if a < len(mult)),
         dropout=u.dropout,
         head_channels=u.head_channels,
-        noise_features=Denoiser.noise_features(process),
+        noise_features=noise_features,
     )
+
+
+def _data_moments(cfg: Config, process: Process, dataset: Dataset | None):
+    """Per-component data mean and per-group std in whitened components (None without data or
+    with a numeric ``sigma_data``)."""
     m = cfg.model
+    if m.sigma_data != "data" or dataset is None:
+        return None, None
+    images = _sample_images(dataset, m.stats_samples, cfg.train.seed + 2)
+    mean, std = moments(process.encode, images.split(512), "model.sigma_data: data")
+    return mean, group_rms(std, process.basis)
+
+
+def build_denoiser(
+    cfg: Config, process: Process, dataset: Dataset | None = None
+) -> Denoiser | MultiScaleDenoiser:
+    """The preconditioned denoiser (a :class:`MultiScaleDenoiser` with ``model.multiscale``);
+    with ``model.sigma_data: data`` its per-component moments are measured on ``dataset``
+    (without one they are placeholders for ``load_state_dict``)."""
+    m = cfg.model
+    if m.multiscale is not None:
+        return build_multiscale(cfg, process, dataset)
+    backbone = build_unet(cfg, process.shape[0], Denoiser.noise_features(process))
     if m.sigma_data != "data":
         return Denoiser(process, backbone, m.prediction, sigma_data=m.sigma_data)
-    mean = std = None
-    if dataset is not None:
-        images = _sample_images(dataset, m.stats_samples, cfg.train.seed + 2)
-        mean, std = moments(process.encode, images.split(512), "model.sigma_data: data")
-        std = group_rms(std, process.basis)
+    mean, std = _data_moments(cfg, process, dataset)
     return Denoiser(process, backbone, m.prediction, data_mean=mean, data_std=std)
+
+
+def build_multiscale(
+    cfg: Config, process: Process, dataset: Dataset | None = None
+) -> MultiScaleDenoiser:
+    """One :class:`Denoiser` per scale on :func:`coarse_process`, each conditioned on the full
+    process's bands (the dropped ones reported as noise), around one UNet per scale or a shared
+    one. Data moments are measured once at full resolution and cropped."""
+    m, ms = cfg.model, cfg.model.multiscale
+    levels = process.basis.levels
+    features = Denoiser.noise_features(process)
+    shared = build_unet(cfg, process.shape[0], features) if ms.share else None
+    mean, std = _data_moments(cfg, process, dataset)
+    scales = []
+    for s in range(levels + 1):
+        sub = coarse_process(process, s)
+        _, h, w = sub.shape
+        backbone = shared or build_unet(
+            cfg, sub.shape[0], features, ms.channels[s] if ms.channels else None, h
+        )
+        if m.sigma_data != "data":
+            kw = {"sigma_data": m.sigma_data}
+        elif mean is None:
+            kw = {}  # placeholders, loaded from the state dict
+        else:
+            kw = {"data_mean": mean[..., :h, :w], "data_std": std[..., :h, :w]}
+        scales.append(Denoiser(sub, backbone, m.prediction, absent_groups=s, **kw))
+    return MultiScaleDenoiser(process, scales)
 
 
 def group_rms(std: torch.Tensor, basis: Basis) -> torch.Tensor:
@@ -144,8 +189,22 @@ def group_rms(std: torch.Tensor, basis: Basis) -> torch.Tensor:
     return var[index].sqrt().clamp_min(1e-3 * var.max().sqrt())
 
 
-def build_loss(cfg: Config, process: Process, denoiser: Denoiser) -> DenoisingLoss:
+def build_loss(
+    cfg: Config, process: Process, denoiser: Denoiser | MultiScaleDenoiser
+) -> DenoisingLoss | MultiScaleLoss:
     l = cfg.loss
+    if isinstance(denoiser, MultiScaleDenoiser):
+        ms = cfg.model.multiscale
+        return MultiScaleLoss(
+            denoiser,
+            l.weighting,
+            cfg.model.prediction,
+            l.min_snr_gamma,
+            l.band_weights,
+            ms.scale_sampling,
+            ms.scale_weights,
+            seed=cfg.train.seed,
+        )
     return DenoisingLoss(
         process,
         l.weighting,

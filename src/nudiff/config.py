@@ -132,17 +132,34 @@ class UNetConfig(_Strict):
     head_channels: int = Field(32, ge=1)
 
 
+class MultiScaleConfig(_Strict):
+    """MSDiff's multi-scale model (needs the haar basis and the multispeed schedule): scale
+    ``s`` (0 = full resolution) runs on the image pooled ``2^s`` times while the ``s`` finest
+    bands are pure noise. ``share``: one network for all scales instead of one per scale;
+    ``channels``: base width of each scale's network, finest first (null: ``unet.channels``).
+    Training trains one scale per step, ``round-robin`` or ``random`` with probabilities
+    ``scale_weights`` (finest first; null: equal). Sampling splits ``sample.steps`` equally
+    over the scales unless ``sample.budgets`` (coarsest first) is set."""
+
+    share: bool = False
+    channels: list[Annotated[int, Field(ge=1)]] | None = None
+    scale_sampling: Literal["round-robin", "random"] = "round-robin"
+    scale_weights: list[Annotated[float, Field(ge=0)]] | None = None
+
+
 class ModelConfig(_Strict):
     """``prediction``: what the backbone's output means (``edm`` is EDM's preconditioned
     target with skip connection). ``sigma_data``: the std of the whitened clean components
     assumed by the preconditioning: ``data`` measures the mean per component and the std per
     basis group on ``stats_samples`` training images (saved with the model), a number is one
-    std for all."""
+    std for all. ``multiscale``: see :class:`MultiScaleConfig` (null: one network for the whole
+    process)."""
 
     prediction: Literal["edm", "eps", "x0", "v"] = "edm"
     sigma_data: Literal["data"] | Annotated[float, Field(gt=0)] = "data"
     stats_samples: int = Field(2_000, ge=2)
     unet: UNetConfig = UNetConfig()
+    multiscale: MultiScaleConfig | None = None
 
 
 # ------------------------------------------------------------------------------------- loss
@@ -220,12 +237,56 @@ class Config(_Strict):
                 f"{2**basis.levels}, got {res}"
             )
         factor = 2 ** (len(self.model.unet.channel_mult) - 1)
-        if res % factor:
+        if self.model.multiscale is not None:
+            self._check_multiscale()
+        elif res % factor:
             raise ValueError(
                 f"model.unet.channel_mult has {len(self.model.unet.channel_mult)} levels, which "
                 f"needs data.resolution divisible by {factor}, got {res}"
             )
         return self
+
+    def _check_multiscale(self) -> None:
+        from nudiff.bases.haar import default_haar_levels
+
+        ms, basis = self.model.multiscale, self.process.basis
+        if basis.type != "haar" or self.process.schedule.type != "multispeed":
+            raise ValueError(
+                "model.multiscale needs process.basis.type: haar and process.schedule.type: "
+                f"multispeed, got {basis.type} and {self.process.schedule.type}"
+            )
+        res = self.data.resolution
+        levels = basis.levels if basis.levels is not None else default_haar_levels(res)
+        if levels < 1:
+            raise ValueError(f"model.multiscale needs at least 1 Haar level, got {levels}")
+        n = levels + 1
+        for key in ("channels", "scale_weights"):
+            value = getattr(ms, key)
+            if value is not None and len(value) != n:
+                raise ValueError(
+                    f"model.multiscale.{key} needs one entry per scale ({n}: Haar levels + 1, "
+                    f"finest first), got {len(value)}"
+                )
+        if ms.scale_weights is not None and not sum(ms.scale_weights) > 0:
+            raise ValueError("model.multiscale.scale_weights must not all be 0")
+        factor = 2 ** (len(self.model.unet.channel_mult) - 1)
+        coarsest = res >> levels
+        if ms.share and coarsest % factor:
+            raise ValueError(
+                f"model.multiscale.share runs one network at every scale down to {coarsest}x"
+                f"{coarsest}, which model.unet.channel_mult's {len(self.model.unet.channel_mult)}"
+                f" levels cannot halve {len(self.model.unet.channel_mult) - 1} times"
+            )
+        if self.loss.t_sampling == "interval":
+            raise ValueError(
+                "loss.t_sampling: interval does not apply to model.multiscale, which draws t "
+                "in each scale's interval"
+            )
+        if self.sample.budgets is not None and len(self.sample.budgets) != n:
+            raise ValueError(
+                f"sample.budgets needs one entry per scale ({n}, coarsest first) for "
+                f"model.multiscale, got {len(self.sample.budgets)}"
+            )
 
 
 # ------------------------------------------------------------------------------- load/save

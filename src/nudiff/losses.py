@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nudiff.models.multiscale import MultiScaleDenoiser, pool_image
 from nudiff.process import Process
 
 
@@ -27,17 +28,14 @@ def sample_times(
     t_min: float = 0.0,
     interval: tuple[float, float] | None = None,
 ) -> torch.Tensor:
-    """Training times ``(n,)``: ``uniform`` in ``[t_min, 1]``, ``stratified`` (one draw per
-    ``1/n`` stratum, shuffled so any slice of the batch is spread over t), or uniform in
-    ``interval``."""
-    if mode == "interval":
-        if interval is None:
-            raise ValueError("interval is required for mode='interval'")
-        lo, hi = interval
-    elif mode in ("uniform", "stratified"):
-        lo, hi = t_min, 1.0
-    else:
+    """Training times ``(n,)`` in ``[t_min, 1]``, or in ``interval`` when given: ``uniform``,
+    ``stratified`` (one draw per ``1/n`` stratum, shuffled so any slice of the batch is spread
+    over t), or ``interval`` (uniform in ``interval``, which it requires)."""
+    if mode not in ("uniform", "stratified", "interval"):
         raise ValueError(f"t sampling must be uniform, stratified or interval; got {mode!r}")
+    if mode == "interval" and interval is None:
+        raise ValueError("interval is required for mode='interval'")
+    lo, hi = interval if interval is not None else (t_min, 1.0)
     device = generator.device  # draws happen where the trainer's generator lives
     r = torch.rand(n, generator=generator, dtype=torch.float64, device=device)
     if mode == "stratified":
@@ -82,7 +80,7 @@ class DenoisingLoss(nn.Module):
             )
         self.register_buffer("band_weight", bw.float()[index], persistent=False)
 
-    def draw(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def draw(self, n: int, generator: torch.Generator, step: int = 0) -> dict[str, torch.Tensor]:
         t = sample_times(n, self.t_sampling, generator, self.process.t_min, self.t_interval)
         eps = torch.randn((n, *self.process.shape), generator=generator, device=generator.device)
         return {"t": t, "eps": eps}
@@ -121,3 +119,88 @@ class DenoisingLoss(nn.Module):
 
     def forward(self, model: nn.Module, x0: torch.Tensor, noise: dict) -> torch.Tensor:
         return self.elementwise(model, x0, noise).flatten(1).mean(1)
+
+
+class MultiScaleLoss(nn.Module):
+    """MSDiff's training: each step trains one scale of a
+    :class:`~nudiff.models.multiscale.MultiScaleDenoiser`.
+
+    The scale of step ``k`` is ``k mod (L + 1)`` (``round-robin``) or drawn with probabilities
+    ``scale_weights`` from a generator seeded by ``(seed, k)`` (``random``): a function of the
+    step, so resuming replays it. Its times are stratified in the scale's interval
+    ``[T_{s-1}, T_s]``, the bands finer than the scale are dropped (the network sees the
+    ``2^s``-pooled image), and the loss is a :class:`DenoisingLoss` on the scale's sub-process
+    with the band weights of its bands.
+
+    Args:
+        model: the multi-scale denoiser (its scales' processes and data stds are used).
+        weighting, prediction, min_snr_gamma: as :class:`DenoisingLoss`.
+        band_weights: one weight per band of the full basis (finest first), or None.
+        scale_sampling: ``round-robin`` or ``random``.
+        scale_weights: probabilities of the scales (finest first) for ``random``; None: equal.
+        seed: seeds the ``random`` scale draws.
+    """
+
+    def __init__(
+        self,
+        model: MultiScaleDenoiser,
+        weighting: str = "uniform",
+        prediction: str = "edm",
+        min_snr_gamma: float = 5.0,
+        band_weights: list[float] | None = None,
+        scale_sampling: str = "round-robin",
+        scale_weights: list[float] | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        n = len(model.scales)
+        if scale_sampling not in ("round-robin", "random"):
+            raise ValueError(
+                f"scale_sampling must be round-robin or random, got {scale_sampling!r}"
+            )
+        weights = torch.ones(n) if scale_weights is None else torch.as_tensor(scale_weights)
+        if weights.shape != (n,) or not (weights >= 0).all() or not weights.sum() > 0:
+            raise ValueError(
+                f"scale_weights needs {n} non-negative weights (finest scale first), not all 0; "
+                f"got {scale_weights}"
+            )
+        if band_weights is not None and len(band_weights) != n:
+            raise ValueError(
+                f"loss.band_weights needs one weight per Haar band ({n}, finest first), got "
+                f"{len(band_weights)}"
+            )
+        self.scale_sampling, self.seed = scale_sampling, int(seed)
+        self.register_buffer("scale_weights", weights.double() / weights.sum(), persistent=False)
+        self.losses = nn.ModuleList(
+            DenoisingLoss(
+                d.process,
+                weighting,
+                prediction,
+                d.data_std if hasattr(d, "data_std") else 0.5,
+                min_snr_gamma,
+                None if band_weights is None else list(band_weights[s:]),
+                "stratified",
+                model.interval(s),
+            )
+            for s, d in enumerate(model.scales)
+        )
+
+    def scale_for_step(self, step: int) -> int:
+        n = len(self.losses)
+        if self.scale_sampling == "round-robin":
+            return step % n
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        return int(torch.multinomial(self.scale_weights.cpu(), 1, generator=g))
+
+    def draw(self, n: int, generator: torch.Generator, step: int = 0) -> dict:
+        scale = self.scale_for_step(step)
+        return {**self.losses[scale].draw(n, generator), "scale": scale}
+
+    def forward(self, model: nn.Module, x0: torch.Tensor, noise: dict) -> torch.Tensor:
+        """``model`` is called as ``model(u_s, t, scale=s)`` (through DDP when distributed)."""
+        s = noise["scale"]
+
+        def scale_model(u, t):
+            return model(u, t, scale=s)
+
+        return self.losses[s](scale_model, pool_image(x0, s), noise)

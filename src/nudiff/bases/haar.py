@@ -37,6 +37,14 @@ def haar_step_inverse(z: torch.Tensor) -> torch.Tensor:
     return torch.stack([top, bottom], -2).flatten(-3, -2)  # rows interleaved
 
 
+def default_haar_levels(resolution: int) -> int:
+    """As many levels as keep the coarsest band at least 4x4."""
+    levels = 0
+    while resolution % 2 ** (levels + 1) == 0 and resolution // 2 ** (levels + 1) >= 4:
+        levels += 1
+    return levels
+
+
 class Haar(Basis):
     """``levels``-level orthonormal Haar transform.
 

@@ -31,7 +31,10 @@ class Denoiser(nn.Module):
       - ``x0``: ``x0 = m + s F``.
 
     The backbone is conditioned on ``t`` and the mean log-SNR of every basis group (so a
-    per-component schedule's state is visible at a glance), ``1 + n_groups`` features.
+    per-component schedule's state is visible at a glance), ``1 + absent_groups + n_groups``
+    features: ``absent_groups`` leading features report groups this process leaves out as fully
+    noised (a multi-scale model's coarse scales drop the finest Haar bands; a network shared
+    across scales then sees one conditioning layout).
 
     Components that are fully noised at ``t`` (``process.inactive``) get the exact answer for a
     unit-variance prior, ``alpha u_t / (alpha^2 + sigma^2)``, i.e. the prior score, not the
@@ -46,12 +49,14 @@ class Denoiser(nn.Module):
         sigma_data: float = 0.5,
         data_mean: torch.Tensor | None = None,
         data_std: torch.Tensor | None = None,
+        absent_groups: int = 0,
     ):
         super().__init__()
         if prediction not in ("edm", "eps", "x0", "v"):
             raise ValueError(f"prediction must be one of edm, eps, x0, v; got {prediction!r}")
         self.process, self.backbone = process, backbone
         self.prediction = prediction
+        self.absent_groups = int(absent_groups)
         shape = process.shape
         mean = torch.zeros(shape) if data_mean is None else torch.as_tensor(data_mean)
         std = torch.full(shape, float(sigma_data)) if data_std is None else data_std
@@ -67,14 +72,17 @@ class Denoiser(nn.Module):
         self.register_buffer("group_avg", onehot / onehot.sum(0), persistent=False)
 
     @staticmethod
-    def noise_features(process: Process) -> int:
-        return 1 + len(process.basis.groups()[1])
+    def noise_features(process: Process, absent_groups: int = 0) -> int:
+        return 1 + absent_groups + len(process.basis.groups()[1])
 
     def condition(self, t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
-        """Noise conditioning ``(B, 1 + n_groups)``: ``t`` and group-mean log-SNR / 8."""
+        """Noise conditioning ``(B, 1 + absent_groups + n_groups)``: ``t`` and group-mean
+        log-SNR / 8 (absent groups at the schedule's fully-noised log-SNR)."""
         lam = log_snr.clamp(-20, 20).expand(t.shape[0], *self.process.shape).flatten(1)
         groups = lam @ self.group_avg.to(lam.dtype)
-        return torch.cat([t.view(-1, 1).to(lam.dtype), groups / 8], dim=1)
+        absent = max(-20.0, self.process.schedule.inactive_log_snr)
+        pad = groups.new_full((t.shape[0], self.absent_groups), absent)
+        return torch.cat([t.view(-1, 1).to(lam.dtype), pad / 8, groups / 8], dim=1)
 
     def forward(self, u: torch.Tensor, t) -> torch.Tensor:
         """``u``: ``(B, C, H, W)`` noisy whitened components; ``t``: ``(B,)``, or ``(1,)`` for a

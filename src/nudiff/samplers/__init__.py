@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nudiff.models.multiscale import MultiScaleDenoiser
 from nudiff.process import Process
 from nudiff.samplers.base import CountingDenoiser, NoiseSource, check_grid
 from nudiff.samplers.exponential import (
@@ -18,6 +19,7 @@ from nudiff.samplers.exponential import (
     sample_dpmpp_3m,
 )
 from nudiff.samplers.grids import GRIDS, make_grid, uniform_grid
+from nudiff.samplers.multiscale import equal_budgets, sample_coarse_to_fine
 from nudiff.samplers.ode import sample_dopri5, sample_euler, sample_heun
 from nudiff.samplers.sde import sample_ancestral, sample_euler_maruyama, sample_pc
 
@@ -101,6 +103,10 @@ def sample(
     (or per-interval ``budgets``). ``options`` are the sampler's own keywords (see
     :func:`sampler_options`, e.g. ``{"eta": 1.0}`` for DDIM); ``extra`` goes to the denoiser
     (conditioning).
+
+    A :class:`~nudiff.models.multiscale.MultiScaleDenoiser` is sampled coarse to fine
+    (:func:`~nudiff.samplers.multiscale.sample_coarse_to_fine`), its ``steps`` split equally
+    over the scales unless ``budgets`` (coarsest scale first) say otherwise.
     """
     allowed = sampler_options(sampler)
     options = dict(options or {})
@@ -109,12 +115,31 @@ def sample(
         raise ValueError(
             f"unknown option(s) {unknown} for sampler {sampler!r}; it takes {sorted(allowed)}"
         )
+    multiscale = isinstance(denoiser, MultiScaleDenoiser)
     if ts is None:
+        if multiscale and budgets is None:
+            budgets = equal_budgets(steps, len(denoiser.scales))
         ts = make_grid(process, None if budgets is not None else steps, grid, budgets=budgets)
     ts = check_grid(ts)
     source = NoiseSource(seed, start, n, device)
-    model = CountingDenoiser(denoiser, extra)
     began = time.perf_counter()
+    if multiscale:
+        u0, nfe = sample_coarse_to_fine(
+            denoiser,
+            SAMPLERS[sampler],
+            ts.to(device),
+            source,
+            stochastic=sampler in STOCHASTIC,
+            dtype=dtype,
+            extra=extra,
+            callback=callback,
+            progress=progress,
+            options=options,
+        )
+        with torch.inference_mode():
+            images = process.decode(u0)
+        return SampleResult(u0, images, nfe, time.perf_counter() - began)
+    model = CountingDenoiser(denoiser, extra)
     with torch.inference_mode():
         u = (
             source.randn(process.shape, dtype)

@@ -70,7 +70,11 @@ def sample_dopri5(
         return _velocity(model, process, x, t)[0]
 
     span = torch.stack([t0, t1])
-    options = {"jump_t": torch.tensor(jumps, dtype=u.dtype, device=u.device)} if jumps else {}
+    # step_t = t1: the last step ends on t1 instead of stepping past it and interpolating, so
+    # the model is never evaluated beyond the grid (a multi-scale model's segment end)
+    options = {"step_t": t1.reshape(1)}
+    if jumps:
+        options["jump_t"] = torch.tensor(jumps, dtype=u.dtype, device=u.device)
     u = odeint(velocity, u, span, rtol=rtol, atol=atol, method="dopri5", options=options)[-1]
     emit(callback, 0, t1, u, None)
     return model(u, t1) if denoise_final else u

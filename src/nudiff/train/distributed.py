@@ -71,14 +71,19 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, device: torch.device) -> nn.Module:
-    """``model`` in DDP when distributed (gradients averaged over ranks), else unchanged."""
+def wrap(model: nn.Module, device: torch.device, find_unused: bool = False) -> nn.Module:
+    """``model`` in DDP when distributed (gradients averaged over ranks), else unchanged.
+
+    ``find_unused``: some parameters get no gradient in a step (the same ones on every rank);
+    DDP then leaves their gradients ``None``."""
     if not is_distributed():
         return model
     ids = [device.index] if device.type == "cuda" else None
     # buffers are constants (bases, prior statistics): re-broadcasting them every forward
     # would cost bandwidth for nothing
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=ids, broadcast_buffers=False, find_unused_parameters=find_unused
+    )
 
 
 def all_reduce_sum_(x: torch.Tensor) -> torch.Tensor:

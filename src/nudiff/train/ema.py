@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -27,6 +28,10 @@ class EMA:
     not copied: they are not trained, so the average of a buffer is the buffer, and sharing
     costs nothing per step. :meth:`state_dict` therefore holds the buffers too, and
     :meth:`load_state_dict` restores them. Build the EMA after moving the model to its device.
+
+    Each parameter counts its own updates (:attr:`updates`): a parameter left out of a step
+    (a multi-scale model's network of another scale) keeps its average, and its decay follows
+    the images *it* has been trained on, so every network gets its own EMA.
     """
 
     def __init__(self, model: nn.Module):
@@ -38,13 +43,28 @@ class EMA:
             if p.is_floating_point()
         ]
         self._ema = [e for e, _ in pairs]
-        self._src = [p for _, p in pairs]
+        self.sources = [p for _, p in pairs]
+        self.updates = [0] * len(pairs)
 
     @torch.no_grad()
-    def update(self, beta: float) -> None:
-        """``ema <- beta * ema + (1 - beta) * model``, one fused kernel per dtype/device."""
-        if self._ema:
-            torch._foreach_lerp_(self._ema, self._src, 1.0 - beta)
+    def update(
+        self, beta: float | Callable[[int], float], active: Sequence[bool] | None = None
+    ) -> None:
+        """``ema <- beta * ema + (1 - beta) * model`` for the parameters flagged in ``active``
+        (all by default). ``beta`` is a number, or a function of how many updates a parameter
+        has had before this one; one fused kernel per distinct count."""
+        if active is not None and len(active) != len(self._ema):
+            raise ValueError(f"active needs {len(self._ema)} flags, got {len(active)}")
+        groups: dict[int, tuple[list, list]] = {}
+        for i, (e, p) in enumerate(zip(self._ema, self.sources, strict=True)):
+            if active is None or active[i]:
+                es, ps = groups.setdefault(self.updates[i], ([], []))
+                es.append(e)
+                ps.append(p)
+                self.updates[i] += 1
+        for count, (es, ps) in groups.items():
+            b = beta(count) if callable(beta) else beta
+            torch._foreach_lerp_(es, ps, 1.0 - b)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.module.state_dict()

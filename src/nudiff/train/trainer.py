@@ -144,7 +144,8 @@ class Trainer:
             ) from None
         self.model = model.to(self.device)
         self.loss = loss.to(self.device) if isinstance(loss, nn.Module) else loss
-        self.ddp = dist.wrap(self.model, self.device)
+        # a multi-scale model trains one of its networks per step: the others have no gradient
+        self.ddp = dist.wrap(self.model, self.device, find_unused=_has_unused(self.model))
         self.ema = EMA(self.model)  # after DDP has broadcast rank 0's weights
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         cuda = self.device.type == "cuda"
@@ -187,7 +188,10 @@ class Trainer:
         """
         cfg, n_micro = self.config, self.config.grad_accum
         xs = x0.tensor_split(n_micro)
-        parts = {k: v.tensor_split(n_micro) for k, v in noise.items()}
+        parts = {
+            k: v.tensor_split(n_micro) if isinstance(v, torch.Tensor) else [v] * n_micro
+            for k, v in noise.items()
+        }
         total = torch.zeros((), device=self.device)
         for i, x in enumerate(xs):
             sync = i == n_micro - 1 or self.ddp is self.model
@@ -211,15 +215,19 @@ class Trainer:
             norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        # parameters without a gradient (a multi-scale model's networks of other scales) were
+        # not trained: their averages wait for their own steps
+        trained = [p.grad is not None for p in self.ema.sources]
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         self.ema.update(
-            ema_beta(
+            lambda updates: ema_beta(
                 cfg.batch_size,
-                self.step * cfg.batch_size,
+                updates * cfg.batch_size,
                 cfg.ema_halflife_images,
                 cfg.ema_warmup_ratio,
-            )
+            ),
+            trained,
         )
         self.step += 1
         return total, norm
@@ -229,12 +237,16 @@ class Trainer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def draw_noise(self) -> dict[str, torch.Tensor]:
-        """This rank's rows of ``loss.draw`` for the next global batch."""
+    def draw_noise(self) -> dict:
+        """This rank's rows of ``loss.draw`` for the next global batch (entries that are not
+        tensors, e.g. the scale a multi-scale loss trains this step, are shared by all rows)."""
         batch = self.config.batch_size
         lo = self.rank * self.local_batch
         out = {}
-        for k, v in self.loss.draw(batch, self.generator).items():
+        for k, v in self.loss.draw(batch, self.generator, step=self.step).items():
+            if not isinstance(v, torch.Tensor):
+                out[k] = v
+                continue
             if v.shape[0] != batch:
                 raise ValueError(
                     f"loss.draw({batch}) returned {k!r} with leading dimension {v.shape[0]}"
@@ -443,6 +455,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "ema_updates": list(self.ema.updates),
             "generator": self.generator.get_state(),
             "rng": rngs,
         }
@@ -476,6 +489,8 @@ class Trainer:
             )
         self.model.load_state_dict(ck.model)
         self.ema.load_state_dict(ck.ema)
+        # checkpoints from before per-parameter counts: every parameter trained every step
+        self.ema.updates = list(s.get("ema_updates", [s["step"]] * len(self.ema.updates)))
         self.optimizer.load_state_dict(s["optimizer"])
         self.scheduler.load_state_dict(s["scheduler"])
         self.scaler.load_state_dict(s["scaler"])
@@ -501,6 +516,12 @@ class Trainer:
         torch.manual_seed(s)
         np.random.seed(s % 2**32)
         random.seed(s)
+
+
+def _has_unused(model: nn.Module) -> bool:
+    from nudiff.models.multiscale import MultiScaleDenoiser
+
+    return any(isinstance(m, MultiScaleDenoiser) for m in model.modules())
 
 
 def _rng_state() -> dict[str, Any]:

@@ -1,0 +1,141 @@
+"""MSDiff's multi-scale model: at each time, a network runs only on the bands still active.
+
+On a Haar basis with the multi-speed schedule, detail band ``k`` (``k = 0`` the finest) is pure
+noise, independent of everything else, once ``t >= T_k``. So for ``t`` in ``[T_{s-1}, T_s)``
+only the top-left ``(H / 2^s, W / 2^s)`` block of components carries information: the Haar
+transform of the image ``2^s avg_pool(x, 2^s)``. *Scale* ``s`` is the sub-process on that block
+(:func:`coarse_process`), with its own denoiser; the finer bands get the exact prior answer.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from nudiff.bases import Haar
+from nudiff.prior import Prior
+from nudiff.process import Process
+from nudiff.schedules import MultiSpeed, as_times
+
+
+def check_multiscale_process(process: Process) -> None:
+    """Raise unless ``process`` is a Haar basis with a multi-speed schedule over its levels."""
+    basis, schedule = process.basis, process.schedule
+    if not isinstance(basis, Haar) or not isinstance(schedule, MultiSpeed):
+        raise ValueError(
+            "a multi-scale model needs the haar basis with the multispeed schedule, got "
+            f"{type(basis).__name__} with {type(schedule).__name__}"
+        )
+    if basis.levels < 1:
+        raise ValueError("a multi-scale model needs a Haar basis with at least 1 level")
+    if not torch.equal(schedule.band.cpu(), basis.level_map() - 1):
+        raise ValueError("the multispeed bands must be the Haar levels (finest band first)")
+
+
+def coarse_process(process: Process, scale: int) -> Process:
+    """The process of the bands left after dropping the ``scale`` finest detail levels.
+
+    Basis: :meth:`Haar.coarse_basis`, acting on the image ``2^scale avg_pool(x, 2^scale)``
+    ``(C, H / 2^scale, W / 2^scale)``; schedule and prior: the full ones restricted to the
+    top-left block, so its components follow exactly the law of that block of ``process``.
+    """
+    check_multiscale_process(process)
+    basis, schedule = process.basis, process.schedule
+    sub = basis.coarse_basis(scale)
+    _, h, w = sub.shape
+    band = schedule.band[..., :h, :w].cpu() - scale
+    times = schedule.finishing_times[scale:]
+    sched = MultiSpeed(band, times, schedule.log_snr_max, schedule.log_snr_min)
+    prior = Prior(
+        sub.shape,
+        process.prior.mean[..., :h, :w].cpu(),
+        process.prior.scale[..., :h, :w].cpu(),
+    )
+    device = process.prior.mean.device
+    return Process(sub, sched, prior).to(device)
+
+
+def pool_image(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``2^scale avg_pool(x, 2^scale)``: the image of scale ``scale``'s
+    components (the factor keeps the Haar transform orthonormal)."""
+    if scale == 0:
+        return x
+    f = 2**scale
+    return torch.nn.functional.avg_pool2d(x, f) * f
+
+
+class MultiScaleDenoiser(nn.Module):
+    """Denoiser of a Haar / multi-speed process made of one denoiser per scale.
+
+    Args:
+        process: the full process (see :func:`check_multiscale_process`).
+        scales: ``L + 1`` denoisers, finest first; ``scales[s]`` maps the components of
+            :func:`coarse_process` ``(process, s)`` ``(B, C, H / 2^s, W / 2^s)`` and a time to
+            its x0 estimate (a :class:`~nudiff.models.denoiser.Denoiser` whose ``process`` is
+            that sub-process, or an exact oracle). They may share a backbone.
+
+    ``model(u, t)`` is a full-resolution denoiser: any sampler works with it, the bands finer
+    than scale ``s(t)`` get the exact prior answer ``alpha u / (alpha^2 + sigma^2)``, and the
+    network of scale ``s(t)`` sees only its block. ``model(u_s, t, scale=s)`` evaluates one
+    scale on its own components (training; the coarse-to-fine sampler in
+    :mod:`nudiff.samplers.multiscale` calls the scales directly).
+    """
+
+    def __init__(self, process: Process, scales: Sequence[nn.Module]):
+        super().__init__()
+        check_multiscale_process(process)
+        levels = process.basis.levels
+        if len(scales) != levels + 1:
+            raise ValueError(f"need {levels + 1} scale denoisers (finest first), got {len(scales)}")
+        for s, d in enumerate(scales):
+            want = process.basis.coarse_shape(s)
+            got = getattr(getattr(d, "process", None), "shape", None)
+            if got != want:
+                raise ValueError(f"scale {s}'s denoiser must act on shape {want}, got {got}")
+        self.process = process
+        self.scales = nn.ModuleList(scales)
+        self.finishing_times = list(process.schedule.finishing_times)
+
+    @property
+    def levels(self) -> int:
+        return len(self.scales) - 1
+
+    def scale_at(self, t: float) -> int:
+        """The scale whose bands are active at time ``t``: the number of detail bands whose
+        finishing time is ``<= t``."""
+        return bisect.bisect_right(self.finishing_times[:-1], float(t))
+
+    def interval(self, scale: int) -> tuple[float, float]:
+        """``[T_{s-1}, T_s]``: the times at which scale ``s`` is used (``T_{-1} = t_min``)."""
+        lo = self.finishing_times[scale - 1] if scale > 0 else self.process.t_min
+        return lo, self.finishing_times[scale]
+
+    def forward(self, u: torch.Tensor, t, scale: int | None = None) -> torch.Tensor:
+        """``u``: ``(B, C, H, W)`` full components, or with ``scale`` the components of that
+        scale; ``t``: ``(B,)`` or ``(1,)`` -> x0 estimate shaped like ``u``.
+
+        Without ``scale`` the scale of each time is read on the host (one device sync per call;
+        rows at different scales are grouped, one network call per scale present)."""
+        if scale is not None:
+            return self.scales[scale](u, t)
+        t = as_times(t, u)
+        alpha, sigma = self.process.coefficients(t, u)
+        out = alpha * u / (alpha**2 + sigma**2)  # the prior answer, right for finer bands
+        if t.numel() == 1:
+            self._fill(out, u, t, self.scale_at(t.item()), slice(None))
+            return out
+        if t.shape[0] != u.shape[0]:
+            raise ValueError(f"t must have shape (1,) or (B,) = ({u.shape[0]},), got {t.shape}")
+        per_row = torch.tensor([self.scale_at(x) for x in t.tolist()])
+        for s in per_row.unique().tolist():
+            rows = (per_row == s).nonzero().flatten().to(u.device)
+            self._fill(out, u, t, s, rows)
+        return out
+
+    def _fill(self, out, u, t, s: int, rows) -> None:
+        _, h, w = self.process.basis.coarse_shape(s)
+        tr = t if t.numel() == 1 else t[rows]
+        out[rows, :, :h, :w] = self.scales[s](u[rows, :, :h, :w], tr)
