@@ -71,7 +71,7 @@ def test_export_features_and_fd_end_to_end(tiny_run, tmp_path, capsys):
     common = ["--ref", str(ref), "--features", str(feats), "--json", str(out)]
     assert main(["eval", "fd", str(tiny_run), "--n", "8", "--steps", "3", *common]) == 0
     result = json.loads(out.read_text())
-    assert result["n"] == 8 and result["fd"] >= 0 and result["nfe"] == 3
+    assert result["n"] == 8 and result["fd"] >= 0 and result["nfe"] == 4
     assert main(["eval", "fd", "--samples", str(train), "--n", "40", *common]) == 0
     assert json.loads(out.read_text())["n"] == 40
     capsys.readouterr()
