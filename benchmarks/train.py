@@ -39,6 +39,7 @@ def run(args) -> dict:
         f"train.batch_size={args.batch}",
         f"data.resolution={args.res}",
         "train.tensorboard=false",
+        "model.multiscale=null",  # one backbone: the baseline is that backbone alone
         *(args.set or []),
     ]
     cfg = load_config(config, overrides)

@@ -188,7 +188,7 @@ def _data_export(args) -> None:
     _print_json(result, None, ("n", "shape", "labels", "out"))
 
 
-BENCHMARKS = ("train", "samplers")
+BENCHMARKS = ("train", "samplers", "multiscale", "multiscale_vs_uniform")
 
 
 def _benchmark_module(name: str):
