@@ -42,7 +42,12 @@ def add_arguments(p) -> None:
     p.add_argument("--image-channels", type=int, default=3)
     p.add_argument("--steps", type=int, default=24, help="sampler steps (NFE = steps + 1)")
     p.add_argument("--sampler", default="dpmpp-2m")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="samples per batch (default: 8 x (128 / resolution)^2, the same pixels per call)",
+    )
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     p.add_argument(
         "--msdiff-widths",
@@ -54,11 +59,10 @@ def add_arguments(p) -> None:
 
 
 def _unet(args, width: int, resolution: int, noise_features: int):
+    from nudiff.build import fit_channel_mult
     from nudiff.models.unet import UNet
 
-    mult = list(args.channel_mult)
-    while len(mult) > 1 and resolution % 2 ** (len(mult) - 1):
-        mult.pop()  # the rule of nudiff.build.build_unet for small scales
+    mult = fit_channel_mult(args.channel_mult, resolution)  # as the library's coarse scales
     return UNet(
         in_channels=args.image_channels,
         channels=width,
@@ -107,16 +111,17 @@ def measure(args, res: int, levels: int, widths: list[int], setting: str) -> dic
     from nudiff.samplers import sample
 
     uniform, multi = _models(args, res, levels, widths)
+    batch = args.batch or max(1, round(8 * (128 / res) ** 2))
     kw = {"sampler": args.sampler, "steps": args.steps}
     nets = [uniform.backbone] + [d.backbone for d in multi.scales]
     calls, hooks = _count_calls(nets)
     results = {}
 
     def run_uniform():
-        results["uniform"] = sample(uniform, uniform.process, args.batch, **kw)
+        results["uniform"] = sample(uniform, uniform.process, batch, **kw)
 
     def run_multi():
-        results["multiscale"] = sample(multi, multi.process, args.batch, **kw)
+        results["multiscale"] = sample(multi, multi.process, batch, **kw)
 
     run_uniform(), run_multi()  # warm-up (allocator, kernels), and one call count per model
     per_run = list(calls)
@@ -128,8 +133,8 @@ def measure(args, res: int, levels: int, widths: list[int], setting: str) -> dic
     macs += [d.backbone.count_macs(h >> s, w >> s) for s, d in enumerate(multi.scales)]
     uniform_macs = per_run[0] * macs[0]
     multi_macs = sum(n * m for n, m in zip(per_run[1:], macs[1:], strict=True))
-    u_s = median(timings["uniform"]) / args.batch
-    m_s = median(timings["multiscale"]) / args.batch
+    u_s = median(timings["uniform"]) / batch
+    m_s = median(timings["multiscale"]) / batch
     theoretical = uniform_macs / multi_macs
     speedup = u_s / m_s
     return {
@@ -142,7 +147,7 @@ def measure(args, res: int, levels: int, widths: list[int], setting: str) -> dic
         "nfe": results["uniform"].nfe,
         "multiscale_nfe": results["multiscale"].nfe,
         "calls_per_scale": per_run[1:],
-        "batch": args.batch,
+        "batch": batch,
         "uniform_s_per_sample": u_s,
         "multiscale_s_per_sample": m_s,
         "speedup": speedup,

@@ -288,3 +288,29 @@ def test_bad_arguments_are_clear_errors():
         steps_for_nfe("heun", 2)
     assert sampler_options("ddim") == {"eta": 0.0}
     assert sampler_options("pc") == {"corrector_steps": 1, "snr": 0.1}
+
+
+@pytest.mark.parametrize("schedule", ["multispeed", "soft", "soft-clipped"])
+def test_auto_density_on_schedule_classes_equals_the_per_component_formula(schedule):
+    """The grid's density is computed on one component per class of identical schedules; it
+    must equal the direct per-component formula."""
+    from nudiff.samplers.grids import LAMBDA_CLIP, _auto_density
+
+    process, _ = PROBLEMS[schedule]
+    t = np.linspace(process.t_min, 1.0, 57)
+    times = torch.as_tensor(t)
+    alpha, sigma = process.coefficients(times)
+    dalpha, dsigma = process.derivatives(times)
+    lam = 2 * (alpha.log() - sigma.log())
+    rate = (2 * (dalpha / alpha - dsigma / sigma)).abs()
+    rate = torch.where(lam.abs() <= LAMBDA_CLIP, rate, 0.0).nan_to_num(0.0, 0.0, 0.0) ** 3
+    index, names = process.basis.groups()
+    flat = rate.flatten(1)
+    per_group = torch.stack([flat[:, index.flatten() == g].mean(1) for g in range(len(names))], 1)
+    expected = per_group.mean(1) ** (1 / 3)
+    np.testing.assert_allclose(_auto_density(process, t, 3.0), expected.numpy(), rtol=1e-10)
+    first, inverse = process.schedule.classes()
+    assert len(first) < math.prod(process.shape) or schedule != "multispeed"
+    sub = process.schedule.restrict(first)
+    full = process.schedule.log_snr(times).flatten(1)
+    torch.testing.assert_close(sub.log_snr(times).flatten(1)[:, inverse], full)

@@ -98,15 +98,24 @@ def build_process(cfg: Config, dataset: Dataset | None = None) -> Process:
     return Process(basis, build_schedule(cfg, basis), prior)
 
 
+def fit_channel_mult(channel_mult, resolution: int) -> list[int]:
+    """``channel_mult`` without the deepest levels that a ``resolution`` image cannot reach: each
+    level halves the image, and the deepest feature map must stay at least 2x2 (a 1x1 map has
+    one value per GroupNorm group)."""
+    mult = list(channel_mult)
+    while len(mult) > 1 and (resolution % 2 ** (len(mult) - 1) or resolution >> len(mult) - 1 < 2):
+        mult.pop()
+    return mult
+
+
 def build_unet(
     cfg: Config, in_channels: int, noise_features: int, width: int | None = None, resolution=None
 ) -> UNet:
-    """The configured UNet; ``width`` replaces ``unet.channels``, and at a ``resolution`` that
-    the configured levels cannot halve often enough the deepest levels are left out."""
+    """The configured UNet; ``width`` replaces ``unet.channels``; with a ``resolution`` the
+    levels it cannot reach are left out (:func:`fit_channel_mult`: the coarse scales of a
+    multi-scale model)."""
     u = cfg.model.unet
-    mult = list(u.channel_mult)
-    while resolution is not None and len(mult) > 1 and resolution % 2 ** (len(mult) - 1):
-        mult.pop()
+    mult = fit_channel_mult(u.channel_mult, resolution) if resolution else list(u.channel_mult)
     return UNet(
         in_channels=in_channels,
         channels=width or u.channels,

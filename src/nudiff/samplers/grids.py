@@ -39,34 +39,58 @@ def _fine_times(process: Process, t_max: float) -> np.ndarray:
     return np.linspace(process.t_min, t_max, FINE)
 
 
+def _representatives(process: Process):
+    """``(schedule, inverse)``: the schedule restricted to one component per class of identical
+    schedules and each component's class ``(D,)``; ``inverse`` is None for scalar schedules."""
+    schedule = process.schedule
+    if schedule.shape is None:
+        return schedule, None
+    first, inverse = schedule.classes()
+    return schedule.restrict(first), inverse
+
+
 def _log_snr_table(process: Process, t: np.ndarray, reference: int) -> np.ndarray:
     """``lambda_ref(t)`` of flat component ``reference``, clipped, ``(T,)``."""
     size = math.prod(process.shape)
     if not 0 <= reference < size:
         raise ValueError(f"reference must be a component index in [0, {size}), got {reference}")
+    schedule = process.schedule
+    if schedule.shape is not None:
+        schedule = schedule.restrict(torch.tensor([reference]))
     times = torch.as_tensor(t, dtype=torch.float64)
-    lam = process.log_snr(times).double().expand(len(t), *process.shape).flatten(1)
-    return lam[:, reference].clamp(-LAMBDA_CLIP, LAMBDA_CLIP).cpu().numpy()
+    lam = schedule.log_snr(times).double().flatten(1)[:, 0]
+    return lam.clamp(-LAMBDA_CLIP, LAMBDA_CLIP).cpu().numpy()
 
 
 def _auto_density(process: Process, t: np.ndarray, exponent: float) -> np.ndarray:
-    """``(mean_g mean_{i in g} |dlambda_i/dt|^p)^(1/p)`` on times ``t`` ``(T,)``."""
+    """``(mean_g mean_{i in g} |dlambda_i/dt|^p)^(1/p)`` on times ``t`` ``(T,)``, computed on one
+    component per class of identical schedules (a Haar band, a frequency shell), weighted by how
+    many components of each group it stands for."""
     index, names = process.basis.groups()
-    index = index.flatten().to(process.prior.mean.device)
+    schedule, inverse = _representatives(process)
+    device = process.prior.mean.device
+    index = index.flatten().to(device)
     counts = torch.bincount(index, minlength=len(names)).double()
+    if inverse is None:  # scalar: one class that every group consists of
+        weights = torch.ones(1, len(names), dtype=torch.float64, device=device)
+    else:
+        inverse = inverse.to(device)
+        weights = torch.zeros(
+            int(inverse.max()) + 1, len(names), dtype=torch.float64, device=device
+        )
+        weights.index_put_((inverse, index), torch.ones_like(counts[index]), accumulate=True)
+        weights /= counts
     out = []
     for chunk in torch.as_tensor(t, dtype=torch.float64).split(256):
-        chunk = chunk.to(index.device)
-        alpha, sigma = process.coefficients(chunk)
-        dalpha, dsigma = process.derivatives(chunk)
+        chunk = chunk.to(device)
+        alpha, sigma = schedule.alpha_sigma(chunk)
+        dalpha, dsigma = schedule.derivatives(chunk)
         lam = 2 * (torch.log(alpha) - torch.log(sigma))
         rate = (2 * (dalpha / alpha - dsigma / sigma)).abs().double()
         # outside [-clip, clip] a component is settled: it needs no steps
         rate = torch.where(lam.abs() <= LAMBDA_CLIP, rate, 0.0).nan_to_num(0.0, 0.0, 0.0)
-        rate = rate.expand(len(chunk), *process.shape).flatten(1) ** exponent
-        per_group = torch.zeros(len(chunk), len(names), dtype=torch.float64, device=index.device)
-        per_group.index_add_(1, index, rate)
-        out.append(((per_group / counts).mean(1) ** (1 / exponent)).cpu())
+        rate = rate.expand(len(chunk), weights.shape[0], 1, 1).flatten(1) ** exponent
+        out.append(((rate @ weights).mean(1) ** (1 / exponent)).cpu())
     return torch.cat(out).numpy()
 
 

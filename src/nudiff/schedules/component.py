@@ -6,6 +6,7 @@ multi-speed bands, GUD's soft-conditioning and its sequential (clipped) variants
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -46,6 +47,31 @@ class PerComponentVP(Schedule):
     @staticmethod
     def _bt(t, ref):
         return t.to(ref.dtype).view(-1, 1, 1, 1)
+
+    def _component_buffers(self) -> dict[str, torch.Tensor]:
+        """The buffers that hold per-component parameters (shaped like the components)."""
+        return {k: b for k, b in self._buffers.items() if b is not None and b.shape == self.shape}
+
+    def classes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Components with identical schedules: ``(representatives (K,), inverse (D,))`` with
+        flat indices, so that component ``i`` follows ``representatives[inverse[i]]``."""
+        params = torch.stack([b.double().flatten() for b in self._component_buffers().values()], 1)
+        _, inverse = torch.unique(params, dim=0, return_inverse=True)
+        d = inverse.numel()
+        first = torch.full((int(inverse.max()) + 1,), d, dtype=torch.long, device=inverse.device)
+        first.scatter_reduce_(0, inverse, torch.arange(d, device=inverse.device), "amin")
+        return first, inverse
+
+    def restrict(self, index: torch.Tensor) -> PerComponentVP:
+        """The schedule of the flat components ``index`` ``(K,)`` alone, shaped ``(K, 1, 1)``:
+        per-component quantities (e.g. for time grids) then cost ``K``, not ``C H W``."""
+        index = torch.as_tensor(index).flatten()
+        out = copy.copy(self)  # shares everything but the buffer table, replaced below
+        out._buffers = dict(self._buffers)
+        for k, b in self._component_buffers().items():
+            out._buffers[k] = b.flatten()[index.to(b.device)].view(-1, 1, 1)
+        out.shape = (index.numel(), 1, 1)
+        return out
 
 
 class WindowedLogSNR(PerComponentVP):
