@@ -27,7 +27,7 @@ from nudiff.train import (
 )
 from nudiff.train.checkpoint import list_checkpoints, verify_checkpoint
 from nudiff.train.ema import EMA, ema_beta
-from train_worker import ToyData, ToyLoss, ToyModel, config, flip, make_trainer
+from train_worker import ToyData, ToyLoss, ToyModel, config, flip, make_trainer, multiscale_config
 
 torch.set_num_threads(1)
 WORKER = Path(__file__).with_name("train_worker.py")
@@ -247,6 +247,37 @@ def test_ddp_two_processes_match_one(tmp_path):
         assert [float(r["loss"]) for r in _csv(two)] == pytest.approx(
             [float(r["loss"]) for r in _csv(tmp_path / f"one{accum}")], rel=1e-5
         )
+
+
+def test_ddp_multiscale_model_matches_one_process(tmp_path):
+    """Each step trains one scale's network: under DDP the others have no gradient on every
+    rank (find_unused_parameters), and 2 processes still compute what one computes."""
+    from nudiff.run import train
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(WORKER),
+        "ddp-multiscale",
+        str(tmp_path / "two"),
+    ]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    train(multiscale_config(), tmp_path / "one")
+    state = load_checkpoint(latest_valid_checkpoint(tmp_path / "two")).state
+    assert state["world_size"] == 2 and state["ema_updates"] == [1] * len(state["ema_updates"])
+    for ema in (False, True):
+        got, want = load_weights(tmp_path / "two", ema=ema), load_weights(tmp_path / "one", ema=ema)
+        assert any(k.startswith("scales.2.") for k in want)
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=1e-5)
 
 
 def test_config_errors_are_one_line_and_name_the_field(tmp_path):

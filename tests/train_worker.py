@@ -98,6 +98,35 @@ def _ddp(out: Path) -> None:
     distributed.cleanup()
 
 
+# the multi-scale quick-start model, tiny: 3 steps train each of its 3 scales once
+MULTISCALE_TINY = [
+    "data.size=64",
+    "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}",
+    "train.batch_size=8",
+    "train.steps=3",
+    "train.checkpoint_every=3",
+    "train.sample_every=0",
+    "train.num_workers=0",
+    "train.tensorboard=false",
+    "train.max_minutes=null",
+]
+
+
+def multiscale_config():
+    from nudiff.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    return load_config(root / "configs" / "quickstart.yaml", MULTISCALE_TINY)
+
+
+def _ddp_multiscale(out: Path) -> None:
+    from nudiff.run import train
+    from nudiff.train import distributed
+
+    train(multiscale_config(), out)
+    distributed.cleanup()
+
+
 def _slow_save(run: Path) -> None:
     """Checkpoint every 2 steps; record what each save is given, then write each file slowly,
     so that the test can SIGKILL the process in the middle of a write."""
@@ -120,4 +149,5 @@ def _slow_save(run: Path) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    {"ddp": _ddp, "slow-save": _slow_save}[sys.argv[1]](Path(sys.argv[2]))
+    modes = {"ddp": _ddp, "ddp-multiscale": _ddp_multiscale, "slow-save": _slow_save}
+    modes[sys.argv[1]](Path(sys.argv[2]))

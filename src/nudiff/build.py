@@ -148,6 +148,8 @@ def build_denoiser(
     m = cfg.model
     if m.multiscale is not None:
         return build_multiscale(cfg, process, dataset)
+    if cfg.conditional is not None:
+        return build_conditional(cfg, process)
     backbone = build_unet(cfg, process.shape[0], Denoiser.noise_features(process))
     if m.sigma_data != "data":
         return Denoiser(process, backbone, m.prediction, sigma_data=m.sigma_data)
@@ -183,6 +185,45 @@ def build_multiscale(
     return MultiScaleDenoiser(process, scales)
 
 
+def build_task(cfg: Config):
+    from nudiff.conditional.tasks import build_task as make
+
+    c = cfg.conditional
+    return make(c.task, **({"coverage": c.coverage} if c.task.startswith("inpaint") else {}))
+
+
+def build_conditional(cfg: Config, process: Process):
+    """A :class:`~nudiff.conditional.estimators.ConditionalDenoiser`: one UNet on
+    ``concat(x, y)``, with outputs for ``y`` too when ``y`` diffuses."""
+    from nudiff.conditional.estimators import ConditionalDenoiser, split_condition
+
+    c, task = cfg.conditional, build_task(cfg)
+    y_shape = task.y_shape(process.shape)
+    values, _ = split_condition(task, torch.zeros(1, *y_shape))
+    joint = c.estimator != "cde"
+    u = cfg.model.unet
+    backbone = UNet(
+        in_channels=process.shape[0] + y_shape[0],
+        out_channels=process.shape[0] + (values.shape[1] if joint else 0),
+        channels=u.channels,
+        channel_mult=tuple(u.channel_mult),
+        num_res_blocks=u.num_res_blocks,
+        attn_levels=tuple(u.attn_levels),
+        dropout=u.dropout,
+        head_channels=u.head_channels,
+        noise_features=2,
+    )
+    return ConditionalDenoiser(
+        process,
+        task,
+        backbone,
+        c.estimator,
+        c.y_log_snr_min,
+        float(cfg.model.sigma_data),
+        c.anneal_steps,
+    )
+
+
 def group_rms(std: torch.Tensor, basis: Basis) -> torch.Tensor:
     """Per-component stds ``(C, H, W)`` replaced by the root mean square of their basis group.
 
@@ -202,6 +243,10 @@ def build_loss(
     cfg: Config, process: Process, denoiser: Denoiser | MultiScaleDenoiser
 ) -> DenoisingLoss | MultiScaleLoss:
     l = cfg.loss
+    if cfg.conditional is not None:
+        from nudiff.conditional.estimators import ConditionalLoss
+
+        return ConditionalLoss(denoiser, l.t_sampling)
     if isinstance(denoiser, MultiScaleDenoiser):
         ms = cfg.model.multiscale
         return MultiScaleLoss(

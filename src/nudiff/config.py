@@ -215,6 +215,20 @@ class SampleConfig(_Strict):
         return self
 
 
+class ConditionalConfig(_Strict):
+    """Conditional generation (see :mod:`nudiff.conditional`): ``task`` builds ``y`` from each
+    training image on the fly (``coverage``: missing fraction for inpainting); ``estimator``:
+    ``cde`` (y clean), ``cdiffe`` (y diffuses with x), ``cmde`` (y slower, down to log-SNR
+    ``y_log_snr_min`` at t = 1), ``vs-cmde`` (cmde with y's speed annealed from x's over
+    ``anneal_steps`` training steps)."""
+
+    task: Literal["sr2", "sr4", "inpaint-center", "inpaint-boxes", "colorization"] = "sr2"
+    estimator: Literal["cde", "cdiffe", "cmde", "vs-cmde"] = "cde"
+    coverage: float = Field(0.25, gt=0, lt=1)
+    y_log_snr_min: float = -1.0
+    anneal_steps: int = Field(0, ge=0)
+
+
 class Config(_Strict):
     data: DataConfig = DataConfig()
     process: ProcessConfig = ProcessConfig()
@@ -222,10 +236,13 @@ class Config(_Strict):
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
+    conditional: ConditionalConfig | None = None
 
     @model_validator(mode="after")
     def _combinations(self) -> Config:
         res = self.data.resolution
+        if self.conditional is not None:
+            self._check_conditional()
         basis = self.process.basis
         if basis.levels is not None and basis.type != "haar":
             raise ValueError(
@@ -245,6 +262,23 @@ class Config(_Strict):
                 f"needs data.resolution divisible by {factor}, got {res}"
             )
         return self
+
+    def _check_conditional(self) -> None:
+        from nudiff.conditional.tasks import build_task
+
+        c = self.conditional
+        shape = (self.data.channels, self.data.resolution, self.data.resolution)
+        build_task(c.task, coverage=c.coverage).check(shape)
+        if self.model.multiscale is not None:
+            raise ValueError("conditional models do not support model.multiscale yet")
+        if self.model.sigma_data == "data":
+            raise ValueError("conditional models take a numeric model.sigma_data (e.g. 0.5)")
+        if c.estimator == "cdiffe" and self.process.schedule.type in (
+            "multispeed",
+            "soft",
+            "sequential",
+        ):
+            raise ValueError("conditional.estimator cdiffe needs a scalar process.schedule")
 
     def _check_multiscale(self) -> None:
         from nudiff.bases.haar import default_haar_levels

@@ -26,11 +26,19 @@ def sample_settings(cfg: Config) -> dict:
     }
 
 
-def make_sample_fn(cfg: Config, process):
-    """Grid sampler for the trainer: the same seed every time, so grids are comparable."""
+def make_sample_fn(cfg: Config, process, dataset=None):
+    """Grid sampler for the trainer: the same seed every time, so grids are comparable (a
+    conditional model is conditioned on the degraded first training images)."""
 
     def sample_fn(model: Denoiser, n: int, generator: torch.Generator) -> torch.Tensor:
         device = next(model.parameters()).device
+        if cfg.conditional is not None:
+            from nudiff.data import load_batch
+
+            x = load_batch(dataset, list(range(min(n, len(dataset))))).to(device)
+            y = model.task.degrade(x, torch.arange(len(x)))
+            out = sample_conditional(model, y, 1, **sample_settings(cfg), seed=cfg.train.seed)
+            return out.images.clamp(-1, 1)
         out = sample(
             model,
             model.process,
@@ -67,7 +75,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         dataset,
         cfg.train,
         run_dir,
-        sample_fn=make_sample_fn(cfg, process),
+        sample_fn=make_sample_fn(cfg, process, dataset),
         augment=augment,
         resolved_config=cfg.model_dump(mode="json"),
     )
@@ -133,6 +141,40 @@ def sample_run(
     # NFE counts network evaluations per sample: the same for every batch
     u, images = torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts])
     return SampleResult(u, images, parts[0].nfe, seconds)
+
+
+def sample_conditional(
+    model,
+    y: torch.Tensor,
+    per_input: int = 1,
+    *,
+    seed: int = 0,
+    start: int = 0,
+    progress: bool = False,
+    **settings,
+) -> SampleResult:
+    """``per_input`` samples for each condition ``y`` ``(B, *y_shape)`` from a conditional
+    model: images ``(B * per_input, C, H, W)``, the samples of input ``b`` at rows
+    ``b * per_input ...``. The joint estimators draw ``y_t`` from the forward process of ``y``
+    at every network call, from per-sample noise (batch-invariant like the samplers')."""
+    from nudiff.samplers import NoiseSource
+
+    device = next(iter([*model.parameters(), *model.buffers()])).device
+    y = y.to(device).repeat_interleave(per_input, 0)
+    extra = {"y": y}
+    if model.joint:
+        extra["noise"] = NoiseSource(seed + 1_000_003, start, len(y), device)
+    return sample(
+        model,
+        model.process,
+        len(y),
+        **settings,
+        seed=seed,
+        start=start,
+        extra=extra,
+        progress=progress,
+        device=device,
+    )
 
 
 def save_samples(result: SampleResult, png: str | Path | None, npz: str | Path | None) -> None:

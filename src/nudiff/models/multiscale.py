@@ -84,6 +84,9 @@ class MultiScaleDenoiser(nn.Module):
     :mod:`nudiff.samplers.multiscale` calls the scales directly).
     """
 
+    #: each training step trains one scale: the trainer wraps DDP with find_unused_parameters
+    unused_parameters = True
+
     def __init__(self, process: Process, scales: Sequence[nn.Module]):
         super().__init__()
         check_multiscale_process(process)

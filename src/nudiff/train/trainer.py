@@ -519,9 +519,9 @@ class Trainer:
 
 
 def _has_unused(model: nn.Module) -> bool:
-    from nudiff.models.multiscale import MultiScaleDenoiser
-
-    return any(isinstance(m, MultiScaleDenoiser) for m in model.modules())
+    """Whether some parameters get no gradient in a step: a module says so with a true
+    ``unused_parameters`` attribute (e.g. the multi-scale model)."""
+    return any(getattr(m, "unused_parameters", False) for m in model.modules())
 
 
 def _rng_state() -> dict[str, Any]:
