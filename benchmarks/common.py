@@ -50,3 +50,18 @@ def write_json(result: dict, path: str | None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(result, indent=2))
         print(f"wrote {path}")
+
+
+def train_or_reuse(cfg, run_dir: Path) -> dict:
+    """Train ``cfg`` into ``run_dir``, or reuse a finished run of an earlier call (its
+    ``train_summary.json``): steps, images/s, final loss, why it stopped."""
+    from nudiff.run import train
+
+    summary = run_dir / "train_summary.json"
+    if summary.is_file():
+        print(f"   reusing {run_dir}; delete it to retrain", flush=True)
+        return json.loads(summary.read_text())
+    out = train(cfg, run_dir, resume=False)
+    kept = {k: out[k] for k in ("steps", "images_per_s", "final_loss", "stopped")}
+    summary.write_text(json.dumps(kept))
+    return kept

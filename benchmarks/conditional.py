@@ -13,7 +13,6 @@ Run it with nothing else on the machine: the budget is wall-clock.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -33,19 +32,6 @@ def add_arguments(p) -> None:
     p.add_argument("--out", default="runs/conditional")
     p.add_argument("--set", action="append", default=[], help="override for every config")
     p.add_argument("--seed", type=int, default=0)
-
-
-def _train(cfg, run_dir: Path) -> dict:
-    from nudiff.run import train
-
-    summary = run_dir / "train_summary.json"
-    if summary.is_file():
-        print(f"   reusing {run_dir}; delete it to retrain", flush=True)
-        return json.loads(summary.read_text())
-    out = train(cfg, run_dir, resume=False)
-    kept = {k: out[k] for k in ("steps", "images_per_s", "final_loss", "stopped")}
-    summary.write_text(json.dumps(kept))
-    return kept
 
 
 def evaluate(run_dir: Path, n_eval: int, per_input: int, seed: int) -> dict:
@@ -91,7 +77,7 @@ def evaluate(run_dir: Path, n_eval: int, per_input: int, seed: int) -> dict:
 
 
 def run(args) -> dict:
-    from benchmarks.common import environment, write_json
+    from benchmarks.common import environment, train_or_reuse, write_json
     from nudiff.config import dump_config, load_config
 
     if args.per_input < 2:
@@ -116,7 +102,7 @@ def run(args) -> dict:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "bench_config.yaml").write_text(dump_config(cfg))
             print(f"== {task} / {estimator}: {args.budget_minutes} min", flush=True)
-            trained = _train(cfg, run_dir)
+            trained = train_or_reuse(cfg, run_dir)
             metrics = evaluate(run_dir, args.n_eval, args.per_input, args.seed)
             rows.append(
                 {

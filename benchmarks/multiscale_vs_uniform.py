@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import environment, write_json
+from benchmarks.common import environment, train_or_reuse, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,7 @@ def run(args) -> dict:
         run_dir = out / name
         print(f"== {name}: training for {args.budget_minutes} min into {run_dir}", flush=True)
         (out / f"{name}.yaml").write_text(dump_config(c))
-        trained = _train(c, run_dir)
+        trained = train_or_reuse(c, run_dir)
         params = _parameters(run_dir)
         samples = sample_run(run_dir, n=args.n_samples, seed=args.seed, progress=True)
         gen = float_to_uint8(samples.images.clamp(-1, 1)).cpu()
@@ -152,22 +152,6 @@ def run(args) -> dict:
     )
     write_json(result, args.json)
     return result
-
-
-def _train(cfg, run_dir: Path) -> dict:
-    """Train into ``run_dir``, or reuse a finished run of an earlier call (its summary)."""
-    import json
-
-    from nudiff.run import train
-
-    summary = run_dir / "train_summary.json"
-    if summary.is_file():
-        print(f"   reusing {run_dir}; delete it to retrain", flush=True)
-        return json.loads(summary.read_text())
-    out = train(cfg, run_dir, resume=False)
-    kept = {k: out[k] for k in ("steps", "images_per_s", "final_loss", "stopped")}
-    summary.write_text(json.dumps(kept))
-    return kept
 
 
 def _parameters(run_dir: Path) -> int:

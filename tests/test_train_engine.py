@@ -218,7 +218,8 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_ddp_two_processes_match_one(tmp_path):
+def _torchrun(mode: str, out: Path, timeout: int) -> None:
+    """Run ``train_worker.py MODE OUT`` in 2 CPU processes under torchrun."""
     cmd = [
         sys.executable,
         "-m",
@@ -230,11 +231,15 @@ def test_ddp_two_processes_match_one(tmp_path):
         "--master_port",
         str(_free_port()),
         str(WORKER),
-        "ddp",
-        str(tmp_path / "ddp"),
+        mode,
+        str(out),
     ]
-    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_ddp_two_processes_match_one(tmp_path):
+    _torchrun("ddp", tmp_path / "ddp", timeout=120)
     for accum in (1, 2):
         one = make_trainer(tmp_path / f"one{accum}", steps=3, grad_accum=accum)
         one.fit()
@@ -254,22 +259,7 @@ def test_ddp_multiscale_model_matches_one_process(tmp_path):
     rank (find_unused_parameters), and 2 processes still compute what one computes."""
     from nudiff.run import train
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(WORKER),
-        "ddp-multiscale",
-        str(tmp_path / "two"),
-    ]
-    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
-    assert res.returncode == 0, res.stderr[-3000:]
+    _torchrun("ddp-multiscale", tmp_path / "two", timeout=180)
     train(multiscale_config(), tmp_path / "one")
     state = load_checkpoint(latest_valid_checkpoint(tmp_path / "two")).state
     assert state["world_size"] == 2 and state["ema_updates"] == [1] * len(state["ema_updates"])

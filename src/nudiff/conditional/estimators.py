@@ -84,8 +84,9 @@ class ConditionalDenoiser(nn.Module):
                 f"log-SNR {lam_min:.3g}; got {y_log_snr_min}"
             )
         self.lam_max, self.lam_min, self.y_log_snr_min = lam_max, lam_min, float(y_log_snr_min)
-        # the y schedule's final log-SNR for the current training step (vs-cmde anneals it)
-        self.register_buffer("y_final", torch.tensor(self._target_final(None)), persistent=False)
+        # y's schedule for the current training step (vs-cmde anneals its final log-SNR); a
+        # Python value, so network calls never read a device tensor
+        self.set_step(None)
 
     # ------------------------------------------------------------------------ y schedule
     def _target_final(self, step: int | None) -> float:
@@ -94,9 +95,10 @@ class ConditionalDenoiser(nn.Module):
             return self.lam_min + frac * (self.y_log_snr_min - self.lam_min)
         return self.y_log_snr_min
 
-    def set_step(self, step: int) -> None:
-        """The training step (``vs-cmde``'s annealing of ``y``'s speed)."""
-        self.y_final.fill_(self._target_final(step))
+    def set_step(self, step: int | None) -> None:
+        """The training step (``vs-cmde``'s annealing of ``y``'s speed); None: the target."""
+        self.y_final = self._target_final(step)
+        self.y_schedule = VPCosine(log_snr_min=self.y_final, log_snr_max=self.lam_max)
 
     def y_coefficients(self, t, like: torch.Tensor):
         """``alpha_y, sigma_y`` ``(B, 1, 1, 1)`` of ``y`` at times ``t``."""
@@ -104,8 +106,7 @@ class ConditionalDenoiser(nn.Module):
         if self.estimator == "cdiffe":
             alpha, sigma = self.process.schedule.alpha_sigma(t)
             return alpha.to(like), sigma.to(like)
-        sched = VPCosine(log_snr_min=float(self.y_final), log_snr_max=self.lam_max)
-        alpha, sigma = sched.alpha_sigma(t)
+        alpha, sigma = self.y_schedule.alpha_sigma(t)
         return alpha.to(like), sigma.to(like)
 
     def diffuse_y(self, y_values: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
