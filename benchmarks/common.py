@@ -53,15 +53,44 @@ def write_json(result: dict, path: str | None) -> None:
 
 
 def train_or_reuse(cfg, run_dir: Path) -> dict:
-    """Train ``cfg`` into ``run_dir``, or reuse a finished run of an earlier call (its
-    ``train_summary.json``): steps, images/s, final loss, why it stopped."""
+    """Train ``cfg`` into ``run_dir``, or reuse a finished run of an earlier call with the same
+    config (its ``train_summary.json``): steps, images/s, seconds, final loss, why it stopped."""
+    from nudiff.config import dump_config
     from nudiff.run import train
 
-    summary = run_dir / "train_summary.json"
+    summary, text = run_dir / "train_summary.json", dump_config(cfg)
     if summary.is_file():
+        kept = json.loads(summary.read_text())
+        if kept.get("config") != text:
+            raise ValueError(
+                f"{run_dir} holds a run trained with another config; delete it or choose "
+                "another --out"
+            )
         print(f"   reusing {run_dir}; delete it to retrain", flush=True)
-        return json.loads(summary.read_text())
+        return kept
+    began = time.perf_counter()
     out = train(cfg, run_dir, resume=False)
     kept = {k: out[k] for k in ("steps", "images_per_s", "final_loss", "stopped")}
+    kept.update(seconds=time.perf_counter() - began, config=text)
     summary.write_text(json.dumps(kept))
     return kept
+
+
+def feature_net(cfg, path: Path, given=None, steps: int = 1500, seed: int = 0) -> tuple[Path, dict]:
+    """The feature network of the Frechet distances: ``given``, cached at ``path``, or trained
+    there on the images of ``cfg``'s data that the config does not hold out."""
+    from nudiff.eval.features import load_images_npz, save_feature_net, train_feature_net
+
+    if given:
+        return Path(given), {"features": str(given)}
+    if path.is_file():
+        return path, {"features": str(path), "cached": True}
+    images, labels = load_images_npz(cfg.data.path)
+    if labels is None:
+        raise ValueError(f"{cfg.data.path} has no labels (y_train) to train a feature network")
+    keep = len(images) - cfg.data.holdout  # never train on the held-out reference images
+    began = time.perf_counter()
+    net, info = train_feature_net(images[:keep], labels[:keep], steps=steps, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_feature_net(net, path, info)
+    return path, {**info, "features": str(path), "seconds": time.perf_counter() - began}

@@ -1,14 +1,21 @@
-"""CDE vs CMDE at equal training budgets: PSNR, SSIM, consistency and diversity.
+"""CDE vs CMDE at equal training budgets: PSNR, SSIM, consistency, diversity, feature FD, LPIPS.
 
 For each task (CIFAR-10 x2 super-resolution, ``configs/cifar10_sr2.yaml``; MNIST inpainting of a
 centred box covering 25%, ``configs/mnist32_inpaint.yaml``) and each estimator, trains one model
-for ``--budget-minutes`` of wall-clock (one after the other), then conditions it on the degraded
-held-out images (the last ``--n-eval`` of the training split, which the configs hold out) and
-draws ``--per-input`` samples for each. Reports, per estimator and task: PSNR and SSIM of every
-sample against its ground truth (mean and standard error), the consistency MSE of the degraded
-sample against its condition, and the diversity (mean pixel std across one input's samples).
+for ``--budget-minutes`` of wall-clock or ``--budget-steps`` steps (one after the other), then
+conditions it on the degraded held-out images (the last ``--n-eval`` of the training split, which
+the configs hold out) and draws ``--per-input`` samples for each. Reports, per estimator and task:
+PSNR and SSIM of every sample against its ground truth (mean and standard error), the
+consistency MSE of the degraded sample against its condition, the diversity (mean pixel std
+across one input's samples), the Frechet distance of the samples to the ground truths in the
+features of an offline network trained on the task's other images (with the floor of other
+held-out images against the same truths), and LPIPS when its weights are on the machine. A
+``naive`` row gives the classical reconstruction from the condition alone (bilinear upsampling,
+mean filling). First, the same estimators sample with *exact* scores (a Gaussian field, x2
+super-resolution): what the joint estimators' sampling approximation costs by itself, apart from
+learning.
 
-Run it with nothing else on the machine: the budget is wall-clock.
+A wall-clock budget needs nothing else running on the machine; a step budget is fair anywhere.
 """
 
 from __future__ import annotations
@@ -25,104 +32,191 @@ TASKS = {
 
 def add_arguments(p) -> None:
     p.add_argument("--budget-minutes", type=float, default=15.0, help="training per model")
+    p.add_argument(
+        "--budget-steps",
+        type=int,
+        default=0,
+        help="training steps per model instead of minutes (equal budgets on a busy machine)",
+    )
     p.add_argument("--estimators", default="cde,cmde")
     p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--n-eval", type=int, default=200, help="held-out inputs per task")
+    p.add_argument("--n-eval", type=int, default=500, help="held-out inputs per task")
     p.add_argument("--per-input", type=int, default=4, help="samples per input (>= 2)")
     p.add_argument("--out", default="runs/conditional")
+    p.add_argument("--feature-steps", type=int, default=1500, help="feature network training")
+    p.add_argument("--lpips", default=None, help="LPIPS weights (default: $NUDIFF_LPIPS_WEIGHTS)")
     p.add_argument("--set", action="append", default=[], help="override for every config")
     p.add_argument("--seed", type=int, default=0)
 
 
-def evaluate(run_dir: Path, n_eval: int, per_input: int, seed: int) -> dict:
+class Scorer:
+    """Scores samples ``(N, K, C, H, W)`` of ``N`` inputs against their truths ``(N, C, H, W)``."""
+
+    def __init__(self, task, truth, y, other, features: Path, lpips_model):
+        from nudiff.eval.features import load_feature_net
+
+        self.task, self.truth, self.y, self.lpips = task, truth, y, lpips_model
+        self.net = load_feature_net(features)
+        self.ref = self._stats(truth)
+        self.floor = self._fd(other)
+
+    def _stats(self, images):
+        from nudiff.data.transforms import float_to_uint8
+        from nudiff.eval.commands import fit_images
+        from nudiff.eval.features import extract_features
+        from nudiff.eval.frechet import gaussian_stats
+
+        shape = (self.net.in_channels, self.net.resolution, self.net.resolution)
+        return gaussian_stats(extract_features(self.net, fit_images(float_to_uint8(images), shape)))
+
+    def _fd(self, images) -> float:
+        from nudiff.eval.frechet import frechet_distance
+
+        return frechet_distance(*self._stats(images), *self.ref)
+
+    def __call__(self, samples) -> dict:
+        from nudiff.conditional import restoration_metrics
+
+        out = restoration_metrics(self.task, samples, self.truth, self.y, self.lpips)
+        return {**out, "fd": self._fd(samples.flatten(0, 1)), "fd_floor": self.floor}
+
+
+def oracle_rows(estimators, sampler: str, steps: int, seed: int) -> list[dict]:
+    """The sampling approximation alone: PSNR and consistency of each estimator with *exact*
+    scores (:class:`~nudiff.conditional.oracle.GaussianSROracle`, x2 super-resolution of an 8x8
+    Gaussian field, 64 inputs x 32 samples) and the benchmark's sampler."""
     import torch
 
-    from nudiff.build import build_data
-    from nudiff.conditional import diversity, psnr, ssim
-    from nudiff.conditional.inputs import comparison_grid
-    from nudiff.conditional.metrics import mean_and_stderr
-    from nudiff.data import load_batch, save_image_grid
-    from nudiff.run import load_run, sample_conditional, sample_settings
+    from nudiff.conditional import restoration_metrics
+    from nudiff.conditional.oracle import GaussianSROracle
+    from nudiff.run import sample_conditional
 
-    cfg, model = load_run(run_dir)
+    rows = []
+    for estimator in estimators:
+        model = GaussianSROracle(estimator)
+        x = model.data.sample(64, torch.Generator().manual_seed(seed), dtype=torch.float64)
+        y = model.task.degrade(x)
+        out = sample_conditional(
+            model, y, 32, sampler=sampler, steps=steps, seed=seed, dtype=torch.float64
+        )
+        m = restoration_metrics(model.task, out.images.view(64, 32, *x.shape[1:]), x, y)
+        rows.append({"estimator": estimator, **m, "y_var": float(y.var())})
+    return rows
+
+
+def _held_out(cfg, n_eval: int):
+    """``(truth, other)``: the last ``n_eval`` held-out images and, for the FD floor, the
+    ``n_eval`` before them (or as many as there are)."""
+    from nudiff.build import build_data
+    from nudiff.data import load_batch
+
     held_out = build_data(cfg, split="holdout")
     if n_eval > len(held_out):
         raise ValueError(f"--n-eval {n_eval} exceeds the {len(held_out)} held-out images")
-    truth = load_batch(held_out, list(range(len(held_out) - n_eval, len(held_out))))
-    y = model.task.degrade(truth, torch.arange(n_eval))
+    n = len(held_out)
+    truth = load_batch(held_out, list(range(n - n_eval, n)))
+    other = load_batch(held_out, list(range(max(0, n - 2 * n_eval), n - n_eval)))
+    return truth, other
+
+
+def evaluate(run_dir: Path, scorer: Scorer, per_input: int, seed: int) -> dict:
+    from nudiff.conditional.inputs import comparison_grid
+    from nudiff.data import save_image_grid
+    from nudiff.run import load_run, sample_conditional, sample_settings
+
+    cfg, model = load_run(run_dir)
+    truth, y = scorer.truth, scorer.y
     began = time.perf_counter()
     out = sample_conditional(model, y, per_input, seed=seed, progress=True, **sample_settings(cfg))
     seconds = time.perf_counter() - began
-    samples = out.images.clamp(-1, 1).view(n_eval, per_input, *truth.shape[1:])
-    flat_truth = truth.repeat_interleave(per_input, 0)
-    flat = samples.flatten(0, 1)
+    samples = out.images.clamp(-1, 1).view(len(truth), per_input, *truth.shape[1:])
     grid, per_row = comparison_grid(model.task, y[:8], samples[:8], truth[:8])
     save_image_grid(grid, run_dir / "comparison.png", nrow=per_row)
-    p_mean, p_err = mean_and_stderr(psnr(flat, flat_truth))
-    s_mean, s_err = mean_and_stderr(ssim(flat, flat_truth))
-    c_mean, _ = mean_and_stderr(model.task.consistency(flat, y.repeat_interleave(per_input, 0)))
-    d_mean, _ = mean_and_stderr(diversity(samples))
     return {
-        "psnr": p_mean,
-        "psnr_stderr": p_err,
-        "ssim": s_mean,
-        "ssim_stderr": s_err,
-        "consistency": c_mean,
-        "diversity": d_mean,
-        "n_inputs": n_eval,
-        "n_samples": n_eval * per_input,
+        **scorer(samples),
         "nfe": out.nfe,
-        "sampling_s_per_sample": seconds / (n_eval * per_input),
+        "sampling_s_per_sample": seconds / samples.shape[:2].numel(),
     }
 
 
 def run(args) -> dict:
-    from benchmarks.common import environment, train_or_reuse, write_json
+    import torch
+
+    from benchmarks.common import environment, feature_net, train_or_reuse, write_json
+    from nudiff.build import build_task
     from nudiff.config import dump_config, load_config
+    from nudiff.eval.lpips import lpips_or_none
 
     if args.per_input < 2:
         raise ValueError("--per-input must be >= 2 (diversity needs two samples per input)")
-    out = Path(args.out)
-    rows = []
-    for task in [t for t in args.tasks.split(",") if t]:
+    tasks = [t for t in args.tasks.split(",") if t]
+    for task in tasks:
         if task not in TASKS:
             raise ValueError(f"--tasks: unknown task {task!r}; known: {', '.join(TASKS)}")
-        for estimator in [e for e in args.estimators.split(",") if e]:
-            cfg = load_config(
-                TASKS[task],
-                [
-                    f"conditional.estimator={estimator}",
-                    f"train.max_minutes={args.budget_minutes}",
-                    "train.steps=10000000",
-                    "train.tensorboard=false",
-                    *args.set,
-                ],
-            )
+    if args.budget_steps > 0:
+        budget = [f"train.steps={args.budget_steps}", "train.max_minutes=null"]
+        what = f"{args.budget_steps} steps"
+    else:
+        budget = [f"train.max_minutes={args.budget_minutes}", "train.steps=10000000"]
+        what = f"{args.budget_minutes} min"
+    lpips_model, why = lpips_or_none(args.lpips)
+    if lpips_model is None:
+        print(f"LPIPS not reported: {why}", flush=True)
+    out = Path(args.out)
+    result = {"benchmark": "conditional", "environment": environment(), "budget": what}
+    sampler = load_config(TASKS[tasks[0]], args.set).sample
+    estimators = [e for e in args.estimators.split(",") if e]
+    result["oracle"] = oracle_rows(estimators, sampler.sampler, sampler.steps, args.seed)
+    for r in result["oracle"]:
+        print(
+            f"exact scores  {r['estimator']:<6} PSNR {r['psnr']:.4f} dB, consistency "
+            f"{r['consistency']:.2e} (var y {r['y_var']:.2f}; Gaussian field, "
+            f"{sampler.sampler} {sampler.steps} steps)",
+            flush=True,
+        )
+    rows = result["rows"] = []
+    for task in tasks:
+        base = load_config(TASKS[task], args.set)
+        truth, other = _held_out(base, args.n_eval)
+        model_task = build_task(base)
+        y = model_task.degrade(truth, torch.arange(len(truth)))
+        features, info = feature_net(
+            base, out / f"features_{task}.safetensors", None, args.feature_steps, args.seed
+        )
+        result[f"feature_net_{task}"] = info
+        scorer = Scorer(model_task, truth, y, other, features, lpips_model)
+        rows.append({"estimator": "naive", "task": task, **scorer(model_task.naive(y)[:, None])})
+        _print(rows[-1])
+        for estimator in estimators:
+            overrides = [f"conditional.estimator={estimator}", *budget, "train.tensorboard=false"]
+            cfg = load_config(TASKS[task], [*overrides, *args.set])
             run_dir = out / f"{task}_{estimator}"
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "bench_config.yaml").write_text(dump_config(cfg))
-            print(f"== {task} / {estimator}: {args.budget_minutes} min", flush=True)
+            print(f"== {task} / {estimator}: {what}", flush=True)
             trained = train_or_reuse(cfg, run_dir)
-            metrics = evaluate(run_dir, args.n_eval, args.per_input, args.seed)
+            metrics = evaluate(run_dir, scorer, args.per_input, args.seed)
             rows.append(
                 {
                     "estimator": estimator,
                     "task": task,
                     **metrics,
                     "train_steps": trained["steps"],
-                    "budget_minutes": args.budget_minutes,
+                    "train_minutes": trained["seconds"] / 60,
                 }
             )
             _print(rows[-1])
-    result = {"benchmark": "conditional", "environment": environment(), "rows": rows}
     write_json(result, args.json)
     return result
 
 
 def _print(r: dict) -> None:
+    steps = f", {r['train_steps']} steps" if "train_steps" in r else ""
+    lp = f", LPIPS {r['lpips']:.3f}" if r["lpips"] is not None else ""
     print(
-        f"{r['task']:<15} {r['estimator']:<8} PSNR {r['psnr']:.2f} +- {r['psnr_stderr']:.2f} dB, "
+        f"{r['task']:<15} {r['estimator']:<6} PSNR {r['psnr']:.2f} +- {r['psnr_stderr']:.2f} dB, "
         f"SSIM {r['ssim']:.3f}, consistency {r['consistency']:.2e}, diversity "
-        f"{r['diversity']:.3f} (n = {r['n_samples']}, {r['train_steps']} steps)",
+        f"{r['diversity']:.3f}, FD {r['fd']:.2f} (floor {r['fd_floor']:.2f}){lp} "
+        f"(n = {r['n_samples']}{steps})",
         flush=True,
     )

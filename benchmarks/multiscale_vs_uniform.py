@@ -13,12 +13,11 @@ Run it with nothing else on the machine: the budget is wall-clock.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import environment, train_or_reuse, write_json
+from benchmarks.common import environment, feature_net, train_or_reuse, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,27 +49,6 @@ def _config(path: str, args):
     return load_config(path, overrides)
 
 
-def _features(args, cfg, out: Path) -> tuple[Path, dict]:
-    """The feature network: given, cached in ``out``, or trained on the non-held-out images."""
-    from nudiff.eval.features import load_images_npz, save_feature_net, train_feature_net
-
-    if args.features:
-        return Path(args.features), {"features": args.features}
-    path = out / "features.safetensors"
-    if path.is_file():
-        return path, {"features": str(path), "cached": True}
-    images, labels = load_images_npz(cfg.data.path)
-    if labels is None:
-        raise ValueError(f"{cfg.data.path} has no labels (y_train) to train a feature network")
-    keep = len(images) - cfg.data.holdout  # never train on the held-out reference images
-    began = time.perf_counter()
-    net, info = train_feature_net(
-        images[:keep], labels[:keep], steps=args.feature_steps, seed=args.seed
-    )
-    save_feature_net(net, path, info)
-    return path, {**info, "features": str(path), "seconds": time.perf_counter() - began}
-
-
 def run(args) -> dict:
     from nudiff.config import dump_config
     from nudiff.data import save_image_grid
@@ -93,7 +71,9 @@ def run(args) -> dict:
         raise ValueError(
             f"--n-samples {args.n_samples} exceeds the {cfg.data.holdout} held-out images"
         )
-    features, feature_info = _features(args, cfg, out)
+    features, feature_info = feature_net(
+        cfg, out / "features.safetensors", args.features, args.feature_steps, args.seed
+    )
     net = load_feature_net(features)
     shape = (net.in_channels, net.resolution, net.resolution)
     images, _ = load_images_npz(cfg.data.path)

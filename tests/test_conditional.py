@@ -8,83 +8,40 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
-from nudiff.bases import Haar
 from nudiff.cli import main
-from nudiff.conditional import SuperResolution
-from nudiff.conditional.estimators import ConditionalDenoiser
+from nudiff.conditional.oracle import GaussianSROracle
 from nudiff.config import ConfigError, load_config
-from nudiff.oracle import GaussianOracle, field_model
-from nudiff.process import Process
 from nudiff.run import sample_conditional
-from nudiff.schedules import VPCosine
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (1, 8, 8)
 
 
-class _Zero(nn.Module):
-    def forward(self, x, c):
-        return torch.zeros_like(x)
-
-
-class GaussianSROracle(nn.Module):
-    """Exact denoisers of a Gaussian random field (diagonal in the 1-level Haar basis) for x2
-    super-resolution, where y = avg_pool(x, 2) is the Haar approximation band / 2.
-
-    ``cde``: E[u_0 | u_t, y]: the approximation band is 2 y exactly, the detail bands are
-    independent of y (the plain oracle). Joint estimators: E[u_0 | u_t, y_t] of the jointly
-    Gaussian (u_0, y_t), whose approximation band is observed twice (u_t and y_t)."""
-
-    def __init__(self, estimator):
-        super().__init__()
-        haar = Haar(SHAPE, 1)
-        self.process = Process(haar, VPCosine()).double()
-        self.data = field_model(SHAPE, basis=haar)
-        self.oracle = GaussianOracle(self.process, self.data)
-        self.task = SuperResolution(2)
-        self.ref = ConditionalDenoiser(self.process, self.task, _Zero(), estimator)  # y schedule
-        self.joint = self.ref.joint
-
-    def forward(self, u, t, y, y_t=None, noise=None):
-        x0 = self.oracle(u, t).clone()
-        h = SHAPE[1] // 2
-        if not self.joint:
-            x0[..., :h, :h] = 2 * y
-            return x0
-        if y_t is None:
-            eps = noise.randn(y.shape[1:], u.dtype).to(y)
-            y_t = self.ref.diffuse_y(y, t, eps)
-        alpha, sigma = self.process.coefficients(t, u)
-        ay, sy = self.ref.y_coefficients(t, y)
-        m, w = self.oracle.m[..., :h, :h], self.oracle.w[..., :h, :h]
-        a, s = alpha[..., :1, :1], sigma[..., :1, :1]
-        precision = 1 / w + a**2 / s**2 + (ay / 2) ** 2 / sy**2
-        mean = m / w + a * u[..., :h, :h] / s**2 + (ay / 2) * y_t / sy**2
-        x0[..., :h, :h] = mean / precision
-        return x0
-
-
 @pytest.mark.parametrize(
-    ("estimator", "sampler", "steps"),
+    ("estimator", "sampler", "steps", "options"),
     [
-        ("cde", "dpmpp-2m", 60),
-        ("cde", "ancestral", 500),
-        ("cmde", "ancestral", 500),
-        ("cmde", "euler-maruyama", 500),
+        ("cde", "dpmpp-2m", 60, None),
+        ("cde", "ancestral", 500, None),
+        ("cmde", "ancestral", 500, None),
+        ("cmde", "euler-maruyama", 500, None),
+        ("cmde", "pc", 500, {"corrector_steps": 1}),
+        ("cdiffe", "pc", 500, {"corrector_steps": 1}),
     ],
 )
-def test_conditional_samplers_reproduce_the_fine_band_variance(estimator, sampler, steps):
+def test_conditional_samplers_reproduce_the_fine_band_variance(estimator, sampler, steps, options):
     """Per input, the detail bands' sample variance over many samples equals the exact
     conditional variance (independent of y here) within the Monte-Carlo floor; CDE also
-    reproduces the condition exactly."""
+    reproduces the condition exactly. The Langevin corrector (pc) of the joint estimators
+    scores with a fresh y_t at every call, like the predictor."""
     model = GaussianSROracle(estimator)
     g = torch.Generator().manual_seed(0)
     x = model.data.sample(4, g, dtype=torch.float64)
     y = model.task.degrade(x)
     k = 1000
-    out = sample_conditional(model, y, k, sampler=sampler, steps=steps, seed=1, dtype=torch.float64)
+    out = sample_conditional(
+        model, y, k, sampler=sampler, steps=steps, options=options, seed=1, dtype=torch.float64
+    )
     u = out.u.view(4, k, *SHAPE)
     h = SHAPE[1] // 2
     detail = torch.ones(SHAPE, dtype=torch.bool)
@@ -95,8 +52,9 @@ def test_conditional_samplers_reproduce_the_fine_band_variance(estimator, sample
     consistency = model.task.consistency(out.images, y.repeat_interleave(k, 0))
     if estimator == "cde":
         assert consistency.max() < 1e-10
-    else:  # the joint estimator follows y through y_t: close, not exact
-        assert consistency.mean() < 0.05 * model.task.degrade(x).var()
+    else:  # the joint estimators follow y through y_t: close, not exact; closer when y is slower
+        bound = {"cmde": 1e-3, "cdiffe": 1e-2}[estimator]
+        assert consistency.mean() < bound * y.var(), float(consistency.mean() / y.var())
 
 
 TINY = [
@@ -121,7 +79,10 @@ TINY = [
 @pytest.mark.parametrize(
     ("estimator", "task"), [("cde", "sr2"), ("cmde", "inpaint-boxes"), ("vs-cmde", "colorization")]
 )
-def test_train_and_sample_with_a_condition_end_to_end(tmp_path, capsys, estimator, task):
+def test_train_and_sample_with_a_condition_end_to_end(
+    tmp_path, capsys, monkeypatch, estimator, task
+):
+    monkeypatch.delenv("NUDIFF_LPIPS_WEIGHTS", raising=False)
     run = tmp_path / "run"
     sets = [*TINY, f"conditional={{task: {task}, estimator: {estimator}, anneal_steps: 4}}"]
     args = ["train", str(ROOT / "configs" / "quickstart.yaml"), "--out", str(run)]
@@ -145,7 +106,8 @@ def test_train_and_sample_with_a_condition_end_to_end(tmp_path, capsys, estimato
         )
         == 0
     )
-    assert "3 inputs x 2 samples" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "3 inputs x 2 samples" in text and "PSNR" in text and "no LPIPS weights" in text
     w, h = Image.open(out).size
     assert h > 3 * 16 and w > 4 * 16  # condition, 2 samples, truth per row
     if task == "sr2":  # a low-resolution image alone is a condition
@@ -186,3 +148,40 @@ def test_bad_conditional_configs_are_clear_errors(overrides, message):
         return
     with pytest.raises(ConfigError, match=message):
         load_config(ROOT / "configs" / "quickstart.yaml", [*base, *overrides])
+
+
+MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
+def test_conditional_benchmark_smoke_run_writes_its_table(tmp_path, monkeypatch):
+    """``nudiff bench conditional`` at a tiny budget: the issue's JSON keys, a naive baseline
+    row, feature FD with its floor, and LPIPS reported as absent without weights."""
+    import json
+
+    monkeypatch.delenv("NUDIFF_LPIPS_WEIGHTS", raising=False)
+    monkeypatch.chdir(ROOT)  # the configs read ../shared/data
+    sets = [
+        "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}",
+        "train.batch_size=8",
+        "train.sample_every=0",
+        "train.checkpoint_every=2",
+        "sample.steps=3",
+    ]
+    out = tmp_path / "bench"
+    args = ["bench", "conditional", "--tasks", "inpaint-center", "--budget-steps", "2"]
+    args += ["--n-eval", "40", "--per-input", "2", "--feature-steps", "3", "--out", str(out)]
+    args += ["--json", str(tmp_path / "c.json"), *sum((["--set", s] for s in sets), [])]
+    assert main(args) == 0
+    rows = json.loads((tmp_path / "c.json").read_text())["rows"]
+    assert [r["estimator"] for r in rows] == ["naive", "cde", "cmde"]
+    for r in rows:
+        assert r["task"] == "inpaint-center" and r["lpips"] is None
+        for key in ("psnr", "ssim", "consistency", "diversity", "fd", "fd_floor"):
+            assert math.isfinite(r[key]), (key, r)
+    assert rows[0]["n_samples"] == 40 and rows[1]["n_samples"] == rows[2]["n_samples"] == 80
+    assert rows[0]["consistency"] < 1e-12 and rows[0]["diversity"] == 0
+    assert rows[1]["train_steps"] == rows[2]["train_steps"] == 2
+    assert (out / "inpaint-center_cmde" / "comparison.png").is_file()
+    assert main(args) == 0  # a second call reuses the trained runs and the feature net

@@ -63,6 +63,29 @@ def test_inpainting_masks_cover_the_asked_fraction_and_are_per_image(mask):
     assert (task.consistency(x + 0.1, y) > 0.009).all()
 
 
+def test_naive_reconstructions_agree_with_their_condition():
+    """The baselines: bilinear upsampling is exact on smooth (linear) images away from the
+    border; grey-as-RGB and mean filling agree exactly with their condition."""
+    ramp = torch.linspace(-1, 1, 16, dtype=torch.float64)
+    x = (ramp.view(1, 1, 1, 16) + 0.5 * ramp.view(1, 1, 16, 1)).expand(2, 3, 16, 16)
+    sr = SuperResolution(2)
+    up = sr.naive(sr.degrade(x))
+    assert up.shape == x.shape
+    torch.testing.assert_close(up[..., 1:-1, 1:-1], x[..., 1:-1, 1:-1], rtol=0, atol=1e-12)
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    for task in (Colorization(), Inpainting("boxes", seed=2)):
+        y = task.degrade(x, torch.arange(3))
+        guess = task.naive(y)
+        assert guess.shape == x.shape
+        assert task.consistency(guess, y).abs().max() < 1e-12
+    y = Inpainting("center").degrade(x)
+    hole = y[:, -1:].bool().expand_as(x)
+    fill = Inpainting("center").naive(y)
+    keep = ~hole
+    means = (x * keep).sum((-2, -1)) / keep.sum((-2, -1))
+    torch.testing.assert_close(fill[:, :, 8, 8], means)  # the hole's centre: the observed mean
+
+
 def test_tasks_that_do_not_fit_the_data_are_clear_errors():
     with pytest.raises(ValueError, match="x4 super-resolution needs H and W divisible by 4"):
         SuperResolution(4).y_shape((3, 30, 30))

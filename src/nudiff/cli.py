@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -116,8 +117,10 @@ def _sample(args) -> None:
 
 def _sample_conditional(args) -> None:
     """``--condition``: per input, the condition, ``--per-input`` samples and the truth."""
+    from nudiff.conditional import restoration_metrics
     from nudiff.conditional.inputs import comparison_grid, conditions, read_images
     from nudiff.data import save_image_grid
+    from nudiff.eval.lpips import LPIPS_ENV, lpips_or_none
     from nudiff.run import load_run, sample_conditional, sample_settings
 
     cfg, model = load_run(args.run, ema=args.ema, device=_device(args.device))
@@ -144,13 +147,20 @@ def _sample_conditional(args) -> None:
 
         Path(args.npz).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.npz, x_train=to_uint8(out.images))
-    consistency = model.task.consistency(
-        out.images.cpu(), y.cpu().repeat_interleave(args.per_input, 0)
-    )
+    lpips, why = lpips_or_none(args.lpips) if truth is not None else (None, None)
+    m = restoration_metrics(model.task, samples.clamp(-1, 1), truth, y.cpu(), lpips)
+    scores = f"consistency MSE {m['consistency']:.3g}"
+    if args.per_input > 1:
+        scores += f", diversity {m['diversity']:.3g}"
+    if truth is not None:
+        scores += f", PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}"
+        scores += f", LPIPS {m['lpips']:.3f}" if lpips is not None else " (no LPIPS weights)"
     print(
         f"{len(y)} inputs x {args.per_input} samples, {out.nfe} NFE, {out.seconds:.2f} s; "
-        f"consistency MSE {float(consistency.mean()):.3g} -> {args.out}"
+        f"{scores} -> {args.out}"
     )
+    if why and (args.lpips or os.environ.get(LPIPS_ENV)):  # weights were named but not found
+        print(f"LPIPS: {why}")
 
 
 def _print_json(result: dict, path: str | None, keys: tuple[str, ...]) -> None:
@@ -305,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
         "ground truth (degraded by the task), smaller or grey ones are conditions",
     )
     sa.add_argument("--per-input", type=int, default=4, help="samples per condition")
+    sa.add_argument(
+        "--lpips",
+        default=None,
+        help="LPIPS weights for inputs with ground truth (default: $NUDIFF_LPIPS_WEIGHTS)",
+    )
     sa.set_defaults(func=_sample)
 
     bench = sub.add_parser("bench", help="benchmarks (ratios against an in-process baseline)")

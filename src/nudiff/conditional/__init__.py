@@ -1,6 +1,6 @@
 """Conditional generation: tasks (degradations and consistency) and restoration metrics."""
 
-from nudiff.conditional.metrics import diversity, psnr, ssim
+from nudiff.conditional.metrics import diversity, psnr, restoration_metrics, ssim
 from nudiff.conditional.tasks import (
     Colorization,
     Inpainting,
@@ -17,5 +17,6 @@ __all__ = [
     "build_task",
     "diversity",
     "psnr",
+    "restoration_metrics",
     "ssim",
 ]

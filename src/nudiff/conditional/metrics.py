@@ -67,3 +67,30 @@ def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
         return math.nan, math.nan
     err = float(v.std() / math.sqrt(v.numel())) if v.numel() > 1 else math.nan
     return float(v.mean()), err
+
+
+def restoration_metrics(task, samples: torch.Tensor, truth, y: torch.Tensor, lpips=None) -> dict:
+    """Means over all samples of ``samples`` ``(N, K, C, H, W)`` (``K`` per input) of ``N``
+    inputs with conditions ``y`` ``(N, *y_shape)`` and, when given, ground truths ``truth``
+    ``(N, C, H, W)``: ``consistency`` (the task's), ``diversity`` (0 for ``K = 1``), and with
+    ``truth`` ``psnr``, ``ssim`` (with standard errors) and ``lpips`` (with an
+    :class:`~nudiff.eval.lpips.LPIPS` model; else None)."""
+    n, k = samples.shape[:2]
+    flat = samples.flatten(0, 1)
+    out = {
+        "consistency": mean_and_stderr(task.consistency(flat, y.repeat_interleave(k, 0)))[0],
+        "diversity": mean_and_stderr(diversity(samples))[0] if k > 1 else 0.0,
+        "n_inputs": n,
+        "n_samples": n * k,
+    }
+    if truth is None:
+        return out
+    truth = truth.to(flat).repeat_interleave(k, 0)
+    out["psnr"], out["psnr_stderr"] = mean_and_stderr(psnr(flat, truth))
+    out["ssim"], out["ssim_stderr"] = mean_and_stderr(ssim(flat, truth))
+    out["lpips"] = None
+    if lpips is not None:
+        with torch.inference_mode():
+            pairs = zip(flat.split(256), truth.split(256), strict=True)
+            out["lpips"] = mean_and_stderr(torch.cat([lpips(a, b) for a, b in pairs]))[0]
+    return out

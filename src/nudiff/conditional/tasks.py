@@ -46,6 +46,11 @@ class Task:
         err = ((got - _values(self, y)) ** 2 * weight).flatten(1).sum(1)
         return err / weight.flatten(1).sum(1).clamp_min(1)
 
+    def naive(self, y: torch.Tensor) -> torch.Tensor:
+        """The classical reconstruction from ``y`` alone ``(B, C, H, W)``: the baseline a model
+        must beat."""
+        raise NotImplementedError
+
     def upsample(self, y: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
         """``y`` as extra input channels at the image resolution ``(B, C_y, H, W)``."""
         if y.shape[-2:] == shape[-2:]:
@@ -85,6 +90,10 @@ class SuperResolution(Task):
         self.check(tuple(x.shape[1:]))
         return F.avg_pool2d(x, self.factor)
 
+    def naive(self, y):
+        """Bilinear upsampling."""
+        return F.interpolate(y, scale_factor=self.factor, mode="bilinear", align_corners=False)
+
 
 class Colorization(Task):
     """``y`` = the luma of an RGB image (ITU-R BT.601, as Pillow's grey conversion)."""
@@ -103,6 +112,10 @@ class Colorization(Task):
         self.check(tuple(x.shape[1:]))
         w = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return (x * w).sum(1, keepdim=True)
+
+    def naive(self, y):
+        """The grey image as RGB (its luma is ``y``: the weights sum to 1)."""
+        return y.expand(-1, 3, -1, -1).clone()
 
 
 class Inpainting(Task):
@@ -161,6 +174,12 @@ class Inpainting(Task):
         self.check(tuple(x.shape[1:]))
         m = self.masks(x.shape[0], tuple(x.shape[1:]), index, x.device).to(x.dtype)
         return torch.cat([x * (1 - m), m], 1)
+
+    def naive(self, y):
+        """Missing pixels filled with the mean of the image's observed pixels, per channel."""
+        values, keep = y[:, :-1], 1 - y[:, -1:]
+        mean = (values * keep).sum((-2, -1), keepdim=True) / keep.sum((-2, -1), keepdim=True)
+        return values * keep + mean * (1 - keep)
 
     def observed(self, x, y):
         keep = 1 - y[:, -1:]
