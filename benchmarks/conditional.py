@@ -8,8 +8,9 @@ the configs hold out) and draws ``--per-input`` samples for each. Reports, per e
 PSNR and SSIM of every sample against its ground truth (mean and standard error), the
 consistency MSE of the degraded sample against its condition, the diversity (mean pixel std
 across one input's samples), the Frechet distance of the samples to the ground truths in the
-features of an offline network trained on the task's other images (with the floor of other
-held-out images against the same truths), and LPIPS when its weights are on the machine. A
+features of an offline network trained on the task's other images (beside it, the distance of
+as many unpaired held-out images to the same truths: what an unconditional model that matched
+the data exactly would score), and LPIPS when its weights are on the machine. A
 ``naive`` row gives the classical reconstruction from the condition alone (bilinear upsampling,
 mean filling). First, the same estimators sample with *exact* scores (a Gaussian field, x2
 super-resolution): what the joint estimators' sampling approximation costs by itself, apart from
@@ -58,7 +59,7 @@ class Scorer:
         self.task, self.truth, self.y, self.lpips = task, truth, y, lpips_model
         self.net = load_feature_net(features)
         self.ref = self._stats(truth)
-        self.floor = self._fd(other)
+        self.unpaired = self._fd(other)
 
     def _stats(self, images):
         from nudiff.data.transforms import float_to_uint8
@@ -78,7 +79,7 @@ class Scorer:
         from nudiff.conditional import restoration_metrics
 
         out = restoration_metrics(self.task, samples, self.truth, self.y, self.lpips)
-        return {**out, "fd": self._fd(samples.flatten(0, 1)), "fd_floor": self.floor}
+        return {**out, "fd": self._fd(samples.flatten(0, 1)), "fd_unpaired": self.unpaired}
 
 
 def oracle_rows(estimators, sampler: str, steps: int, seed: int) -> list[dict]:
@@ -105,7 +106,7 @@ def oracle_rows(estimators, sampler: str, steps: int, seed: int) -> list[dict]:
 
 
 def _held_out(cfg, n_eval: int):
-    """``(truth, other)``: the last ``n_eval`` held-out images and, for the FD floor, the
+    """``(truth, other)``: the last ``n_eval`` held-out images and, for the unpaired FD, the
     ``n_eval`` before them (or as many as there are)."""
     from nudiff.build import build_data
     from nudiff.data import load_batch
@@ -216,7 +217,7 @@ def _print(r: dict) -> None:
     print(
         f"{r['task']:<15} {r['estimator']:<6} PSNR {r['psnr']:.2f} +- {r['psnr_stderr']:.2f} dB, "
         f"SSIM {r['ssim']:.3f}, consistency {r['consistency']:.2e}, diversity "
-        f"{r['diversity']:.3f}, FD {r['fd']:.2f} (floor {r['fd_floor']:.2f}){lp} "
+        f"{r['diversity']:.3f}, FD {r['fd']:.2f} (unpaired {r['fd_unpaired']:.2f}){lp} "
         f"(n = {r['n_samples']}{steps})",
         flush=True,
     )

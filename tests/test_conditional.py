@@ -2,10 +2,12 @@
 training and sampling end to end, and clear errors."""
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from PIL import Image
 
@@ -110,6 +112,16 @@ def test_train_and_sample_with_a_condition_end_to_end(
     assert "3 inputs x 2 samples" in text and "PSNR" in text and "no LPIPS weights" in text
     w, h = Image.open(out).size
     assert h > 3 * 16 and w > 4 * 16  # condition, 2 samples, truth per row
+    if task == "sr2":  # LPIPS with local weights (random here: the plumbing, not the values)
+        from nudiff.eval.lpips import LPIPS
+
+        lp = LPIPS()
+        for w in lp.lins:
+            w.data.uniform_()
+        safetensors.torch.save_file(lp.state_dict(), str(tmp_path / "lpips.safetensors"))
+        args = ["sample", str(run), "--condition", str(tmp_path / "truth.npz"), "--out", str(out)]
+        assert main([*args, "--lpips", str(tmp_path / "lpips.safetensors")]) == 0
+        assert re.search(r"LPIPS \d+\.\d{3}", capsys.readouterr().out)
     if task == "sr2":  # a low-resolution image alone is a condition
         Image.fromarray(truth[0, ::2, ::2]).save(tmp_path / "low.png")
         assert (
@@ -157,7 +169,7 @@ MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
 @pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
 def test_conditional_benchmark_smoke_run_writes_its_table(tmp_path, monkeypatch):
     """``nudiff bench conditional`` at a tiny budget: the issue's JSON keys, a naive baseline
-    row, feature FD with its floor, and LPIPS reported as absent without weights."""
+    row, feature FD beside the unpaired FD, and LPIPS reported as absent without weights."""
     import json
 
     monkeypatch.delenv("NUDIFF_LPIPS_WEIGHTS", raising=False)
@@ -178,7 +190,7 @@ def test_conditional_benchmark_smoke_run_writes_its_table(tmp_path, monkeypatch)
     assert [r["estimator"] for r in rows] == ["naive", "cde", "cmde"]
     for r in rows:
         assert r["task"] == "inpaint-center" and r["lpips"] is None
-        for key in ("psnr", "ssim", "consistency", "diversity", "fd", "fd_floor"):
+        for key in ("psnr", "ssim", "consistency", "diversity", "fd", "fd_unpaired"):
             assert math.isfinite(r[key]), (key, r)
     assert rows[0]["n_samples"] == 40 and rows[1]["n_samples"] == rows[2]["n_samples"] == 80
     assert rows[0]["consistency"] < 1e-12 and rows[0]["diversity"] == 0

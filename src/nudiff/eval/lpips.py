@@ -8,8 +8,8 @@ nudiff never downloads: the weights are read from files named by ``weights=`` or
 ``NUDIFF_LPIPS_WEIGHTS`` environment variable (paths joined by ``os.pathsep``). Accepted:
 torchvision's AlexNet state dict (``features.N.*``, e.g. ``alexnet-owt-7be5be79.pth``) with the
 ``lpips`` package's linear layers (``lin{l}.model.1.weight``, e.g. ``lpips/weights/v0.1/alex.pth``),
-or one state dict of a whole ``lpips.LPIPS(net="alex")`` model (``net.slice{k}.N.*``, ``lin*``),
-as ``.pth`` (read with ``weights_only=True``) or ``.safetensors``.
+or one state dict of a whole ``lpips.LPIPS(net="alex")`` model (``net.slice{k}.N.*``, ``lin*``)
+or of an :class:`LPIPS` here, as ``.pth`` (read with ``weights_only=True``) or ``.safetensors``.
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ def _read(path: Path) -> dict[str, torch.Tensor]:
 
 def _rename(key: str) -> str | None:
     """Our parameter name for a torchvision / lpips key (None: a key LPIPS does not use)."""
+    if re.fullmatch(r"convs\.\d\.(weight|bias)|lins\.\d", key):  # an LPIPS of ours
+        return key
     index = {c[0]: j for j, c in enumerate(_CONVS)}
     m = re.fullmatch(r"(?:features|net\.slice\d)\.(\d+)\.(weight|bias)", key)
     if m and int(m[1]) in index:
