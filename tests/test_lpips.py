@@ -98,5 +98,17 @@ def test_lpips_without_weights_is_a_clear_message(tmp_path, monkeypatch):
     (tmp_path / "broken.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable weights file"):
         load_lpips(tmp_path / "broken.pth")
-    with pytest.raises(ValueError, match="at least 16x16"):
-        LPIPS()(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="of one shape"):
+        LPIPS()(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 16))
+
+
+def test_lpips_upsamples_small_images_to_32_pixels(tmp_path):
+    alexnet, lins = random_weights(3)
+    torch.save(alexnet, tmp_path / "alexnet.pth")
+    torch.save(lins, tmp_path / "alex.pth")
+    model = load_lpips([tmp_path / "alexnet.pth", tmp_path / "alex.pth"])
+    x, y = torch.rand(2, 2, 3, 16, 12) * 2 - 1
+    up = [F.interpolate(z, size=(48, 36), mode="bilinear", align_corners=False) for z in (x, y)]
+    torch.testing.assert_close(
+        model(x, y), reference_lpips(*up, alexnet, lins), rtol=1e-5, atol=1e-7
+    )

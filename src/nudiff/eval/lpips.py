@@ -14,6 +14,7 @@ or of an :class:`LPIPS` here, as ``.pth`` (read with ``weights_only=True``) or `
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -39,7 +40,8 @@ _MISSING = (
 
 class LPIPS(nn.Module):
     """LPIPS-Alex distance ``(B,)`` between images ``(B, C, H, W)`` in ``[-1, 1]`` (``C`` = 1 is
-    repeated to RGB; ``H, W >= 16``). Build it with :func:`load_lpips`."""
+    repeated to RGB; images under 32 pixels are first upsampled bilinearly by an integer factor
+    to at least 32, which AlexNet needs). Build it with :func:`load_lpips`."""
 
     def __init__(self):
         super().__init__()
@@ -67,10 +69,11 @@ class LPIPS(nn.Module):
                 f"LPIPS compares two batches of (B, 1 or 3, H, W) images of one shape; got "
                 f"{tuple(x.shape)} and {tuple(x_ref.shape)}"
             )
-        if min(x.shape[-2:]) < 16:
-            raise ValueError(
-                f"LPIPS-Alex needs images of at least 16x16, got {tuple(x.shape[-2:])}"
-            )
+        small = min(x.shape[-2:])
+        if small < 32:  # AlexNet's stride-4 stem and two poolings need 31 pixels: upsample
+            size = [n * math.ceil(32 / small) for n in x.shape[-2:]]
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+            x_ref = F.interpolate(x_ref, size=size, mode="bilinear", align_corners=False)
         if x.shape[1] == 1:
             x, x_ref = x.expand(-1, 3, -1, -1), x_ref.expand(-1, 3, -1, -1)
         dtype = self.shift.dtype
