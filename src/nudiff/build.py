@@ -109,15 +109,21 @@ def fit_channel_mult(channel_mult, resolution: int) -> list[int]:
 
 
 def build_unet(
-    cfg: Config, in_channels: int, noise_features: int, width: int | None = None, resolution=None
+    cfg: Config,
+    in_channels: int,
+    noise_features: int,
+    width: int | None = None,
+    resolution=None,
+    out_channels: int | None = None,
 ) -> UNet:
     """The configured UNet; ``width`` replaces ``unet.channels``; with a ``resolution`` the
     levels it cannot reach are left out (:func:`fit_channel_mult`: the coarse scales of a
-    multi-scale model)."""
+    multi-scale model); ``out_channels`` defaults to ``in_channels``."""
     u = cfg.model.unet
     mult = fit_channel_mult(u.channel_mult, resolution) if resolution else list(u.channel_mult)
     return UNet(
         in_channels=in_channels,
+        out_channels=out_channels,
         channels=width or u.channels,
         channel_mult=tuple(mult),
         num_res_blocks=u.num_res_blocks,
@@ -201,17 +207,11 @@ def build_conditional(cfg: Config, process: Process):
     y_shape = task.y_shape(process.shape)
     values, _ = split_condition(task, torch.zeros(1, *y_shape))
     joint = c.estimator != "cde"
-    u = cfg.model.unet
-    backbone = UNet(
-        in_channels=process.shape[0] + y_shape[0],
-        out_channels=process.shape[0] + (values.shape[1] if joint else 0),
-        channels=u.channels,
-        channel_mult=tuple(u.channel_mult),
-        num_res_blocks=u.num_res_blocks,
-        attn_levels=tuple(u.attn_levels),
-        dropout=u.dropout,
-        head_channels=u.head_channels,
+    backbone = build_unet(
+        cfg,
+        process.shape[0] + y_shape[0],
         noise_features=2,
+        out_channels=process.shape[0] + (values.shape[1] if joint else 0),
     )
     return ConditionalDenoiser(
         process,

@@ -121,7 +121,7 @@ def _sample_conditional(args) -> None:
     from nudiff.conditional.inputs import comparison_grid, conditions, read_images
     from nudiff.data import save_image_grid
     from nudiff.eval.lpips import LPIPS_ENV, lpips_or_none
-    from nudiff.run import load_run, sample_conditional, sample_settings
+    from nudiff.run import load_run, sample_conditional, sample_settings, save_samples
 
     cfg, model = load_run(args.run, ema=args.ema, device=_device(args.device))
     if cfg.conditional is None:
@@ -140,13 +140,7 @@ def _sample_conditional(args) -> None:
     samples = out.images.cpu().view(len(y), args.per_input, *out.images.shape[1:])
     grid, per_row = comparison_grid(model.task, y.cpu(), samples, truth)
     save_image_grid(grid, args.out, nrow=per_row)
-    if args.npz:
-        import numpy as np
-
-        from nudiff.data import to_uint8
-
-        Path(args.npz).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(args.npz, x_train=to_uint8(out.images))
+    save_samples(out, None, args.npz)
     lpips, why = lpips_or_none(args.lpips) if truth is not None else (None, None)
     m = restoration_metrics(model.task, samples.clamp(-1, 1), truth, y.cpu(), lpips)
     scores = f"consistency MSE {m['consistency']:.3g}"

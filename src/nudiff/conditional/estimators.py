@@ -192,7 +192,7 @@ class ConditionalLoss(nn.Module):
         inner = model.module if hasattr(model, "module") else model  # DDP
         inner.set_step(noise["step"])
         t = noise["t"].to(x0.device)
-        y = self.task.degrade(x0, noise["mask_index"].cpu())
+        y = self.task.degrade(x0, noise["mask_index"])  # boxes move it to the CPU; others ignore it
         u0 = self.process.encode(x0)
         ut = self.process.marginal(u0, t, noise["eps"].to(x0))
         sd = inner.sigma_data
