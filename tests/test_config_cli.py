@@ -45,7 +45,7 @@ def test_unknown_key_lists_valid_choices():
         validate({"train": {"bogus": 1}})
 
 
-def test_wrong_types_and_choices_are_one_line():
+def test_wrong_types_and_choices_are_error_line():
     with pytest.raises(ConfigError, match="^train.batch_size: "):
         validate({"train": {"batch_size": "many"}})
     with pytest.raises(ConfigError, match="^process.schedule: .*'vp-cosine'") as err:
@@ -245,3 +245,57 @@ def test_diffusion_training_resumes_bit_identically(tmp_path):
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), key
+
+
+def _error_line(err: str) -> str:
+    """The one line of stderr that reports the error (a progress bar may precede it)."""
+    lines = [ln for ln in err.splitlines() if "error" in ln.lower()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_malformed_yaml_is_one_line_with_file_line_and_column(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  name: shapes\n  resolution: [16, 32\ntrain:\n  steps: 4\n")
+    assert main(["train", str(bad), "--out", str(tmp_path / "run")]) == 2
+    line = _error_line(capsys.readouterr().err)
+    # the flow sequence opened on line 3 is never closed: PyYAML stops at line 4, column 6
+    assert line.startswith(f"nudiff train: error: {bad}:4:6: malformed YAML: expected"), line
+    assert not (tmp_path / "run").exists()
+    # a malformed --set value names the option
+    args = ["train", str(ROOT / "configs" / "quickstart.yaml"), "--out", str(tmp_path / "r2")]
+    assert main([*args, "--set", "model.unet={channels: 8"]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert line.startswith("nudiff train: error: --set model.unet={channels: 8:1:"), line
+    assert "malformed YAML" in line
+
+
+def test_nan_loss_is_one_line_naming_the_step_and_last_good_checkpoint(
+    tmp_path, capsys, monkeypatch
+):
+    from nudiff.losses import MultiScaleLoss
+
+    forward, calls = MultiScaleLoss.forward, []
+
+    def nan_at_third_step(self, model, x0, noise):
+        calls.append(1)
+        out = forward(self, model, x0, noise)
+        return out * float("nan") if len(calls) == 3 else out
+
+    monkeypatch.setattr(MultiScaleLoss, "forward", nan_at_third_step)
+    run = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            str(ROOT / "configs" / "quickstart.yaml"),
+            "--out",
+            str(run),
+            *sum((["--set", s] for s in TINY), []),
+        ]
+    )
+    assert code == 1
+    line = _error_line(capsys.readouterr().err)
+    good = run / "checkpoints" / "step_000002"
+    assert line.startswith("nudiff train: error: non-finite loss (nan) at step 3;"), line
+    assert f"last good checkpoint: {good}" in line
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000002"]

@@ -233,7 +233,14 @@ def _data_export(args) -> None:
     _print_json(result, None, ("n", "shape", "labels", "out"))
 
 
-BENCHMARKS = ("train", "samplers", "multiscale", "multiscale_vs_uniform", "conditional")
+BENCHMARKS = (
+    "train",
+    "samplers",
+    "multiscale",
+    "multiscale_vs_uniform",
+    "conditional",
+    "quickstart",
+)
 
 
 def _benchmark_module(name: str):
@@ -403,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as err:
         print(f"nudiff {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # a diverged run: the message names the step to resume
+        print(f"nudiff {args.command}: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

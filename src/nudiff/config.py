@@ -342,8 +342,23 @@ def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
         if "=" not in item:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         key, raw = item.split("=", 1)
-        out.append((key.strip(), yaml.safe_load(raw)))
+        out.append((key.strip(), parse_yaml(raw, f"--set {item}")))
     return out
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load(text)``; malformed YAML is a one-line :class:`ConfigError` naming
+    ``source`` (a file or an option) with the line and column of the problem."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context = getattr(e, "context", None)
+        raise ConfigError(
+            f"{where}: malformed YAML: {problem}" + (f" ({context})" if context else "")
+        ) from None
 
 
 def format_error(err: ValidationError, model: type[BaseModel] = Config) -> str:
@@ -412,7 +427,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = parse_yaml(path.read_text(), str(path)) or {}
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     for key, value in parse_overrides(overrides):

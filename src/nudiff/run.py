@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import yaml
 
 from nudiff.build import build_data, build_denoiser, build_loss, build_process
-from nudiff.config import Config, dump_config, validate
+from nudiff.config import Config, dump_config, parse_yaml, validate
 from nudiff.data import random_hflip, save_image_grid
 from nudiff.models.denoiser import Denoiser
 from nudiff.samplers import SampleResult, sample
@@ -87,7 +86,8 @@ def load_run(path: str | Path, ema: bool = True, device=None) -> tuple[Config, D
     from nudiff.train.checkpoint import load_weights, resolve_checkpoint
 
     ckpt = resolve_checkpoint(path)
-    cfg = validate(yaml.safe_load((ckpt / "config.yaml").read_text()))
+    path = ckpt / "config.yaml"
+    cfg = validate(parse_yaml(path.read_text(), str(path)) or {})
     process = build_process(cfg)  # data-fitted buffers come from the state dict
     model = build_denoiser(cfg, process)
     model.load_state_dict(load_weights(ckpt, ema=ema))
@@ -182,13 +182,8 @@ def save_samples(result: SampleResult, png: str | Path | None, npz: str | Path |
 
     from nudiff.data import to_uint8
 
-    if png:
-        images = result.images.clamp(-1, 1)
-        if images.shape[-1] < 64:  # small images: enlarge (nearest) so a person can see them
-            images = images.repeat_interleave(64 // images.shape[-1], -1).repeat_interleave(
-                64 // images.shape[-2], -2
-            )
-        save_image_grid(images, png)
+    if png:  # small images enlarged so a person can see them
+        save_image_grid(result.images.clamp(-1, 1), png, min_size=64)
     if npz:
         Path(npz).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(npz, x_train=to_uint8(result.images))

@@ -156,9 +156,8 @@ class Trainer:
             weight_decay=config.weight_decay,
             fused=cuda or None,
         )
-        warm = config.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
+            self.optimizer, lambda s: lr_factor(config, s)
         )
         amp = config.mixed_precision if cuda else "no"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
@@ -390,11 +389,15 @@ class Trainer:
         total, over = stat.tolist()
         value = total / self.world
         if not math.isfinite(value):
-            found = list_checkpoints(self.run_dir)
-            latest = found[-1][1] if found else "none"
+            good = latest_valid_checkpoint(self.run_dir)
+            then = (
+                f"last good checkpoint: {good} (continue from it with --resume, e.g. with a "
+                "lower train.lr)"
+                if good is not None
+                else "no checkpoint was saved before it"
+            )
             raise FloatingPointError(
-                f"non-finite loss ({value}) at step {step}; stopped "
-                f"without checkpointing (last checkpoint: {latest})"
+                f"non-finite loss ({value}) at step {step}; stopped without checkpointing; {then}"
             )
         self._losses.append((step, value))
         postfix = {"loss": f"{value:.4g}"}
@@ -432,7 +435,7 @@ class Trainer:
         try:
             from nudiff.data.images import save_image_grid
 
-            save_image_grid(x.detach().float().cpu(), path)
+            save_image_grid(x.detach().float().cpu(), path, min_size=64)
         except Exception as e:  # a failed picture must not end a training run
             log.warning("could not write %s: %s: %s", path, type(e).__name__, e)
 
@@ -516,6 +519,20 @@ class Trainer:
         torch.manual_seed(s)
         np.random.seed(s % 2**32)
         random.seed(s)
+
+
+def lr_factor(config: TrainConfig, step: int) -> float:
+    """Learning-rate multiplier of optimiser step ``step`` (0-based): a linear warm-up over
+    ``warmup_steps``, then 1 (``constant``) or a cosine from 1 to 0 at ``steps``. The cosine
+    anneals the weights by the end of a fixed step budget (a run stopped earlier by
+    ``max_minutes`` has not annealed: its EMA still averages)."""
+    warm = config.warmup_steps
+    if step < warm:
+        return (step + 1) / warm
+    if config.lr_schedule == "constant":
+        return 1.0
+    done = (step - warm) / max(1, config.steps - warm)
+    return 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
 
 
 def _has_unused(model: nn.Module) -> bool:
