@@ -94,3 +94,53 @@ def feature_net(cfg, path: Path, given=None, steps: int = 1500, seed: int = 0) -
     path.parent.mkdir(parents=True, exist_ok=True)
     save_feature_net(net, path, info)
     return path, {**info, "features": str(path), "seconds": time.perf_counter() - began}
+
+
+def reference_features(net, images) -> torch.Tensor:
+    """Features of uint8 images (numpy ``(N, H, W[, C])`` or tensor ``(N, C, H, W)``) fitted to
+    the feature network's input shape."""
+    from nudiff.eval.commands import fit_images
+    from nudiff.eval.features import extract_features
+
+    shape = (net.in_channels, net.resolution, net.resolution)
+    return extract_features(net, fit_images(images, shape))
+
+
+def score_features(f_gen, f_ref, seed: int = 0) -> dict:
+    """Frechet distance (with its bootstrap standard error) and KID (mean and std over 100
+    subsets) between generated and reference features."""
+    from nudiff.eval import frechet_distance, frechet_standard_error, gaussian_stats, kid
+
+    fd = frechet_distance(*gaussian_stats(f_gen), *gaussian_stats(f_ref))
+    kid_mean, kid_std = kid(f_gen, f_ref, subsets=100, subset_size=min(1000, len(f_gen)), seed=seed)
+    return {
+        "fd": fd,
+        "fd_se": frechet_standard_error(f_gen, f_ref, seed=seed),
+        "kid": kid_mean,
+        "kid_std": kid_std,
+    }
+
+
+def sample_and_score(run, n: int, net, f_ref, seed: int = 0, grid_png=None, npz=None) -> dict:
+    """Sample ``n`` images from a run (or checkpoint) with its config's sampler and score them
+    against the reference features: FD, its standard error, KID, NFE, ms per sample. Writes
+    the first 64 as a grid to ``grid_png`` and all as uint8 ``x_train`` to ``npz`` if given."""
+    import numpy as np
+
+    from nudiff.data import save_image_grid
+    from nudiff.data.transforms import float_to_uint8
+    from nudiff.run import sample_run
+
+    samples = sample_run(run, n=n, seed=seed, progress=True)
+    images = samples.images.clamp(-1, 1)
+    if grid_png is not None:
+        save_image_grid(images[:64], grid_png, min_size=64)
+    gen = float_to_uint8(images).cpu()
+    if npz is not None:
+        np.savez_compressed(npz, x_train=gen.permute(0, 2, 3, 1).numpy())
+    return {
+        **score_features(reference_features(net, gen), f_ref, seed),
+        "n": n,
+        "nfe": samples.nfe,
+        "ms_per_sample": 1e3 * samples.seconds / n,
+    }

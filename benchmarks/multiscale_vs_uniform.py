@@ -1,29 +1,41 @@
-"""Multi-scale vs uniform quality at equal training wall-clock (feature Frechet distance).
+"""Multi-scale vs uniform quality at equal training wall-clock, at several budgets.
 
 Trains the uniform and the multi-scale model (``configs/mnist32_uniform.yaml`` and
-``configs/mnist32_multiscale.yaml``: the same UNet family and parameter count) one after the
-other for the same wall-clock budget, samples ``--n-samples`` images from each with the
-configs' sampler, and compares them with the same number of held-out images (the last images of
-the training split, which the configs hold out of training) in the feature space of the offline
-feature network (``--features``, or one trained here on the other training images). Writes both
-runs, sample grids and ``--json``.
+``configs/mnist32_multiscale.yaml``) one after the other and scores both at each of
+``--budgets`` minutes of training: each model trains up to the first budget, is scored, resumes
+up to the next (resuming is exact, and the learning rate and EMA do not depend on the budget,
+so this is the run that budget would have given), and so on. Scoring: ``--n-samples`` samples
+with the configs' sampler against as many held-out images (the last images of the training
+split, which the configs hold out of training) in the feature space of the offline feature
+network (``--features``, or one trained here on the other training images): Frechet distance
+with its bootstrap standard error, KID with its std over subsets, and sampling time per
+sample. Writes the runs, sample grids per budget and ``--json``.
 
-Run it with nothing else on the machine: the budget is wall-clock.
+Run it with nothing else on the machine: the budgets are wall-clock.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import time
 from pathlib import Path
 
-import numpy as np
-
-from benchmarks.common import environment, feature_net, train_or_reuse, write_json
+from benchmarks.common import (
+    environment,
+    feature_net,
+    reference_features,
+    sample_and_score,
+    score_features,
+    write_json,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("uniform", "multiscale")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--budget-minutes", type=float, default=20.0, help="training per model")
+    p.add_argument("--budgets", default="5,10,20", help="training minutes, increasing")
     p.add_argument("--n-samples", type=int, default=2000)
     p.add_argument("--uniform-config", default=str(ROOT / "configs" / "mnist32_uniform.yaml"))
     p.add_argument("--multiscale-config", default=str(ROOT / "configs" / "mnist32_multiscale.yaml"))
@@ -35,11 +47,25 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
-def _config(path: str, args):
+def parse_budgets(text: str) -> list[float]:
+    try:
+        budgets = [float(b) for b in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--budgets takes minutes separated by commas, got {text!r}") from None
+    if (
+        not budgets
+        or budgets[0] <= 0
+        or any(b <= a for a, b in zip(budgets, budgets[1:], strict=False))
+    ):
+        raise ValueError(f"--budgets must be positive and increasing, got {text!r}")
+    return budgets
+
+
+def _config(path: str, args, minutes: float):
     from nudiff.config import load_config
 
     overrides = [
-        f"train.max_minutes={args.budget_minutes}",
+        f"train.max_minutes={minutes}",
         "train.steps=10000000",
         "train.sample_every=0",
         "train.tensorboard=false",
@@ -49,21 +75,37 @@ def _config(path: str, args):
     return load_config(path, overrides)
 
 
-def run(args) -> dict:
-    from nudiff.config import dump_config
-    from nudiff.data import save_image_grid
-    from nudiff.data.transforms import float_to_uint8
-    from nudiff.eval.commands import fit_images
-    from nudiff.eval.features import extract_features, load_feature_net, load_images_npz
-    from nudiff.eval.frechet import frechet_distance, gaussian_stats, kid
-    from nudiff.run import sample_run
+def train_stage(path: str, args, run_dir: Path, budget: float, previous: float) -> dict:
+    """Train ``run_dir`` from ``previous`` up to ``budget`` minutes (or reuse that stage from an
+    earlier call): steps, training seconds so far, images/s of the stage, the checkpoint."""
+    from nudiff.run import train
 
+    summary = run_dir / f"budget_{budget:g}.json"
+    if summary.is_file():
+        print(f"   reusing {summary}; delete {run_dir} to retrain", flush=True)
+        return json.loads(summary.read_text())
+    cfg = _config(path, args, budget - previous)
+    began = time.perf_counter()
+    out = train(cfg, run_dir, resume=previous > 0)
+    before = json.loads((run_dir / f"budget_{previous:g}.json").read_text()) if previous else {}
+    kept = {
+        "steps": out["steps"],
+        "train_seconds": before.get("train_seconds", 0.0) + time.perf_counter() - began,
+        "stage_images_per_s": out["images_per_s"],
+        "checkpoint": out["checkpoint"],
+    }
+    summary.write_text(json.dumps(kept))
+    return kept
+
+
+def run(args) -> dict:
+    from nudiff.eval.features import load_feature_net, load_images_npz
+
+    budgets = parse_budgets(args.budgets)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfgs = {
-        "uniform": _config(args.uniform_config, args),
-        "multiscale": _config(args.multiscale_config, args),
-    }
+    paths = {"uniform": args.uniform_config, "multiscale": args.multiscale_config}
+    cfgs = {name: _config(p, args, budgets[0]) for name, p in paths.items()}
     if cfgs["uniform"].data.path != cfgs["multiscale"].data.path:
         raise ValueError("the two configs must read the same data")
     cfg = cfgs["uniform"]
@@ -75,61 +117,58 @@ def run(args) -> dict:
         cfg, out / "features.safetensors", args.features, args.feature_steps, args.seed
     )
     net = load_feature_net(features)
-    shape = (net.in_channels, net.resolution, net.resolution)
     images, _ = load_images_npz(cfg.data.path)
     held_out = images[len(images) - cfg.data.holdout :]
-    ref = fit_images(held_out[-args.n_samples :], shape)
-    f_ref = extract_features(net, ref)
+    f_ref = reference_features(net, held_out[-args.n_samples :])
     # the floor: another held-out set of the same size against the reference (when available)
     floor = None
     if len(held_out) >= 2 * args.n_samples:
-        other = extract_features(net, fit_images(held_out[: args.n_samples], shape))
-        floor = frechet_distance(*gaussian_stats(other), *gaussian_stats(f_ref))
+        floor = score_features(reference_features(net, held_out[: args.n_samples]), f_ref)
 
     result = {
         "benchmark": "multiscale_vs_uniform",
         "environment": environment(),
-        "budget_minutes": args.budget_minutes,
+        "budgets_minutes": budgets,
         "n_samples": args.n_samples,
         "n_ref": args.n_samples,
-        "data_vs_data_fd": floor,
+        "data_vs_data_fd": floor and floor["fd"],
         "feature_net": feature_info,
+        "parameters": {},
+        "rows": [],
     }
-    for name, c in cfgs.items():
-        run_dir = out / name
-        print(f"== {name}: training for {args.budget_minutes} min into {run_dir}", flush=True)
-        (out / f"{name}.yaml").write_text(dump_config(c))
-        trained = train_or_reuse(c, run_dir)
-        params = _parameters(run_dir)
-        samples = sample_run(run_dir, n=args.n_samples, seed=args.seed, progress=True)
-        gen = float_to_uint8(samples.images.clamp(-1, 1)).cpu()
-        save_image_grid(samples.images[:64].clamp(-1, 1), out / f"{name}_samples.png")
-        np.savez_compressed(out / f"{name}_samples.npz", x_train=gen.permute(0, 2, 3, 1).numpy())
-        f_gen = extract_features(net, fit_images(gen, shape))
-        fd = frechet_distance(*gaussian_stats(f_gen), *gaussian_stats(f_ref))
-        kid_mean, kid_std = kid(f_gen, f_ref, subsets=100, subset_size=min(1000, args.n_samples))
-        result[f"{name}_fd"] = fd
-        result[name] = {
-            "fd": fd,
-            "kid": kid_mean,
-            "kid_std": kid_std,
-            "parameters": params,
-            "train_steps": trained["steps"],
-            "train_images_per_s": trained["images_per_s"],
-            "sampler": c.sample.sampler,
-            "nfe": samples.nfe,
-            "sampling_s_per_sample": samples.seconds / args.n_samples,
-            "run": str(run_dir),
-        }
-        print(
-            f"{name}: FD {fd:.3f}, KID {kid_mean:.4f} +- {kid_std:.4f}, "
-            f"{trained['steps']} steps, {samples.seconds / args.n_samples * 1e3:.1f} ms/sample",
-            flush=True,
+    previous = 0.0
+    for budget in budgets:
+        scores = {}
+        for name in MODELS:
+            run_dir = out / name
+            print(f"== {name}: training up to {budget:g} min into {run_dir}", flush=True)
+            stage = train_stage(paths[name], args, run_dir, budget, previous)
+            result["parameters"][name] = _parameters(run_dir)
+            grid = out / f"{name}_{budget:g}min_samples.png"
+            scored = sample_and_score(
+                stage["checkpoint"], args.n_samples, net, f_ref, args.seed, grid_png=grid
+            )
+            row = {"budget_minutes": budget, "model": name, **stage, **scored}
+            result["rows"].append(row)
+            scores[name] = scored
+            print(
+                f"{name} @ {budget:g} min: {stage['steps']} steps, FD {scored['fd']:.2f} "
+                f"+- {scored['fd_se']:.2f}, KID {scored['kid']:.3f} +- {scored['kid_std']:.3f}, "
+                f"{scored['ms_per_sample']:.1f} ms/sample",
+                flush=True,
+            )
+        u, m = scores["uniform"], scores["multiscale"]
+        se = math.hypot(u["fd_se"], m["fd_se"])
+        result.setdefault("verdicts", []).append(
+            {
+                "budget_minutes": budget,
+                "fd_difference": m["fd"] - u["fd"],
+                "difference_in_se": (m["fd"] - u["fd"]) / se if se > 0 else math.nan,
+                "multiscale_not_worse": m["fd"] <= u["fd"] + se,
+                "sampling_speedup": u["ms_per_sample"] / m["ms_per_sample"],
+            }
         )
-    result["multiscale_not_worse"] = result["multiscale_fd"] <= result["uniform_fd"]
-    result["sampling_speedup"] = (
-        result["uniform"]["sampling_s_per_sample"] / result["multiscale"]["sampling_s_per_sample"]
-    )
+        previous = budget
     write_json(result, args.json)
     return result
 

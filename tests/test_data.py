@@ -60,6 +60,23 @@ def test_shapes_index_errors_and_validation():
         ShapesDataset(min_shapes=3, max_shapes=2)
 
 
+@pytest.mark.parametrize("lo, hi", [(1, 3), (1, 1), (2, 3)])
+def test_shapes_count_is_configurable_and_labelled(lo, hi):
+    ds = build_dataset(DataConfig(resolution=16, size=2000, min_shapes=lo, max_shapes=hi))
+    assert (ds.min_shapes, ds.max_shapes) == (lo, hi)
+    # kind (3) x count (hi - lo + 1) x background (2) classes, every one of them drawn
+    labels = ds.labels(range(2000))
+    assert sorted(set(labels.tolist())) == list(range(6 * (hi - lo + 1)))
+    dark = labels >= 3 * (hi - lo + 1)
+    x = ds.batch(range(2000)).mean(1)
+    border = torch.cat([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], dim=1)
+    # the border is mostly background (a large shape may cover much of it in a few images)
+    looks_dark = border.median(dim=1).values < 0
+    assert (looks_dark == torch.from_numpy(dark)).float().mean() > 0.98
+    with pytest.raises(ValidationError, match="min_shapes"):
+        DataConfig(min_shapes=3, max_shapes=2)
+
+
 def test_dataloader_uses_batched_fetch():
     ds = ShapesDataset(size=64)
     assert torch.equal(next(iter(DataLoader(ds, batch_size=16))), ds.batch(range(16)))

@@ -3,7 +3,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from nudiff.eval import frechet_distance, gaussian_stats, kid
+from nudiff.eval import frechet_distance, frechet_standard_error, gaussian_stats, kid
 
 
 def random_stats(rng, d):
@@ -103,3 +103,29 @@ def test_kid_clips_subset_size_and_checks_shapes():
         kid(x, y[:, :3])
     with pytest.raises(ValueError, match="at least 2"):
         kid(x, y[:1])
+
+
+def test_fd_standard_error_matches_the_spread_over_independent_draws():
+    """The bootstrap standard error of one pair of sets estimates the std of the FD over
+    independent pairs of the same sizes (here 40 pairs of 500 four-dimensional vectors)."""
+    rng = np.random.default_rng(0)
+    scale = np.array([1.0, 0.5, 2.0, 1.0])
+
+    def draw():
+        a = rng.normal(size=(500, 4))
+        b = rng.normal(size=(500, 4)) * scale + 0.5
+        return a, b
+
+    spread = np.std(
+        [
+            frechet_distance(*gaussian_stats(a), *gaussian_stats(b))
+            for a, b in (draw() for _ in range(40))
+        ],
+        ddof=1,
+    )
+    a, b = draw()
+    se = frechet_standard_error(a, b, rounds=40, seed=1)
+    assert 0.6 < se / spread < 1.6, (se, spread)
+    assert frechet_standard_error(a, b, seed=1) == frechet_standard_error(a, b, seed=1)
+    with pytest.raises(ValueError, match="rounds"):
+        frechet_standard_error(a, b, rounds=1)

@@ -4,6 +4,7 @@ NaN handling, DDP equivalence, config errors."""
 import csv
 import hashlib
 import json
+import math
 import os
 import pickle
 import signal
@@ -112,6 +113,39 @@ def test_exact_resume(tmp_path):
     _assert_same_state(b.model.state_dict(), a.model.state_dict())
     _assert_same_state(b.ema.state_dict(), a.ema.state_dict())
     _assert_same_state(load_weights(tmp_path / "b"), load_weights(tmp_path / "a"))
+
+
+def test_cosine_lr_schedule_and_its_exact_resume_after_a_crash(tmp_path):
+    from nudiff.train.trainer import lr_factor
+
+    cfg = config(steps=10, warmup_steps=2, lr_schedule="cosine")
+    got = [lr_factor(cfg, s) for s in range(11)]
+    # warm-up 1/2, 2/2, then cos from 1 at step 2 to 0 at step 10 = train.steps
+    want = [0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(9)]
+    assert got == pytest.approx(want, abs=1e-12)
+    assert [lr_factor(config(steps=10, warmup_steps=2), s) for s in range(4)] == [0.5, 1, 1, 1]
+
+    kw = dict(steps=6, checkpoint_every=2, keep_checkpoints=3, lr_schedule="cosine")
+    a = make_trainer(tmp_path / "a", **kw)
+    out_a = a.fit()
+    b = make_trainer(tmp_path / "b", **kw)
+    calls = []
+
+    def crash_before_step_5(x, generator):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return x
+
+    b.augment = crash_before_step_5
+    with pytest.raises(KeyboardInterrupt):
+        b.fit()
+    b = make_trainer(tmp_path / "b", **kw)  # fresh objects, resumed from the step-4 checkpoint
+    out_b = b.fit(resume=True)
+    assert out_b["losses"] == out_a["losses"][4:]
+    assert b.scheduler.get_last_lr() == a.scheduler.get_last_lr() == [0.0]
+    _assert_same_state(b.model.state_dict(), a.model.state_dict())
+    _assert_same_state(b.ema.state_dict(), a.ema.state_dict())
 
 
 def test_fresh_run_refuses_existing_checkpoints_and_resume_without_any_starts_fresh(tmp_path):

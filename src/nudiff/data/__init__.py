@@ -36,7 +36,9 @@ def _fields(cfg: DataConfig) -> Dataset:
 
 
 DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
-    "shapes": lambda c: ShapesDataset(c.size, c.resolution, c.channels, c.seed),
+    "shapes": lambda c: ShapesDataset(
+        c.size, c.resolution, c.channels, c.seed, c.min_shapes, c.max_shapes
+    ),
     "fields": _fields,
     "npz": lambda c: NpzDataset(c.path, c.key, c.resolution, c.resize, c.channels),
     "folder": lambda c: ImageFolderDataset(c.path, c.resolution, c.channels),

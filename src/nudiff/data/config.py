@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _NEEDS_PATH = ("npz", "folder", "torchvision", "huggingface")
 
@@ -13,7 +13,8 @@ class DataConfig(BaseModel):
     """Data source and preprocessing; ``nudiff.data.build_dataset`` turns it into a dataset.
 
     Sources (``name``):
-        shapes: procedural coloured shapes (``size``, ``seed``); the default, needs no files.
+        shapes: procedural coloured shapes (``size``, ``seed``, ``min_shapes`` to
+            ``max_shapes`` per image); the default, needs no files.
         fields: procedural Gaussian random fields with power spectrum ``~ 1/f**exponent``.
         npz: uint8 images from ``path``, array ``key`` (default ``x_train``); ``resize`` says
             how to reach ``resolution`` ("pad": centre on a background of -1, e.g. MNIST
@@ -42,6 +43,8 @@ class DataConfig(BaseModel):
     hflip: bool = False
     holdout: int = 0
     exponent: float = 2.0
+    min_shapes: int = Field(1, ge=1)
+    max_shapes: int = Field(3, ge=1)
 
     @field_validator("resolution")
     @classmethod
@@ -77,6 +80,11 @@ class DataConfig(BaseModel):
             raise ValueError(f"data.path is required for data.name={self.name!r}")
         if self.name == "torchvision" and not self.key:
             raise ValueError("data.key must name the torchvision dataset class, e.g. 'CIFAR10'")
+        if self.min_shapes > self.max_shapes:
+            raise ValueError(
+                f"data.min_shapes ({self.min_shapes}) must not exceed data.max_shapes "
+                f"({self.max_shapes})"
+            )
         if self.name in ("shapes", "fields") and self.holdout >= self.size:
             raise ValueError(
                 f"data.holdout ({self.holdout}) must be smaller than data.size ({self.size})"

@@ -48,13 +48,22 @@ def make_grid(
 
 
 def save_image_grid(
-    x: torch.Tensor, path: str | os.PathLike, nrow: int | None = None, padding: int = 2
+    x: torch.Tensor,
+    path: str | os.PathLike,
+    nrow: int | None = None,
+    padding: int = 2,
+    min_size: int = 0,
 ) -> Path:
     """Save ``(B, C, H, W)`` in ``[-1, 1]`` as a PNG grid; returns the path.
 
-    Creates parent folders and writes a temporary file renamed with ``os.replace``, so readers
-    (and a crash mid-write) never see a half-written PNG.
+    Images smaller than ``min_size`` are enlarged by an integer factor (nearest neighbour, so
+    pixels stay visible as pixels) towards it. Creates parent folders and writes a temporary
+    file renamed with ``os.replace``, so readers (and a crash mid-write) never see a
+    half-written PNG.
     """
+    factor = max(1, min_size // max(x.shape[-2:]))
+    if factor > 1:
+        x = x.repeat_interleave(factor, -1).repeat_interleave(factor, -2)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     a = to_uint8(make_grid(x, nrow, padding)[None])[0]

@@ -81,14 +81,16 @@ class ShapesDataset(Dataset):
         return torch.from_numpy(img * 2.0 - 1.0).float()
 
     def labels(self, indices: Sequence[int]) -> np.ndarray:
-        """Class labels ``(B,)`` in ``0..17``: the kind of the largest shape (circle, box,
-        triangle), the number of shapes (1-3) and the background (light or dark), for the
-        offline feature network of ``nudiff features train``. Assumes the default 1-3 shapes."""
+        """Class labels ``(B,)`` in ``0..6 m - 1`` for ``m`` possible shape counts: the kind of
+        the largest shape (circle, box, triangle), the number of shapes and the background
+        (light or dark), for the offline feature network of ``nudiff features train`` (18
+        classes with the default 1-3 shapes)."""
         u = np.stack([self._uniforms(i) for i in indices])
-        n = self.min_shapes + np.floor(u[:, 0] * (self.max_shapes - self.min_shapes + 1))
+        counts = self.max_shapes - self.min_shapes + 1
+        extra = np.floor(u[:, 0] * counts)  # shapes beyond min_shapes
         kind = np.floor(u[:, _PER_IMAGE + 1] * 3)  # slot 0 holds the largest shape
         dark = u[:, 1] < 0.5
-        classes = kind + 3 * np.clip(n - 1, 0, 2) + 9 * dark
+        classes = kind + 3 * extra + 3 * counts * dark
         return classes.astype(np.int64)
 
     def _uniforms(self, i: int) -> np.ndarray:

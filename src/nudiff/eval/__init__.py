@@ -9,12 +9,13 @@ from nudiff.eval.features import (
     save_feature_net,
     train_feature_net,
 )
-from nudiff.eval.frechet import frechet_distance, gaussian_stats, kid
+from nudiff.eval.frechet import frechet_distance, frechet_standard_error, gaussian_stats, kid
 
 __all__ = [
     "FeatureNet",
     "extract_features",
     "frechet_distance",
+    "frechet_standard_error",
     "gaussian_stats",
     "inception_features",
     "kid",

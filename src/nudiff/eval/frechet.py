@@ -130,3 +130,27 @@ def kid(
         values.append(within - 2.0 * kxy.mean(dim=(1, 2)))
     values = torch.cat(values).numpy()
     return float(values.mean()), float(values.std())
+
+
+def frechet_standard_error(
+    feat1: torch.Tensor | np.ndarray,
+    feat2: torch.Tensor | np.ndarray,
+    rounds: int = 20,
+    seed: int = 0,
+) -> float:
+    """Bootstrap standard error of the Frechet distance between features ``(N1, D)`` and
+    ``(N2, D)``: the std of the distance over ``rounds`` resamplings (with replacement) of
+    both sets. It measures the sampling noise of a figure at these sample counts (not the
+    distance's bias, which grows as N shrinks: compare figures at equal N)."""
+    x, y = _as_features(feat1, "feat1"), _as_features(feat2, "feat2")
+    if rounds < 2:
+        raise ValueError(f"rounds must be >= 2, got {rounds}")
+    rng = np.random.default_rng(seed)
+    values = [
+        frechet_distance(
+            *gaussian_stats(x[rng.integers(0, len(x), len(x))]),
+            *gaussian_stats(y[rng.integers(0, len(y), len(y))]),
+        )
+        for _ in range(rounds)
+    ]
+    return float(np.std(values, ddof=1))

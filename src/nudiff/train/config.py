@@ -20,6 +20,10 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = Field(1_000, ge=0)
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description="after the warm-up: constant, or cosine decay to 0 at train.steps",
+    )
     grad_clip: float = Field(1.0, ge=0, description="max global grad norm; 0 disables")
     ema_halflife_images: float = Field(500_000, gt=0)
     ema_warmup_ratio: float | None = Field(

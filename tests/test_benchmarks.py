@@ -1,0 +1,71 @@
+"""Smoke runs of the quality benchmarks: their JSON holds the figures the README quotes."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from nudiff.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
+TINY_UNET = "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}"
+
+
+def _sets(items):
+    return sum((["--set", s] for s in items), [])
+
+
+@pytest.mark.slow
+def test_quickstart_benchmark_scores_the_full_and_the_half_budget(tmp_path):
+    out, js = tmp_path / "bench", tmp_path / "q.json"
+    sets = [TINY_UNET, "train.steps=4", "train.checkpoint_every=2", "sample.steps=3"]
+    args = ["bench", "quickstart", "--out", str(out), "--json", str(js), "--n-samples", "40"]
+    args += ["--n-train", "200", "--feature-steps", "3", *_sets(sets)]
+    assert main(args) == 0
+    r = json.loads(js.read_text())
+    assert r["steps"] == 4 and r["half_steps"] == 2 and r["stopped"] == "completed"
+    for key in ("train_seconds", "fd", "floor_fd", "half_fd"):
+        assert math.isfinite(r[key]) and r[key] >= 0, (key, r)
+    for part in ("full", "half"):
+        assert r[part]["n"] == 40 and r[part]["nfe"] == 4  # 3 steps over 3 scales + 1
+        assert r[part]["fd_se"] > 0 and math.isfinite(r[part]["kid"])
+    assert r["half_fd"] != r["fd"]  # two different checkpoints were scored
+    assert (out / "full_samples.png").is_file() and (out / "half_samples.png").is_file()
+    assert main(args) == 0  # a second call reuses the trained run
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
+def test_multiscale_vs_uniform_scores_both_models_at_every_budget(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the configs read ../shared/data
+    out, js = tmp_path / "bench", tmp_path / "m.json"
+    sets = [TINY_UNET, "train.batch_size=8", "train.checkpoint_every=1000", "sample.steps=4"]
+    args = ["bench", "multiscale_vs_uniform", "--budgets", "0.02,0.04", "--n-samples", "40"]
+    args += ["--feature-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
+    assert main(args) == 0
+    r = json.loads(js.read_text())
+    assert r["budgets_minutes"] == [0.02, 0.04] and r["data_vs_data_fd"] >= 0
+    rows = {(row["model"], row["budget_minutes"]): row for row in r["rows"]}
+    assert sorted(rows) == sorted((m, b) for m in ("uniform", "multiscale") for b in (0.02, 0.04))
+    for model in ("uniform", "multiscale"):
+        first, second = rows[model, 0.02], rows[model, 0.04]
+        # the second budget resumes the first: more steps, more training time
+        assert 0 < first["steps"] < second["steps"]
+        assert first["train_seconds"] < second["train_seconds"]
+        for row in (first, second):
+            assert row["n"] == 40 and math.isfinite(row["fd"]) and row["fd_se"] > 0
+            assert row["ms_per_sample"] > 0
+    assert [v["budget_minutes"] for v in r["verdicts"]] == [0.02, 0.04]
+    assert all(isinstance(v["multiscale_not_worse"], bool) for v in r["verdicts"])
+
+
+def test_multiscale_vs_uniform_budgets_are_checked():
+    from nudiff.cli import _benchmark_module
+
+    parse = _benchmark_module("multiscale_vs_uniform").parse_budgets
+    assert parse("5,10,20") == [5.0, 10.0, 20.0]
+    for bad in ("10,5", "0,5", "5,x", "5,5"):
+        with pytest.raises(ValueError, match="--budgets"):
+            parse(bad)
