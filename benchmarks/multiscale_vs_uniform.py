@@ -77,7 +77,8 @@ def _config(path: str, args, minutes: float):
 
 def train_stage(path: str, args, run_dir: Path, budget: float, previous: float) -> dict:
     """Train ``run_dir`` from ``previous`` up to ``budget`` minutes (or reuse that stage from an
-    earlier call): steps, training seconds so far, images/s of the stage, the checkpoint."""
+    earlier call): steps, training seconds so far, images/s of the stage, the checkpoint, and
+    the stage's ``scores`` once :func:`run` has scored it."""
     from nudiff.run import train
 
     summary = run_dir / f"budget_{budget:g}.json"
@@ -145,9 +146,13 @@ def run(args) -> dict:
             stage = train_stage(paths[name], args, run_dir, budget, previous)
             result["parameters"][name] = _parameters(run_dir)
             grid = out / f"{name}_{budget:g}min_samples.png"
-            scored = sample_and_score(
-                stage["checkpoint"], args.n_samples, net, f_ref, args.seed, grid_png=grid
-            )
+            scored = stage.pop("scores", None)  # an earlier call's (its checkpoint may be gone)
+            if scored is None or scored["n"] != args.n_samples:
+                scored = sample_and_score(
+                    stage["checkpoint"], args.n_samples, net, f_ref, args.seed, grid_png=grid
+                )
+                summary = run_dir / f"budget_{budget:g}.json"
+                summary.write_text(json.dumps({**stage, "scores": scored}))
             row = {"budget_minutes": budget, "model": name, **stage, **scored}
             result["rows"].append(row)
             scores[name] = scored

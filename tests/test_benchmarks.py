@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,13 @@ def test_multiscale_vs_uniform_scores_both_models_at_every_budget(tmp_path, monk
             assert row["ms_per_sample"] > 0
     assert [v["budget_minutes"] for v in r["verdicts"]] == [0.02, 0.04]
     assert all(isinstance(v["multiscale_not_worse"], bool) for v in r["verdicts"])
+    # a second call reuses every stage and its scores, even where its checkpoint is gone
+    for stage in (out / "uniform" / "checkpoints").iterdir():
+        if stage.name != f"step_{rows['uniform', 0.04]['steps']:06d}":
+            shutil.rmtree(stage)
+    assert main(args) == 0
+    again = json.loads(js.read_text())["rows"]
+    assert [row["fd"] for row in again] == [row["fd"] for row in r["rows"]]
 
 
 def test_multiscale_vs_uniform_budgets_are_checked():

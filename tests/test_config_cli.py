@@ -299,3 +299,12 @@ def test_nan_loss_is_one_line_naming_the_step_and_last_good_checkpoint(
     assert line.startswith("nudiff train: error: non-finite loss (nan) at step 3;"), line
     assert f"last good checkpoint: {good}" in line
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000002"]
+
+
+def test_quickstart_says_when_the_time_guard_stopped_it(tmp_path, capsys):
+    guard = ["train.steps=1000", "train.max_minutes=0.0001", "train.checkpoint_every=1000"]
+    args = ["quickstart", "--out", str(tmp_path / "qs")]
+    assert main([*args, *sum((["--set", s] for s in [*TINY, *guard]), [])]) == 0
+    out = capsys.readouterr().out
+    assert "of 1000 steps (stopped by the 0.0001-minute guard); 64 samples" in out
+    assert (tmp_path / "qs" / "samples.png").is_file()

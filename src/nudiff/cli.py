@@ -62,8 +62,14 @@ def _quickstart(args) -> None:
     result = sample_run(args.out, n=64, progress=True)
     grid = Path(args.out) / "samples.png"
     save_samples(result, grid, None)
+    trained = f"trained {summary['steps']} steps"
+    if summary["stopped"] == "time limit":  # a slow machine: fewer steps, blurrier samples
+        trained = (
+            f"trained {summary['steps']} of {cfg.train.steps} steps (stopped by the "
+            f"{cfg.train.max_minutes:g}-minute guard)"
+        )
     print(
-        f"trained {summary.get('steps')} steps; 64 samples with {cfg.sample.sampler}, "
+        f"{trained}; 64 samples with {cfg.sample.sampler}, "
         f"{result.nfe} NFE in {result.seconds:.1f} s -> {grid}"
     )
     print(f"loss curve: {Path(args.out) / 'loss.png'}; schedule: {Path(args.out) / 'schedule.png'}")
