@@ -121,12 +121,10 @@ def score_features(f_gen, f_ref, seed: int = 0) -> dict:
     }
 
 
-def sample_and_score(run, n: int, net, f_ref, seed: int = 0, grid_png=None, npz=None) -> dict:
+def sample_and_score(run, n: int, net, f_ref, seed: int = 0, grid_png=None) -> dict:
     """Sample ``n`` images from a run (or checkpoint) with its config's sampler and score them
     against the reference features: FD, its standard error, KID, NFE, ms per sample. Writes
-    the first 64 as a grid to ``grid_png`` and all as uint8 ``x_train`` to ``npz`` if given."""
-    import numpy as np
-
+    the first 64 as a grid to ``grid_png`` if given."""
     from nudiff.data import save_image_grid
     from nudiff.data.transforms import float_to_uint8
     from nudiff.run import sample_run
@@ -136,8 +134,6 @@ def sample_and_score(run, n: int, net, f_ref, seed: int = 0, grid_png=None, npz=
     if grid_png is not None:
         save_image_grid(images[:64], grid_png, min_size=64)
     gen = float_to_uint8(images).cpu()
-    if npz is not None:
-        np.savez_compressed(npz, x_train=gen.permute(0, 2, 3, 1).numpy())
     return {
         **score_features(reference_features(net, gen), f_ref, seed),
         "n": n,
