@@ -125,11 +125,17 @@ def sample_and_score(run, n: int, net, f_ref, seed: int = 0, grid_png=None) -> d
     """Sample ``n`` images from a run (or checkpoint) with its config's sampler and score them
     against the reference features: FD, its standard error, KID, NFE, ms per sample. Writes
     the first 64 as a grid to ``grid_png`` if given."""
-    from nudiff.data import save_image_grid
-    from nudiff.data.transforms import float_to_uint8
     from nudiff.run import sample_run
 
-    samples = sample_run(run, n=n, seed=seed, progress=True)
+    return score_samples(sample_run(run, n=n, seed=seed, progress=True), net, f_ref, seed, grid_png)
+
+
+def score_samples(samples, net, f_ref, seed: int = 0, grid_png=None) -> dict:
+    """:func:`sample_and_score` for a :class:`~nudiff.samplers.SampleResult` already drawn."""
+    from nudiff.data import save_image_grid
+    from nudiff.data.transforms import float_to_uint8
+
+    n = len(samples.images)
     images = samples.images.clamp(-1, 1)
     if grid_png is not None:
         save_image_grid(images[:64], grid_png, min_size=64)

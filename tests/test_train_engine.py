@@ -28,7 +28,16 @@ from nudiff.train import (
 )
 from nudiff.train.checkpoint import list_checkpoints, verify_checkpoint
 from nudiff.train.ema import EMA, ema_beta
-from train_worker import ToyData, ToyLoss, ToyModel, config, flip, make_trainer, multiscale_config
+from train_worker import (
+    ToyData,
+    ToyLoss,
+    ToyModel,
+    config,
+    flip,
+    lego_config,
+    make_trainer,
+    multiscale_config,
+)
 
 torch.set_num_threads(1)
 WORKER = Path(__file__).with_name("train_worker.py")
@@ -300,6 +309,20 @@ def test_ddp_multiscale_model_matches_one_process(tmp_path):
     for ema in (False, True):
         got, want = load_weights(tmp_path / "two", ema=ema), load_weights(tmp_path / "one", ema=ema)
         assert any(k.startswith("scales.2.") for k in want)
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=1e-5)
+
+
+def test_ddp_lego_model_matches_one_process(tmp_path):
+    """LEGO's joint loss (every brick a denoiser) under DDP: 2 processes compute what one does."""
+    from nudiff.run import train
+
+    _torchrun("ddp-lego", tmp_path / "two", timeout=180)
+    train(lego_config(), tmp_path / "one")
+    assert load_checkpoint(latest_valid_checkpoint(tmp_path / "two")).state["world_size"] == 2
+    for ema in (False, True):
+        got, want = load_weights(tmp_path / "two", ema=ema), load_weights(tmp_path / "one", ema=ema)
+        assert any(k.startswith("backbone.bricks.1.") for k in want)
         for k in want:
             torch.testing.assert_close(got[k], want[k], atol=1e-5, rtol=1e-5)
 

@@ -127,6 +127,38 @@ def _ddp_multiscale(out: Path) -> None:
     distributed.cleanup()
 
 
+# a tiny pixel-space LEGO model (joint loss over its 2 bricks) on 8x8 shapes
+LEGO_TINY = [
+    "data.resolution=8",
+    "data.size=64",
+    "process.basis.type=identity",
+    "process.schedule={type: vp-cosine}",
+    "model.backbone=lego",
+    "model.lego={bricks: [[4, 2, 1, 16], [0, 2, 1, 16]], heads: 2}",
+    "train.batch_size=8",
+    "train.steps=3",
+    "train.checkpoint_every=3",
+    "train.sample_every=0",
+    "train.num_workers=0",
+    "train.tensorboard=false",
+    "train.max_minutes=null",
+]
+
+
+def lego_config():
+    from nudiff.config import load_config
+
+    return load_config(None, LEGO_TINY)
+
+
+def _ddp_lego(out: Path) -> None:
+    from nudiff.run import train
+    from nudiff.train import distributed
+
+    train(lego_config(), out)
+    distributed.cleanup()
+
+
 def _slow_save(run: Path) -> None:
     """Checkpoint every 2 steps; record what each save is given, then write each file slowly,
     so that the test can SIGKILL the process in the middle of a write."""
@@ -149,5 +181,10 @@ def _slow_save(run: Path) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    modes = {"ddp": _ddp, "ddp-multiscale": _ddp_multiscale, "slow-save": _slow_save}
+    modes = {
+        "ddp": _ddp,
+        "ddp-multiscale": _ddp_multiscale,
+        "ddp-lego": _ddp_lego,
+        "slow-save": _slow_save,
+    }
     modes[sys.argv[1]](Path(sys.argv[2]))

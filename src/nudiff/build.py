@@ -134,6 +134,50 @@ def build_unet(
     )
 
 
+def build_backbone(
+    cfg: Config,
+    in_channels: int,
+    noise_features: int,
+    width: int | None = None,
+    resolution: int | None = None,
+    out_channels: int | None = None,
+):
+    """The configured ``model.backbone`` (UNet, DiT or LEGO) for ``resolution`` x
+    ``resolution`` images (default ``data.resolution``); ``width`` replaces the backbone's base
+    width (a multi-scale model's per-scale widths)."""
+    m = cfg.model
+    if m.backbone == "unet":
+        return build_unet(cfg, in_channels, noise_features, width, resolution, out_channels)
+    if m.backbone == "dit":
+        from nudiff.models.dit import DiT
+
+        d = m.dit
+        return DiT(
+            in_channels,
+            out_channels,
+            patch_size=d.patch_size,
+            width=width or d.width,
+            depth=d.depth,
+            heads=d.heads,
+            mlp_ratio=d.mlp_ratio,
+            noise_features=noise_features,
+        )
+    from nudiff.config import lego_bricks
+    from nudiff.models.lego import LEGO
+
+    bricks = lego_bricks(m.lego, resolution or cfg.data.resolution)
+    if width:  # a per-scale width scales every brick alike
+        bricks = [(r, p, d, max(m.lego.heads, w * width // m.lego.width)) for r, p, d, w in bricks]
+    return LEGO(
+        in_channels,
+        out_channels,
+        bricks=bricks,
+        heads=m.lego.heads,
+        mlp_ratio=m.lego.mlp_ratio,
+        noise_features=noise_features,
+    )
+
+
 def _data_moments(cfg: Config, process: Process, dataset: Dataset | None):
     """Per-component data mean and per-group std in whitened components (None without data or
     with a numeric ``sigma_data``)."""
@@ -156,7 +200,7 @@ def build_denoiser(
         return build_multiscale(cfg, process, dataset)
     if cfg.conditional is not None:
         return build_conditional(cfg, process)
-    backbone = build_unet(cfg, process.shape[0], Denoiser.noise_features(process))
+    backbone = build_backbone(cfg, process.shape[0], Denoiser.noise_features(process))
     if m.sigma_data != "data":
         return Denoiser(process, backbone, m.prediction, sigma_data=m.sigma_data)
     mean, std = _data_moments(cfg, process, dataset)
@@ -172,13 +216,13 @@ def build_multiscale(
     m, ms = cfg.model, cfg.model.multiscale
     levels = process.basis.levels
     features = Denoiser.noise_features(process)
-    shared = build_unet(cfg, process.shape[0], features) if ms.share else None
+    shared = build_backbone(cfg, process.shape[0], features) if ms.share else None
     mean, std = _data_moments(cfg, process, dataset)
     scales = []
     for s in range(levels + 1):
         sub = coarse_process(process, s)
         _, h, w = sub.shape
-        backbone = shared or build_unet(
+        backbone = shared or build_backbone(
             cfg, sub.shape[0], features, ms.channels[s] if ms.channels else None, h
         )
         if m.sigma_data != "data":
@@ -207,7 +251,7 @@ def build_conditional(cfg: Config, process: Process):
     y_shape = task.y_shape(process.shape)
     values, _ = split_condition(task, torch.zeros(1, *y_shape))
     joint = c.estimator != "cde"
-    backbone = build_unet(
+    backbone = build_backbone(
         cfg,
         process.shape[0] + y_shape[0],
         noise_features=2,
@@ -247,6 +291,7 @@ def build_loss(
         from nudiff.conditional.estimators import ConditionalLoss
 
         return ConditionalLoss(denoiser, l.t_sampling)
+    joint = cfg.model.backbone == "lego" and cfg.model.lego.joint_loss
     if isinstance(denoiser, MultiScaleDenoiser):
         ms = cfg.model.multiscale
         return MultiScaleLoss(
@@ -258,6 +303,7 @@ def build_loss(
             ms.scale_sampling,
             ms.scale_weights,
             seed=cfg.train.seed,
+            joint=joint,
         )
     return DenoisingLoss(
         process,
@@ -268,6 +314,7 @@ def build_loss(
         l.band_weights,
         l.t_sampling,
         l.t_interval,
+        joint=joint,
     )
 
 

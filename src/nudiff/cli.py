@@ -93,6 +93,7 @@ def _options(items: list[str] | None) -> dict | None:
 
 def _sample(args) -> None:
     from nudiff.run import sample_run, save_samples
+    from nudiff.samplers import BrickSkip
 
     if args.condition:
         return _sample_conditional(args)
@@ -112,10 +113,13 @@ def _sample(args) -> None:
         grid=args.grid,
         budgets=budgets,
         options=_options(args.opt),
+        skip=BrickSkip.parse(args.skip) if args.skip else None,
+        resolution=args.resolution,
     )
     save_samples(result, args.out, args.npz)
+    skipped = f" ({result.skipped} with bricks skipped)" if args.skip else ""
     print(
-        f"{args.n} samples, {result.nfe} NFE, {result.seconds:.2f} s "
+        f"{args.n} samples, {result.nfe} NFE{skipped}, {result.seconds:.2f} s "
         f"({args.n / result.seconds:.1f} samples/s) -> {args.out}"
         + (f", {args.npz}" if args.npz else "")
     )
@@ -246,6 +250,7 @@ BENCHMARKS = (
     "multiscale_vs_uniform",
     "conditional",
     "quickstart",
+    "lego",
 )
 
 
@@ -320,6 +325,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="INPUT",
         help="conditional models: .npz, image folder or image file; full-size images are "
         "ground truth (degraded by the task), smaller or grey ones are conditions",
+    )
+    sa.add_argument(
+        "--skip",
+        default=None,
+        metavar="bricks=last,from=0.5",
+        help="LEGO models: from this fraction of the steps on, run only the first bricks "
+        "('last' drops the last one, an integer K keeps K)",
+    )
+    sa.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help="sample at another size than trained (pixel-space models; LEGO coordinates span "
+        "the larger canvas)",
     )
     sa.add_argument("--per-input", type=int, default=4, help="samples per condition")
     sa.add_argument(

@@ -132,6 +132,38 @@ class UNetConfig(_Strict):
     head_channels: int = Field(32, ge=1)
 
 
+class DiTConfig(_Strict):
+    """A diffusion transformer (Peebles & Xie): ``patch_size`` x ``patch_size`` patches as
+    tokens with 2-D sin-cos positions for the input's size, ``depth`` adaLN-Zero blocks of
+    ``width`` channels and ``heads`` heads."""
+
+    patch_size: int = Field(2, ge=1)
+    width: int = Field(128, ge=1)
+    depth: int = Field(4, ge=1)
+    heads: int = Field(4, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+
+
+class LegoConfig(_Strict):
+    """LEGO bricks (Zheng et al.): each brick is a small DiT run with shared weights on every
+    ``region`` x ``region`` block of the image (0: the whole image), fed the noisy image, two
+    coordinate channels and the previous brick's output. ``stacking``: ``pg`` (small regions
+    first), ``pr`` (large first) or ``u`` (large, small, large), built for the data resolution
+    from ``width``, ``depth`` (one for all bricks, or one per brick: upstream LEGO's PG grows
+    them, e.g. 6, 8, 12) and ``patch``; ``bricks``: an explicit list of ``[region, patch, depth,
+    width]`` that replaces the stacking. ``joint_loss``: every brick's output is trained as a
+    denoiser of its own (what lets sampling skip the last bricks)."""
+
+    stacking: Literal["pg", "pr", "u"] = "pg"
+    bricks: list[tuple[int, int, int, int]] | None = None
+    width: int = Field(64, ge=1)
+    depth: Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=1)]] = 2
+    patch: int = Field(2, ge=1)
+    heads: int = Field(4, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+    joint_loss: bool = True
+
+
 class MultiScaleConfig(_Strict):
     """MSDiff's multi-scale model (needs the haar basis and the multispeed schedule): scale
     ``s`` (0 = full resolution) runs on the image pooled ``2^s`` times while the ``s`` finest
@@ -153,12 +185,16 @@ class ModelConfig(_Strict):
     assumed by the preconditioning: ``data`` measures the mean per component and the std per
     basis group on ``stats_samples`` training images (saved with the model), a number is one
     std for all. ``multiscale``: see :class:`MultiScaleConfig` (null: one network for the whole
-    process)."""
+    process). ``backbone``: the network, ``unet``, ``dit`` or ``lego``, configured by the section
+    of that name."""
 
     prediction: Literal["edm", "eps", "x0", "v"] = "edm"
     sigma_data: Literal["data"] | Annotated[float, Field(gt=0)] = "data"
     stats_samples: int = Field(2_000, ge=2)
+    backbone: Literal["unet", "dit", "lego"] = "unet"
     unet: UNetConfig = UNetConfig()
+    dit: DiTConfig = DiTConfig()
+    lego: LegoConfig = LegoConfig()
     multiscale: MultiScaleConfig | None = None
 
 
@@ -186,13 +222,25 @@ class LossConfig(_Strict):
         return self
 
 
+class SkipConfig(_Strict):
+    """Brick skipping for LEGO backbones: from the fraction ``from`` of the sampling steps on,
+    run only the first bricks (``bricks: last`` drops the last brick; an integer ``k`` keeps the
+    first ``k``). CLI: ``nudiff sample RUN --skip "bricks=last,from=0.5"``."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    bricks: Literal["last"] | Annotated[int, Field(ge=1)] = "last"
+    start: float = Field(0.5, ge=0.0, le=1.0, alias="from")
+
+
 class SampleConfig(_Strict):
     """Defaults for sample grids during training and for ``nudiff sample``.
 
     ``sampler``: one of :data:`nudiff.samplers.SAMPLERS`; ``grid``: auto | uniform | log-snr |
     edm (see :mod:`nudiff.samplers.grids`); ``budgets``: steps per interval between the
     schedule's breakpoints (replaces ``steps``); ``options``: the sampler's own keywords (e.g.
-    ``eta`` for ddim, ``rtol``/``atol`` for dopri5)."""
+    ``eta`` for ddim, ``rtol``/``atol`` for dopri5); ``skip``: LEGO brick skipping
+    (:class:`SkipConfig`)."""
 
     sampler: str = "dpmpp-2m-sde"
     steps: int = Field(20, ge=1)
@@ -200,6 +248,7 @@ class SampleConfig(_Strict):
     budgets: list[Annotated[int, Field(ge=1)]] | None = None
     options: dict[str, float] = {}
     n: int = Field(64, ge=1)
+    skip: SkipConfig | None = None
 
     @model_validator(mode="after")
     def _sampler(self) -> SampleConfig:
@@ -253,15 +302,37 @@ class Config(_Strict):
                 f"process.basis.levels={basis.levels} needs data.resolution divisible by "
                 f"{2**basis.levels}, got {res}"
             )
-        factor = 2 ** (len(self.model.unet.channel_mult) - 1)
         if self.model.multiscale is not None:
             self._check_multiscale()
-        elif res % factor:
-            raise ValueError(
-                f"model.unet.channel_mult has {len(self.model.unet.channel_mult)} levels, which "
-                f"needs data.resolution divisible by {factor}, got {res}"
-            )
+        else:
+            self._check_backbone(res)
+        if self.sample.skip is not None:
+            if self.model.backbone != "lego" or self.model.multiscale is not None:
+                raise ValueError("sample.skip needs model.backbone: lego (without multiscale)")
+            if self.sample.sampler == "dopri5":
+                raise ValueError("sample.skip needs a fixed-step sampler, not dopri5")
         return self
+
+    def _check_backbone(self, res: int, where: str = "data.resolution") -> None:
+        """Raise unless the backbone can run on ``res`` x ``res`` images."""
+        m = self.model
+        if m.backbone == "unet":
+            factor = 2 ** (len(m.unet.channel_mult) - 1)
+            if res % factor:
+                raise ValueError(
+                    f"model.unet.channel_mult has {len(m.unet.channel_mult)} levels, which "
+                    f"needs {where} divisible by {factor}, got {res}"
+                )
+        elif m.backbone == "dit":
+            if res % m.dit.patch_size:
+                raise ValueError(
+                    f"model.dit.patch_size={m.dit.patch_size} needs {where} divisible by it, "
+                    f"got {res}"
+                )
+            if m.dit.width % m.dit.heads:
+                raise ValueError("model.dit.width must be divisible by model.dit.heads")
+        else:
+            lego_bricks(m.lego, res)  # raises for regions or patches that do not fit
 
     def _check_conditional(self) -> None:
         from nudiff.conditional.tasks import build_task
@@ -271,6 +342,8 @@ class Config(_Strict):
         build_task(c.task, coverage=c.coverage).check(shape)
         if self.model.multiscale is not None:
             raise ValueError("conditional models do not support model.multiscale yet")
+        if self.model.backbone == "lego":
+            raise ValueError("conditional models take model.backbone unet or dit, not lego")
         if self.model.sigma_data == "data":
             raise ValueError("conditional models take a numeric model.sigma_data (e.g. 0.5)")
         if c.estimator == "cdiffe" and self.process.schedule.type in (
@@ -305,7 +378,12 @@ class Config(_Strict):
             raise ValueError("model.multiscale.scale_weights must not all be 0")
         factor = 2 ** (len(self.model.unet.channel_mult) - 1)
         coarsest = res >> levels
-        if ms.share and coarsest % factor:
+        if ms.share and self.model.backbone == "lego":
+            raise ValueError("model.multiscale.share needs model.backbone unet or dit, not lego")
+        if self.model.backbone != "unet":
+            for s in range(n):  # one network per scale, each on its scale's image size
+                self._check_backbone(res >> s, f"the {res >> s}x{res >> s} scale")
+        elif ms.share and coarsest % factor:
             raise ValueError(
                 f"model.multiscale.share runs one network at every scale down to {coarsest}x"
                 f"{coarsest}, which model.unet.channel_mult's {len(self.model.unet.channel_mult)}"
@@ -321,6 +399,43 @@ class Config(_Strict):
                 f"sample.budgets needs one entry per scale ({n}, coarsest first) for "
                 f"model.multiscale, got {len(self.sample.budgets)}"
             )
+
+
+def lego_bricks(lego: LegoConfig, resolution: int) -> list[tuple[int, int, int, int]]:
+    """The ``[region, patch, depth, width]`` bricks of ``lego`` at ``resolution`` (validated)."""
+    from nudiff.models.lego import lego_stack
+
+    if lego.bricks is None:
+        depths = lego.depth if isinstance(lego.depth, list) else None
+        bricks = lego_stack(
+            lego.stacking, resolution, lego.width, depths[0] if depths else lego.depth, lego.patch
+        )
+        if depths is not None:
+            if len(depths) != len(bricks):
+                raise ValueError(
+                    f"model.lego.depth needs one depth per brick of the {lego.stacking} stacking "
+                    f"({len(bricks)}), got {len(depths)}"
+                )
+            bricks = [(r, p, d, w) for (r, p, _, w), d in zip(bricks, depths, strict=True)]
+    else:
+        bricks = [tuple(b) for b in lego.bricks]
+    if not bricks:
+        raise ValueError("model.lego.bricks must list at least one brick")
+    for i, (region, patch, depth, width) in enumerate(bricks):
+        side = region or resolution  # region 0: the whole image
+        if region < 0 or resolution % side:
+            raise ValueError(
+                f"model.lego brick {i}: region {region} must divide the image size {resolution}"
+                " (0: the whole image)"
+            )
+        if patch < 1 or side % patch:
+            raise ValueError(f"model.lego brick {i}: patch {patch} must divide its region {side}")
+        if depth < 1 or width < 1 or width % lego.heads:
+            raise ValueError(
+                f"model.lego brick {i}: depth must be >= 1 and width ({width}) divisible by "
+                f"model.lego.heads={lego.heads}"
+            )
+    return bricks
 
 
 # ------------------------------------------------------------------------------- load/save
@@ -436,4 +551,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)

@@ -47,7 +47,9 @@ class DenoisingLoss(nn.Module):
     """Per-sample loss ``(B,)`` of a :class:`~nudiff.models.denoiser.Denoiser` on images.
 
     Follows the trainer's protocol: :meth:`draw` draws ``t`` and ``eps`` for the global batch
-    from the trainer's generator; :meth:`forward` evaluates a slice of it.
+    from the trainer's generator; :meth:`forward` evaluates a slice of it. ``joint``: the model
+    is a LEGO denoiser and the loss is the mean of its bricks' losses (LEGO's joint loss: every
+    brick is a denoiser of its own, so sampling may stop after any of them).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class DenoisingLoss(nn.Module):
         band_weights: list[float] | None = None,
         t_sampling: str = "stratified",
         t_interval: tuple[float, float] | None = None,
+        joint: bool = False,
     ):
         super().__init__()
         if weighting not in ("uniform", "likelihood", "min-snr"):
@@ -70,7 +73,7 @@ class DenoisingLoss(nn.Module):
         self.register_buffer(
             "sigma_data", torch.as_tensor(sigma_data, dtype=torch.float32), persistent=False
         )
-        self.t_sampling, self.t_interval = t_sampling, t_interval
+        self.t_sampling, self.t_interval, self.joint = t_sampling, t_interval, bool(joint)
         index, names = process.basis.groups()
         bw = torch.ones(len(names)) if band_weights is None else torch.as_tensor(band_weights)
         if bw.numel() != len(names):
@@ -114,7 +117,10 @@ class DenoisingLoss(nn.Module):
         t, eps = noise["t"].to(x0.device), noise["eps"].to(x0)
         u0 = self.process.encode(x0)
         ut = self.process.marginal(u0, t, eps)
-        err = (model(ut, t) - u0) ** 2
+        if self.joint:  # LEGO: the mean of every brick's own denoising error
+            err = ((model(ut, t, all_bricks=True) - u0) ** 2).mean(0)
+        else:
+            err = (model(ut, t) - u0) ** 2
         return self.weight(t, u0) * err
 
     def forward(self, model: nn.Module, x0: torch.Tensor, noise: dict) -> torch.Tensor:
@@ -139,6 +145,7 @@ class MultiScaleLoss(nn.Module):
         scale_sampling: ``round-robin`` or ``random``.
         scale_weights: probabilities of the scales (finest first) for ``random``; None: equal.
         seed: seeds the ``random`` scale draws.
+        joint: LEGO backbones: the mean of every brick's loss (see :class:`DenoisingLoss`).
     """
 
     def __init__(
@@ -151,6 +158,7 @@ class MultiScaleLoss(nn.Module):
         scale_sampling: str = "round-robin",
         scale_weights: list[float] | None = None,
         seed: int = 0,
+        joint: bool = False,
     ):
         super().__init__()
         n = len(model.scales)
@@ -181,6 +189,7 @@ class MultiScaleLoss(nn.Module):
                 None if band_weights is None else list(band_weights[s:]),
                 "stratified",
                 model.interval(s),
+                joint=joint,
             )
             for s, d in enumerate(model.scales)
         )
@@ -200,7 +209,7 @@ class MultiScaleLoss(nn.Module):
         """``model`` is called as ``model(u_s, t, scale=s)`` (through DDP when distributed)."""
         s = noise["scale"]
 
-        def scale_model(u, t):
-            return model(u, t, scale=s)
+        def scale_model(u, t, **kw):
+            return model(u, t, scale=s, **kw)
 
         return self.losses[s](scale_model, pool_image(x0, s), noise)

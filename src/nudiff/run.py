@@ -10,7 +10,7 @@ from nudiff.build import build_data, build_denoiser, build_loss, build_process
 from nudiff.config import Config, dump_config, parse_yaml, validate
 from nudiff.data import random_hflip, save_image_grid
 from nudiff.models.denoiser import Denoiser
-from nudiff.samplers import SampleResult, sample
+from nudiff.samplers import BrickSkip, SampleResult, sample
 
 
 def sample_settings(cfg: Config) -> dict:
@@ -22,6 +22,7 @@ def sample_settings(cfg: Config) -> dict:
         "grid": s.grid,
         "budgets": s.budgets,
         "options": s.options,
+        "skip": BrickSkip.from_config(s.skip),
     }
 
 
@@ -76,22 +77,72 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         run_dir,
         sample_fn=make_sample_fn(cfg, process, dataset),
         augment=augment,
-        resolved_config=cfg.model_dump(mode="json"),
+        resolved_config=cfg.model_dump(mode="json", by_alias=True),
     )
     return trainer.fit(resume=resume)
 
 
-def load_run(path: str | Path, ema: bool = True, device=None) -> tuple[Config, Denoiser]:
-    """Config and denoiser (EMA weights by default) from a run folder or checkpoint folder."""
+def load_run(
+    path: str | Path, ema: bool = True, device=None, resolution: int | None = None
+) -> tuple[Config, Denoiser]:
+    """Config and denoiser (EMA weights by default) from a run folder or checkpoint folder.
+
+    ``resolution``: rebuild the model for ``resolution`` x ``resolution`` images (see
+    :func:`at_resolution`); the returned config says the new resolution."""
     from nudiff.train.checkpoint import load_weights, resolve_checkpoint
 
     ckpt = resolve_checkpoint(path)
     path = ckpt / "config.yaml"
     cfg = validate(parse_yaml(path.read_text(), str(path)) or {})
+    state = load_weights(ckpt, ema=ema)
+    if resolution is not None and resolution != cfg.data.resolution:
+        cfg, state = at_resolution(cfg, state, resolution)
     process = build_process(cfg)  # data-fitted buffers come from the state dict
     model = build_denoiser(cfg, process)
-    model.load_state_dict(load_weights(ckpt, ema=ema))
+    model.load_state_dict(state)
     return cfg, model.to(device).eval()
+
+
+def at_resolution(cfg: Config, state: dict, resolution: int) -> tuple[Config, dict]:
+    """The config and weights of a pixel-space model moved to ``resolution``.
+
+    Its network must run at any size (convolutions, or transformers whose positions are computed
+    for the input: DiT, LEGO); its per-pixel tensors (data mean and std, prior moments) are
+    resized bilinearly, which keeps the per-channel constants that they mostly are. LEGO keeps
+    its trained region sizes in pixels, so its bricks tile the larger canvas (the coordinate
+    channels tell each region where it is). Bases other than ``identity`` have per-component
+    statistics that do not carry over between sizes."""
+    import torch.nn.functional as F
+
+    from nudiff.config import ConfigError
+
+    if cfg.process.basis.type != "identity":
+        raise ConfigError(
+            f"--resolution needs process.basis.type: identity (pixels), got "
+            f"{cfg.process.basis.type!r}: per-component statistics of that basis do not carry "
+            "over to another size"
+        )
+    if cfg.model.multiscale is not None or cfg.conditional is not None:
+        raise ConfigError("--resolution does not apply to multi-scale or conditional models")
+    if cfg.process.prior.type != "white":
+        raise ConfigError("--resolution needs process.prior.type: white")
+    from nudiff.config import lego_bricks
+
+    old = cfg.data.resolution
+    tree = cfg.model_dump(mode="json", by_alias=True)
+    tree["data"]["resolution"] = int(resolution)
+    if cfg.model.backbone == "lego":  # the trained regions, in pixels, tile the new canvas
+        tree["model"]["lego"]["bricks"] = [list(b) for b in lego_bricks(cfg.model.lego, old)]
+    new_cfg = validate(tree)  # says which backbone setting the new size breaks
+    moved = {}
+    for key, value in state.items():
+        if value.dim() >= 2 and tuple(value.shape[-2:]) == (old, old):
+            lead = value.shape[:-2]
+            grid = value.reshape(-1, 1, old, old).float()
+            grid = F.interpolate(grid, size=(resolution, resolution), mode="bilinear")
+            value = grid.reshape(*lead, resolution, resolution).to(value.dtype)
+        moved[key] = value
+    return new_cfg, moved
 
 
 def sample_run(
@@ -107,13 +158,51 @@ def sample_run(
     grid: str | None = None,
     budgets: list[int] | None = None,
     options: dict | None = None,
+    skip: BrickSkip | None = None,
+    resolution: int | None = None,
 ) -> SampleResult:
     """Sample ``n`` images from a run; batches of ``batch_size`` give the same images as one.
 
     Arguments left at None take the run config's ``sample`` section; ``options`` of another
-    sampler than the config's replace the config's."""
-    cfg, model = load_run(path, ema=ema, device=device)
+    sampler than the config's replace the config's. ``skip``: LEGO brick skipping;
+    ``resolution``: sample another image size than trained (:func:`at_resolution`)."""
+    cfg, model = load_run(path, ema=ema, device=device, resolution=resolution)
+    return sample_model(
+        cfg,
+        model,
+        n,
+        sampler=sampler,
+        steps=steps,
+        seed=seed,
+        device=device,
+        progress=progress,
+        batch_size=batch_size,
+        grid=grid,
+        budgets=budgets,
+        options=options,
+        skip=skip,
+    )
+
+
+def sample_model(
+    cfg: Config,
+    model,
+    n: int,
+    sampler: str | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    device=None,
+    progress: bool = False,
+    batch_size: int = 256,
+    grid: str | None = None,
+    budgets: list[int] | None = None,
+    options: dict | None = None,
+    skip: BrickSkip | None = None,
+) -> SampleResult:
+    """:func:`sample_run` for a model already loaded with :func:`load_run`."""
     settings = sample_settings(cfg)
+    if skip is not None:
+        settings.update(skip=skip)
     if sampler not in (None, settings["sampler"]):
         settings.update(sampler=sampler, options={})
     if steps is not None:
@@ -140,7 +229,7 @@ def sample_run(
         seconds += out.seconds
     # NFE counts network evaluations per sample: the same for every batch
     u, images = torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts])
-    return SampleResult(u, images, parts[0].nfe, seconds)
+    return SampleResult(u, images, parts[0].nfe, seconds, parts[0].skipped)
 
 
 def sample_conditional(

@@ -84,10 +84,14 @@ class Denoiser(nn.Module):
         pad = groups.new_full((t.shape[0], self.absent_groups), absent)
         return torch.cat([t.view(-1, 1).to(lam.dtype), pad / 8, groups / 8], dim=1)
 
-    def forward(self, u: torch.Tensor, t) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, t, all_bricks: bool = False) -> torch.Tensor:
         """``u``: ``(B, C, H, W)`` noisy whitened components; ``t``: ``(B,)``, or ``(1,)`` for a
         time shared by the batch (samplers: the coefficients are then computed once, not per
-        sample) -> x0 estimate ``(B, C, H, W)``."""
+        sample) -> x0 estimate ``(B, C, H, W)``.
+
+        ``all_bricks`` (a :class:`~nudiff.models.lego.LEGO` backbone): the estimate of every
+        brick, ``(K, B, C, H, W)``, each read through the same preconditioning (LEGO's joint
+        loss trains every brick as a denoiser of its own)."""
         t = as_times(t, u)
         if t.shape[0] not in (1, u.shape[0]):
             raise ValueError(f"t must have shape (1,) or (B,) = ({u.shape[0]},), got {t.shape}")
@@ -97,7 +101,12 @@ class Denoiser(nn.Module):
         m, sd = self.data_mean.to(u.dtype), self.data_std.to(u.dtype)
         rms2 = sd.square().mean()
         image = self.process.basis.inverse(u * (sigma**2 + alpha**2 * rms2).rsqrt())
-        out = self.process.basis(self.backbone(image, self.condition(t, log_snr)).to(u.dtype))
+        cond = self.condition(t, log_snr)
+        if all_bricks:
+            outs = self.backbone.forward_all(image, cond)
+            out = self.process.basis(torch.cat(outs).to(u.dtype)).unflatten(0, (len(outs), -1))
+        else:
+            out = self.process.basis(self.backbone(image, cond).to(u.dtype))
         if self.prediction == "edm":
             n2 = sigma**2 + alpha**2 * sd**2
             x0 = m + (alpha * sd**2 / n2) * (u - alpha * m) + (sigma * sd * n2.rsqrt()) * out

@@ -116,14 +116,14 @@ class MultiScaleDenoiser(nn.Module):
         lo = self.finishing_times[scale - 1] if scale > 0 else self.process.t_min
         return lo, self.finishing_times[scale]
 
-    def forward(self, u: torch.Tensor, t, scale: int | None = None) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, t, scale: int | None = None, **kw) -> torch.Tensor:
         """``u``: ``(B, C, H, W)`` full components, or with ``scale`` the components of that
         scale; ``t``: ``(B,)`` or ``(1,)`` -> x0 estimate shaped like ``u``.
 
         Without ``scale`` the scale of each time is read on the host (one device sync per call;
         rows at different scales are grouped, one network call per scale present)."""
         if scale is not None:
-            return self.scales[scale](u, t)
+            return self.scales[scale](u, t, **kw)  # kw: e.g. all_bricks (LEGO's joint loss)
         t = as_times(t, u)
         alpha, sigma = self.process.coefficients(t, u)
         out = alpha * u / (alpha**2 + sigma**2)  # the prior answer, right for finer bands

@@ -22,6 +22,7 @@ from nudiff.samplers.grids import GRIDS, make_grid, uniform_grid
 from nudiff.samplers.multiscale import equal_budgets, sample_coarse_to_fine
 from nudiff.samplers.ode import sample_dopri5, sample_euler, sample_heun
 from nudiff.samplers.sde import sample_ancestral, sample_euler_maruyama, sample_pc
+from nudiff.samplers.skipping import BrickSkip, SkippingDenoiser
 
 SAMPLERS = {
     "ancestral": sample_ancestral,
@@ -75,6 +76,7 @@ class SampleResult:
     images: torch.Tensor  # (B, C, H, W) image space
     nfe: int
     seconds: float
+    skipped: int = 0  # network calls that ran only the first LEGO bricks (``skip``)
 
 
 def sample(
@@ -91,6 +93,7 @@ def sample(
     seed: int = 0,
     start: int = 0,
     extra: dict | None = None,
+    skip: BrickSkip | None = None,
     callback=None,
     progress: bool = False,
     device=None,
@@ -107,6 +110,9 @@ def sample(
     A :class:`~nudiff.models.multiscale.MultiScaleDenoiser` is sampled coarse to fine
     (:func:`~nudiff.samplers.multiscale.sample_coarse_to_fine`), its ``steps`` split equally
     over the scales unless ``budgets`` (coarsest scale first) say otherwise.
+
+    ``skip`` (a LEGO denoiser): run only its first bricks from a fraction of the steps on
+    (:class:`~nudiff.samplers.skipping.BrickSkip`).
     """
     allowed = sampler_options(sampler)
     options = dict(options or {})
@@ -121,6 +127,12 @@ def sample(
             budgets = equal_budgets(steps, len(denoiser.scales))
         ts = make_grid(process, None if budgets is not None else steps, grid, budgets=budgets)
     ts = check_grid(ts)
+    if skip is not None:
+        if multiscale:
+            raise ValueError("brick skipping does not apply to a multi-scale model")
+        if sampler == "dopri5":
+            raise ValueError("brick skipping needs a fixed-step sampler, not dopri5")
+        denoiser = SkippingDenoiser(denoiser, skip, ts)
     source = NoiseSource(seed, start, n, device)
     began = time.perf_counter()
     if multiscale:
@@ -157,12 +169,14 @@ def sample(
             **options,
         )
         images = process.decode(u0)
-    return SampleResult(u0, images, model.nfe, time.perf_counter() - began)
+    skipped = denoiser.skipped_calls if skip is not None else 0
+    return SampleResult(u0, images, model.nfe, time.perf_counter() - began, skipped)
 
 
 __all__ = [
     "GRIDS",
     "SAMPLERS",
+    "BrickSkip",
     "CountingDenoiser",
     "NoiseSource",
     "SampleResult",

@@ -1,0 +1,351 @@
+"""A resolution-agnostic Diffusion Transformer (DiT) backbone with adaLN-Zero conditioning.
+
+After Peebles & Xie, "Scalable Diffusion Models with Transformers": patchify, pre-LN transformer
+blocks modulated by the noise embedding, a linear decoder back to patches. Positions are fixed
+2-D sin-cos features computed for the actual token grid (no learned table), so one network runs
+at any ``H, W`` divisible by the patch size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nudiff.models.unet import _zero
+
+__all__ = ["DiT", "DiTBlock", "coordinate_channels", "sincos_pos_embed_2d"]
+
+
+def sincos_pos_embed_2d(
+    dim: int,
+    grid_h: int,
+    grid_w: int,
+    *,
+    extent_h: float | None = None,
+    extent_w: float | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Fixed 2-D sin-cos embedding of a ``grid_h x grid_w`` token grid: ``(grid_h * grid_w, dim)``.
+
+    Rows are in row-major token order (``flatten`` of a ``(..., grid_h, grid_w)`` map). Token
+    ``(i, j)`` sits at position ``(i * extent_h / grid_h, j * extent_w / grid_w)``. The default
+    extents are the grid itself: position ``(i, j)`` in token units, so a larger grid extends a
+    smaller one (its top-left tokens keep their embeddings). A smaller extent interpolates
+    instead (``extent_h = grid_h / 2`` puts rows half a unit apart).
+
+    The first ``dim / 2`` features encode the row, the rest the column, each as the ``sin`` then
+    the ``cos`` of ``dim / 4`` geometric frequencies from 1 down to 1/10000 rad per unit.
+    """
+    if dim < 4 or dim % 4:
+        raise ValueError(f"dim must be a positive multiple of 4, got {dim}")
+    if grid_h < 1 or grid_w < 1:
+        raise ValueError(f"the grid must be at least 1 x 1, got {grid_h} x {grid_w}")
+    extent_h = grid_h if extent_h is None else extent_h
+    extent_w = grid_w if extent_w is None else extent_w
+    if extent_h <= 0 or extent_w <= 0:
+        raise ValueError(f"extents must be positive, got {extent_h} x {extent_w}")
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    # float32 at least: half-precision angles of tens of radians would lose the fine frequencies.
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    quarter = dim // 4
+    omega = 10000.0 ** -(torch.arange(quarter, device=device, dtype=work) / quarter)
+
+    def axis(n: int, extent: float) -> torch.Tensor:  # (n, dim / 2)
+        angles = (torch.arange(n, device=device, dtype=work) * (extent / n))[:, None] * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    rows, cols = axis(grid_h, extent_h), axis(grid_w, extent_w)
+    emb = torch.cat(
+        [rows[:, None].expand(-1, grid_w, -1), cols[None].expand(grid_h, -1, -1)], dim=-1
+    )
+    return emb.reshape(grid_h * grid_w, dim).to(dtype)
+
+
+def coordinate_channels(
+    batch: int,
+    height: int,
+    width: int,
+    *,
+    canvas: tuple[int, int] | None = None,
+    offset: tuple[int, int] = (0, 0),
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Pixel-centre coordinates in ``[-1, 1]``: ``(batch, 2, height, width)``, row then column.
+
+    The ``height x width`` window sits at ``offset = (top, left)`` on a ``canvas = (H_c, W_c)``
+    (default: the window itself); pixel ``(i, j)`` gets ``((2 (top + i) + 1) / H_c - 1,
+    (2 (left + j) + 1) / W_c - 1)``. The coordinates span the canvas being generated, whatever
+    the training size: a model trained at 32x32 and sampled at 64x64 sees ``[-1, 1]`` over the
+    64x64 canvas, so a region's coordinates still say where on the canvas it lies.
+    """
+    canvas = (height, width) if canvas is None else tuple(canvas)
+    top, left = offset
+    if height < 1 or width < 1 or batch < 1:
+        raise ValueError(f"batch, height and width must be >= 1, got {batch}, {height}, {width}")
+    if top < 0 or left < 0 or top + height > canvas[0] or left + width > canvas[1]:
+        raise ValueError(
+            f"a {height}x{width} window at offset {offset} does not fit a canvas of {canvas}"
+        )
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+
+    def axis(start: int, n: int, size: int) -> torch.Tensor:
+        return (2 * torch.arange(start, start + n, device=device, dtype=dtype) + 1) / size - 1
+
+    rows = axis(top, height, canvas[0])[:, None].expand(height, width)
+    cols = axis(left, width, canvas[1])[None, :].expand(height, width)
+    return torch.stack([rows, cols])[None].expand(batch, 2, height, width)
+
+
+def _check_inputs(
+    x: torch.Tensor, c_noise: torch.Tensor, channels: int, noise_features: int, multiple: int
+) -> torch.Tensor:
+    """Validate a backbone's inputs (as ``UNet._check``); return ``c_noise`` as ``(B, F)``."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a rank-4 tensor (B, C, H, W), got {shape}")
+    if x.shape[1] != channels:
+        raise ValueError(f"x must have {channels} channels, got {x.shape[1]}")
+    if x.shape[2] % multiple or x.shape[3] % multiple:
+        raise ValueError(
+            f"x height and width must be divisible by downsample_factor={multiple}, "
+            f"got {tuple(x.shape[2:])}"
+        )
+    c_noise = torch.as_tensor(c_noise, device=x.device)
+    want = [(x.shape[0], noise_features)]
+    if noise_features == 1:
+        want.append((x.shape[0],))
+    if tuple(c_noise.shape) not in want:
+        raise ValueError(
+            f"c_noise must have shape {' or '.join(map(str, want))}, got {tuple(c_noise.shape)}"
+        )
+    return c_noise.reshape(x.shape[0], noise_features).to(x.dtype)
+
+
+def _per_input(params: torch.Tensor, n: int) -> torch.Tensor:
+    """Per-image ``(B, K)`` -> ``(N, 1, K)``: ``N = B * R`` inputs, ``R`` consecutive per image."""
+    return params.repeat_interleave(n // params.shape[0], dim=0)[:, None]
+
+
+class DiTBlock(nn.Module):
+    """Pre-LN transformer block with adaLN-Zero conditioning: ``(N, L, D), (B, D) -> (N, L, D)``.
+
+    Each run of ``N / B`` consecutive sequences (the regions of one image) shares one
+    conditioning row. The modulation is zero-initialised: every gate starts at 0, so the block
+    starts as the identity.
+    """
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        if heads < 1 or width % heads:
+            raise ValueError(f"heads must divide width={width}, got {heads}")
+        hidden = int(width * mlp_ratio)
+        if hidden < 1:
+            raise ValueError(f"mlp_ratio must give a hidden width >= 1, got {mlp_ratio}")
+        self.heads = heads
+        # LayerNorm without affine: the modulation supplies the scale and shift.
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width)
+        )
+        self.modulation = _zero(nn.Linear(width, 6 * width))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(N, L, D)`` tokens; ``emb``: ``(B, D)`` embedding after SiLU, ``B | N``."""
+        n, length, d = x.shape
+        mod = _per_input(self.modulation(emb), n)  # (N, 1, 6D)
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)
+        h = torch.addcmul(shift1, self.norm1(x), 1 + scale1)
+        # (N, L, 3D) -> 3 x (N, heads, L, D / heads)
+        q, k, v = self.qkv(h).reshape(n, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        att = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(n, length, d)
+        x = x + gate1 * self.proj(att)
+        return x + gate2 * self.mlp(torch.addcmul(shift2, self.norm2(x), 1 + scale2))
+
+
+class DiT(nn.Module):
+    """Noise-conditioned DiT ``(B, C_in, H, W), (B,) | (B, F) -> (B, C_out, H, W)``.
+
+    ``Conv2d(kernel = stride = patch)`` patch embedding, fixed sin-cos positions for the input's
+    own token grid (:func:`sincos_pos_embed_2d`, token ``(i, j)`` at position ``(i, j)``: an
+    input larger than the training size extends the grid), ``depth`` adaLN-Zero blocks, a final
+    adaLN and a linear decoder to ``patch x patch x C_out`` pixels per token. The decoder is
+    zero-initialised: a fresh net outputs exactly 0.
+
+    The noise conditioning is embedded as in :class:`~nudiff.models.unet.UNet`: Fourier
+    features of each of the ``F`` scalars, then an MLP, to a ``width``-dimensional embedding.
+
+    Args:
+        in_channels: image channels ``C_in``.
+        out_channels: output channels ``C_out`` (default ``in_channels``).
+        patch_size: side of the square patch one token covers; ``H, W`` must be multiples of it.
+        width: token width ``D`` (a multiple of 4 and of ``heads``).
+        depth: number of transformer blocks.
+        heads: attention heads per block.
+        mlp_ratio: MLP hidden width / ``D``.
+        noise_features: ``F``, the number of noise-conditioning scalars per image.
+        coord_channels: 0, or 2 to append :func:`coordinate_channels` (row, column in
+            ``[-1, 1]`` over the input) to the image: positions relative to the canvas, which
+            the extended sin-cos grid alone does not give at a new resolution.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int | None = None,
+        patch_size: int = 2,
+        width: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+        noise_features: int = 1,
+        coord_channels: int = 0,
+    ):
+        super().__init__()
+        out_channels = in_channels if out_channels is None else out_channels
+        for name, value in [
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("patch_size", patch_size),
+            ("depth", depth),
+            ("noise_features", noise_features),
+        ]:
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if width < 4 or width % 4:
+            raise ValueError(f"width must be a positive multiple of 4, got {width}")
+        if coord_channels not in (0, 2):
+            raise ValueError(f"coord_channels must be 0 or 2, got {coord_channels}")
+
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.patch_size, self.width, self.depth = patch_size, width, depth
+        self.noise_features, self.coord_channels = noise_features, coord_channels
+
+        # The UNet's noise features: geometric frequencies from 0.1 to 100 rad per unit.
+        freqs = torch.exp(torch.linspace(math.log(0.1), math.log(100.0), width // 2))
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.emb_mlp = nn.Sequential(
+            nn.Linear(noise_features * width, width), nn.SiLU(), nn.Linear(width, width)
+        )
+        self.patch_embed = nn.Conv2d(
+            in_channels + coord_channels, width, patch_size, stride=patch_size
+        )
+        self.blocks = nn.ModuleList(DiTBlock(width, heads, mlp_ratio) for _ in range(depth))
+        self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.modulation_out = _zero(nn.Linear(width, 2 * width))
+        self.linear_out = _zero(nn.Linear(width, patch_size * patch_size * out_channels))
+
+    @property
+    def downsample_factor(self) -> int:
+        """``H`` and ``W`` must be multiples of this (the patch size)."""
+        return self.patch_size
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(self, c_noise: torch.Tensor) -> torch.Tensor:
+        """Noise features ``(B, F)`` -> embedding ``(B, width)``, after SiLU."""
+        angles = c_noise[:, :, None] * self.freqs.to(c_noise.dtype)  # (B, F, width / 2)
+        feats = torch.cat([angles.cos(), angles.sin()], dim=-1).flatten(1)
+        # Every adaLN modulation applies SiLU before its projection; do it once here.
+        return F.silu(self.emb_mlp(feats))
+
+    def denoise(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The network after embedding: ``(N, C_in + coord_channels, H, W), (B, width)`` ->
+        ``(N, C_out, H, W)``.
+
+        ``N = B * R``: each run of ``R`` consecutive inputs (e.g. the regions of one image) is
+        conditioned on one row of ``emb`` from :meth:`embed`, so per-image work (embedding and
+        modulation linears) is done once per image, not once per input.
+        """
+        n, _, h, w = x.shape
+        p = self.patch_size
+        if n % emb.shape[0] or h % p or w % p:
+            raise ValueError(
+                f"need N divisible by B and H, W by patch_size={p}; got N={n}, B={emb.shape[0]}, "
+                f"H x W = {h} x {w}"
+            )
+        gh, gw = h // p, w // p
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (N, L, D), row-major
+        tokens = tokens + sincos_pos_embed_2d(
+            self.width, gh, gw, device=x.device, dtype=tokens.dtype
+        )
+        for block in self.blocks:
+            tokens = block(tokens, emb)
+        shift, scale = _per_input(self.modulation_out(emb), n).chunk(2, dim=-1)
+        out = self.linear_out(torch.addcmul(shift, self.norm_out(tokens), 1 + scale))
+        # (N, gh, gw, p, p, C_out) -> (N, C_out, gh, p, gw, p): every token's patch in place
+        out = out.reshape(n, gh, gw, p, p, self.out_channels).permute(0, 5, 1, 3, 2, 4)
+        return out.reshape(n, self.out_channels, h, w)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        """Denoise ``x`` ``(B, C_in, H, W)`` given ``c_noise`` ``(B,)`` | ``(B, F)``.
+
+        Returns ``(B, C_out, H, W)``.
+        """
+        c_noise = _check_inputs(
+            x, c_noise, self.in_channels, self.noise_features, self.downsample_factor
+        )
+        if self.coord_channels:
+            b, _, h, w = x.shape
+            coords = coordinate_channels(b, h, w, device=x.device, dtype=x.dtype)
+            x = torch.cat([x, coords], dim=1)
+        return self.denoise(x, self.embed(c_noise))
+
+    @torch.no_grad()
+    def count_macs(self, height: int, width: int, regions: int = 1) -> int:
+        """Multiply-accumulates of one forward pass for a single ``height x width`` image.
+
+        Counts convolutions, linear layers and the two attention matmuls (``QK^T`` and ``AV``,
+        ``L^2 * width`` each for ``L`` tokens); normalisations, activations and softmax are
+        ignored (as ``UNet.count_macs``). With ``regions = R``: one image made of ``R``
+        ``height x width`` regions that share its conditioning, as :meth:`denoise` runs them
+        (the embedding MLP and modulation linears once, everything else ``R`` times).
+        """
+        p = self.patch_size
+        if height < 1 or width < 1 or height % p or width % p or regions < 1:
+            raise ValueError(
+                f"need positive height, width divisible by patch_size={p} and regions >= 1, "
+                f"got {height}, {width}, {regions}"
+            )
+        macs = 0
+
+        def conv_hook(m: nn.Conv2d, inputs, out: torch.Tensor) -> None:
+            nonlocal macs
+            macs += out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+
+        def linear_hook(m: nn.Linear, inputs, out: torch.Tensor) -> None:
+            nonlocal macs
+            macs += out.numel() * m.in_features
+
+        def attn_hook(m: DiTBlock, inputs, out: torch.Tensor) -> None:
+            nonlocal macs
+            n, length, d = inputs[0].shape
+            macs += 2 * n * length**2 * d
+
+        hooks = []
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                hooks.append(m.register_forward_hook(conv_hook))
+            elif isinstance(m, nn.Linear):
+                hooks.append(m.register_forward_hook(linear_hook))
+            elif isinstance(m, DiTBlock):
+                hooks.append(m.register_forward_hook(attn_hook))
+        q = next(self.parameters())
+        channels = self.in_channels + self.coord_channels
+        try:
+            self.denoise(
+                torch.zeros(regions, channels, height, width, dtype=q.dtype, device=q.device),
+                self.embed(torch.zeros(1, self.noise_features, dtype=q.dtype, device=q.device)),
+            )
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return int(macs)
