@@ -7,8 +7,9 @@ Trains ``configs/mnist32.yaml`` (UNet), ``configs/mnist32_dit.yaml`` and
 skip, brick calls per sampling trajectory (counted by forward hooks on the bricks), backbone
 multiply-accumulates per sample, ms per sample, and the Frechet distance (with its bootstrap
 standard error) and KID against as many held-out training images in the feature space of the
-offline feature network. The LEGO model is also sampled at ``--resolution`` (default 64x64)
-and its 32x32 centre crops are scored against the same reference.
+offline feature network. The LEGO model is also sampled at ``--resolution`` (default 64x64):
+``--n-large`` samples, whose 32x32 centre crops are scored against the same reference, beside
+as many 32x32 samples (a Frechet distance depends on the sample count).
 
 Run it with nothing else on the machine: the budgets and sampling times are wall-clock.
 """
@@ -41,6 +42,9 @@ def add_arguments(p) -> None:
     p.add_argument("--n-samples", type=int, default=2000)
     p.add_argument("--skip", default="bricks=last,from=0.5", help="the skipping row's rule")
     p.add_argument("--resolution", type=int, default=64, help="LEGO's larger sampling size")
+    p.add_argument(
+        "--n-large", type=int, default=500, help="samples at --resolution (and at 32x32 again)"
+    )
     p.add_argument("--backbones", default="unet,dit,lego", help="which to train and score")
     p.add_argument("--data", default=None, help="the MNIST .npz (default: the configs')")
     p.add_argument("--out", default="runs/lego")
@@ -78,7 +82,9 @@ def count_brick_calls(model):
     return counts, lambda: [h.remove() for h in handles]
 
 
-def score_model(run_dir: Path, args, net, f_ref, skip=None, resolution=None, grid=None) -> dict:
+def score_model(
+    run_dir: Path, args, net, f_ref, skip=None, resolution=None, grid=None, n=None
+) -> dict:
     """Sample a run (optionally skipping bricks or at another resolution) and score it; brick
     calls per trajectory and backbone MACs per sample come from hooks and ``count_macs``."""
     from nudiff.data import save_image_grid
@@ -86,6 +92,7 @@ def score_model(run_dir: Path, args, net, f_ref, skip=None, resolution=None, gri
     from nudiff.run import load_run, sample_model
     from nudiff.samplers import BrickSkip
 
+    n = n or args.n_samples
     trained = load_run(run_dir)[0].data.resolution
     cfg, model = load_run(run_dir, resolution=resolution)
     backbone = model.backbone
@@ -95,11 +102,11 @@ def score_model(run_dir: Path, args, net, f_ref, skip=None, resolution=None, gri
     batch = 256
     try:
         out = sample_model(
-            cfg, model, args.n_samples, seed=args.seed, skip=rule, progress=True, batch_size=batch
+            cfg, model, n, seed=args.seed, skip=rule, progress=True, batch_size=batch
         )
     finally:
         remove()
-    batches = -(-args.n_samples // batch)
+    batches = -(-n // batch)
     res = cfg.data.resolution
     if lego:
         full = backbone.count_macs(res, res, bricks=backbone.num_bricks)
@@ -165,13 +172,15 @@ def run(args) -> dict:
         print(f"== {name}: training {args.budget_minutes:g} min into {run_dir}", flush=True)
         trained = train_or_reuse(cfgs[name], run_dir)
         kept = {k: trained[k] for k in ("steps", "images_per_s", "seconds")}
-        variants = [(None, None)]
-        if name == "lego":
-            variants += [(args.skip, None), (None, args.resolution)]
-        for skip, resolution in variants:
+        variants = [(None, None, None)]
+        if name == "lego":  # the larger canvas costs 4x: fewer samples, and 32x32 at that n
+            variants += [(args.skip, None, None), (None, args.resolution, args.n_large)]
+            variants += [(None, None, args.n_large)]
+        for skip, resolution, n in variants:
             tag = "skip" if skip else f"{resolution}px" if resolution else "full"
+            tag += f"_n{n}" if n and not resolution else ""
             scored = score_model(
-                run_dir, args, net, f_ref, skip, resolution, out / f"{name}_{tag}_samples.png"
+                run_dir, args, net, f_ref, skip, resolution, out / f"{name}_{tag}_samples.png", n
             )
             row = {"backbone": name, **kept, **scored}
             result["rows"].append(row)
@@ -181,7 +190,11 @@ def run(args) -> dict:
                 f"GMAC/sample, brick calls {row['brick_calls']}",
                 flush=True,
             )
-    rows = {(r["backbone"], bool(r["skip"]), r["resolution"]): r for r in result["rows"]}
+    rows = {
+        (r["backbone"], bool(r["skip"]), r["resolution"]): r
+        for r in result["rows"]
+        if r["n"] == args.n_samples
+    }
     full = rows.get(("lego", False, cfg.data.resolution))
     skipped = rows.get(("lego", True, cfg.data.resolution))
     if full and skipped:

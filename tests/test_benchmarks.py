@@ -77,3 +77,43 @@ def test_multiscale_vs_uniform_budgets_are_checked():
     for bad in ("10,5", "0,5", "5,x", "5,5"):
         with pytest.raises(ValueError, match="--budgets"):
             parse(bad)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
+def test_lego_benchmark_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the configs read ../shared/data
+    out, js = tmp_path / "bench", tmp_path / "l.json"
+    sets = [
+        TINY_UNET,
+        "model.dit={patch_size: 4, width: 16, depth: 1, heads: 2}",
+        "model.lego={stacking: pg, width: 16, depth: [1, 1, 1], patch: 2, heads: 2}",
+        "train.batch_size=8",
+        "sample.steps=4",
+    ]
+    args = ["bench", "lego", "--budget-minutes", "0.02", "--n-samples", "40", "--n-large", "8"]
+    args += ["--feature-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
+    assert main(args) == 0
+    r = json.loads(js.read_text())
+    rows = {(row["backbone"], row["skip"], row["resolution"], row["n"]): row for row in r["rows"]}
+    skip = "bricks=last,from=0.5"
+    assert sorted(rows, key=str) == sorted(
+        [
+            ("unet", None, 32, 40),
+            ("dit", None, 32, 40),
+            ("lego", None, 32, 40),
+            ("lego", skip, 32, 40),
+            ("lego", None, 64, 8),
+            ("lego", None, 32, 8),
+        ],
+        key=str,
+    )
+    full, skipped = rows["lego", None, 32, 40], rows["lego", skip, 32, 40]
+    # 4 steps + the final denoising: steps 2, 3 and the final call skip the last brick
+    assert full["brick_calls"] == [5, 5, 5] and skipped["brick_calls"] == [5, 5, 2]
+    assert skipped["macs_per_sample"] < full["macs_per_sample"]
+    assert rows["lego", None, 64, 8]["macs_per_sample"] > 3.9 * full["macs_per_sample"]
+    for row in r["rows"]:
+        assert math.isfinite(row["fd"]) and row["fd_se"] > 0 and row["ms_per_sample"] > 0
+    assert set(r["skipping"]) == {"time_saving", "mac_saving", "fd_ratio", "target_met"}
+    assert (out / "lego_64px_samples.png").is_file()

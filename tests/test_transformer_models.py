@@ -131,6 +131,70 @@ def test_joint_loss_is_the_mean_of_the_bricks_losses():
     torch.testing.assert_close(got, torch.stack(per_brick).mean(0))
 
 
+@pytest.mark.parametrize(
+    "basis", ["{type: identity}", "{type: haar, levels: 2}", "{type: dct}", "{type: pca}"]
+)
+def test_dit_trains_and_samples_in_every_basis(basis):
+    overrides = [*TINY_DIT, f"process.basis={basis}", "process.schedule={type: multispeed}"]
+    if "identity" in basis:
+        overrides[-1] = "process.schedule={type: vp-cosine}"
+    if "pca" in basis:  # a full-rank covariance of 192 components
+        overrides.append("data.size=256")
+    cfg = load_config(None, overrides)
+    from nudiff.build import build_data
+
+    data = build_data(cfg)
+    process = build_process(cfg, data)
+    model = build_denoiser(cfg, process, data)
+    loss = build_loss(cfg, process, model)
+    x0 = torch.stack([data[i] for i in range(4)])
+    value = loss(model, x0, loss.draw(4, torch.Generator().manual_seed(0))).mean()
+    value.backward()
+    assert torch.isfinite(value) and model.backbone.linear_out.weight.grad.abs().sum() > 0
+    out = sample(model, process, 2, sampler="dpmpp-2m", steps=3)
+    assert out.images.shape == (2, 3, 8, 8) and torch.isfinite(out.images).all()
+
+
+@pytest.mark.parametrize("backbone", ["dit", "lego"])
+def test_multiscale_model_with_transformer_backbones(backbone):
+    """One DiT / LEGO stack per scale, each at its scale's size; trained one scale per step,
+    sampled coarse to fine."""
+    tiny = {
+        "dit": "model.dit={patch_size: 2, width: 16, depth: 1, heads: 2}",
+        "lego": "model.lego={stacking: pg, width: 16, depth: 1, patch: 2, heads: 2}",
+    }
+    cfg = load_config(
+        ROOT / "configs" / "quickstart.yaml",
+        [
+            "data.size=16",
+            "process.basis.levels=1",
+            f"model.backbone={backbone}",
+            tiny[backbone],
+            "model.sigma_data=0.5",
+        ],
+    )
+    process = build_process(cfg)
+    model = build_denoiser(cfg, process)
+    sizes = [s.process.shape[-1] for s in model.scales]
+    kind = {"dit": DiT, "lego": LEGO}[backbone]
+    assert sizes == [16, 8] and all(isinstance(s.backbone, kind) for s in model.scales)
+    if backbone == "lego":
+        assert [b.region for b in model.scales[1].backbone.bricks] == [4, 4, 8]
+    loss = build_loss(cfg, process, model)
+    x0 = torch.rand(4, 3, 16, 16) * 2 - 1
+    for step in range(2):  # one step per scale
+        noise = loss.draw(4, torch.Generator().manual_seed(step), step)
+        assert noise["scale"] == step
+        assert torch.isfinite(loss(model, x0, noise)).all()
+    out = sample(model, process, 2, sampler="dpmpp-2m", steps=4)
+    assert out.images.shape == (2, 3, 16, 16) and torch.isfinite(out.images).all()
+
+
+def test_lego_that_does_not_fit_a_scale_is_a_clear_error():
+    with pytest.raises(ConfigError, match="model.lego does not fit the 4x4 scale"):
+        load_config(ROOT / "configs" / "quickstart.yaml", ["model.backbone=lego"])
+
+
 def test_skip_rule_parsing_and_start_time():
     assert BrickSkip.parse("bricks=last,from=0.5") == BrickSkip("last", 0.5)
     assert BrickSkip.parse("bricks=2") == BrickSkip(2, 0.5)

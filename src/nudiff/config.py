@@ -332,7 +332,10 @@ class Config(_Strict):
             if m.dit.width % m.dit.heads:
                 raise ValueError("model.dit.width must be divisible by model.dit.heads")
         else:
-            lego_bricks(m.lego, res)  # raises for regions or patches that do not fit
+            try:
+                lego_bricks(m.lego, res)
+            except ValueError as e:
+                raise ValueError(f"model.lego does not fit {where} ({res}x{res}): {e}") from None
 
     def _check_conditional(self) -> None:
         from nudiff.conditional.tasks import build_task
