@@ -117,3 +117,18 @@ def test_lego_benchmark_rows(tmp_path, monkeypatch):
         assert math.isfinite(row["fd"]) and row["fd_se"] > 0 and row["ms_per_sample"] > 0
     assert set(r["skipping"]) == {"time_saving", "mac_saving", "fd_ratio", "target_met"}
     assert (out / "lego_64px_samples.png").is_file()
+
+
+def test_guidance_benchmark_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the config reads ../shared/data
+    out, js = tmp_path / "bench", tmp_path / "g.json"
+    sets = [TINY_UNET, "train.batch_size=8", "sample.steps=3"]
+    args = ["bench", "guidance", "--budget-minutes", "0.02", "--per-class", "3"]
+    args += ["--guidance", "1,3", "--feature-steps", "3", "--out", str(out), "--json", str(js)]
+    assert main([*args, *_sets(sets)]) == 0
+    r = json.loads(js.read_text())
+    assert [row["guidance"] for row in r["rows"]] == [1.0, 3.0] and r["n_samples"] == 30
+    for row in r["rows"]:
+        assert 0 <= row["class_accuracy"] <= 1 and math.isfinite(row["fd"]) and row["n"] == 30
+    assert r["best_fd_guidance"] in (1.0, 3.0) and isinstance(r["accuracy_rises"], bool)
+    assert (out / "guidance_3.png").is_file()

@@ -314,7 +314,8 @@ def test_ddp_multiscale_model_matches_one_process(tmp_path):
 
 
 def test_ddp_lego_model_matches_one_process(tmp_path):
-    """LEGO's joint loss (every brick a denoiser) under DDP: 2 processes compute what one does."""
+    """LEGO's joint loss (every brick a denoiser) with class labels and label dropout under DDP:
+    2 processes compute what one does."""
     from nudiff.run import train
 
     _torchrun("ddp-lego", tmp_path / "two", timeout=180)

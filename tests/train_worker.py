@@ -127,10 +127,12 @@ def _ddp_multiscale(out: Path) -> None:
     distributed.cleanup()
 
 
-# a tiny pixel-space LEGO model (joint loss over its 2 bricks) on 8x8 shapes
+# a tiny pixel-space class-conditional LEGO model (joint loss over its 2 bricks, labels with
+# label dropout) on 8x8 shapes
 LEGO_TINY = [
     "data.resolution=8",
     "data.size=64",
+    "model.num_classes=18",
     "process.basis.type=identity",
     "process.schedule={type: vp-cosine}",
     "model.backbone=lego",

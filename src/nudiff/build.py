@@ -131,6 +131,7 @@ def build_unet(
         dropout=u.dropout,
         head_channels=u.head_channels,
         noise_features=noise_features,
+        num_classes=cfg.model.num_classes,
     )
 
 
@@ -161,6 +162,7 @@ def build_backbone(
             heads=d.heads,
             mlp_ratio=d.mlp_ratio,
             noise_features=noise_features,
+            num_classes=m.num_classes,
         )
     from nudiff.config import lego_bricks
     from nudiff.models.lego import LEGO
@@ -175,6 +177,7 @@ def build_backbone(
         heads=m.lego.heads,
         mlp_ratio=m.lego.mlp_ratio,
         noise_features=noise_features,
+        num_classes=m.num_classes,
     )
 
 
@@ -304,6 +307,8 @@ def build_loss(
             ms.scale_weights,
             seed=cfg.train.seed,
             joint=joint,
+            num_classes=cfg.model.num_classes,
+            label_dropout=cfg.model.label_dropout,
         )
     return DenoisingLoss(
         process,
@@ -315,8 +320,13 @@ def build_loss(
         l.t_sampling,
         l.t_interval,
         joint=joint,
+        num_classes=cfg.model.num_classes,
+        label_dropout=cfg.model.label_dropout,
     )
 
 
-def build_data(cfg: Config, split: str = "train") -> Dataset:
-    return build_dataset(cfg.data, split=split)
+def build_data(cfg: Config, split: str = "train", labelled: bool = False) -> Dataset:
+    """The data split; ``labelled``: ``(image, label)`` items for a class-conditional model
+    (``model.num_classes``), images otherwise."""
+    classes = cfg.model.num_classes if labelled else None
+    return build_dataset(cfg.data, split=split, num_classes=classes)

@@ -100,9 +100,10 @@ def _sample(args) -> None:
     if args.n < 1 or args.batch_size < 1:
         raise ValueError(f"--n and --batch-size must be >= 1, got {args.n}, {args.batch_size}")
     budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else None
+    labels, n, nrow = _class_labels(args)
     result = sample_run(
         args.run,
-        n=args.n,
+        n=n,
         sampler=args.sampler,
         steps=args.steps,
         seed=args.seed,
@@ -115,14 +116,49 @@ def _sample(args) -> None:
         options=_options(args.opt),
         skip=BrickSkip.parse(args.skip) if args.skip else None,
         resolution=args.resolution,
+        labels=labels,
+        guidance=args.guidance,
+        guidance_interval=_interval(args.guidance_interval),
     )
-    save_samples(result, args.out, args.npz)
+    save_samples(result, args.out, args.npz, nrow=nrow)
     skipped = f" ({result.skipped} with bricks skipped)" if args.skip else ""
     print(
-        f"{args.n} samples, {result.nfe} NFE{skipped}, {result.seconds:.2f} s "
-        f"({args.n / result.seconds:.1f} samples/s) -> {args.out}"
+        f"{n} samples, {result.nfe} NFE{skipped}, {result.seconds:.2f} s "
+        f"({n / result.seconds:.1f} samples/s) -> {args.out}"
         + (f", {args.npz}" if args.npz else "")
     )
+
+
+def _class_labels(args):
+    """``--class C``: ``--n`` samples of class C; ``--classes A,B,..``: ``--n`` per class, one
+    grid row per class. Returns (labels or None, number of samples, grid row length)."""
+    import torch
+
+    if args.class_label is not None and args.classes:
+        raise ValueError("give --class or --classes, not both")
+    if args.class_label is not None:
+        return torch.full((args.n,), args.class_label), args.n, None
+    if args.classes:
+        try:
+            classes = [int(c) for c in args.classes.split(",")]
+        except ValueError:
+            raise ValueError(
+                f"--classes takes integers separated by commas, got {args.classes!r}"
+            ) from None
+        return torch.tensor(classes).repeat_interleave(args.n), args.n * len(classes), args.n
+    return None, args.n, None
+
+
+def _interval(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"--guidance-interval takes LO,HI in [0, 1], got {text!r}") from None
+    if not 0 <= lo < hi <= 1:
+        raise ValueError(f"--guidance-interval needs 0 <= LO < HI <= 1, got {text!r}")
+    return lo, hi
 
 
 def _sample_conditional(args) -> None:
@@ -217,8 +253,10 @@ def _eval_fd(args) -> None:
         ema=args.ema,
         device=_device(args.device),
         batch_size=args.batch_size,
+        class_label=args.class_label,
+        guidance=args.guidance,
     )
-    _print_json(result, args.json, ("fd", "kid", "kid_std", "n", "nfe"))
+    _print_json(result, args.json, ("fd", "kid", "kid_std", "n", "nfe", "class_accuracy"))
 
 
 def _features_train(args) -> None:
@@ -251,6 +289,7 @@ BENCHMARKS = (
     "conditional",
     "quickstart",
     "lego",
+    "guidance",
 )
 
 
@@ -340,6 +379,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample at another size than trained (pixel-space models; LEGO coordinates span "
         "the larger canvas)",
     )
+    sa.add_argument(
+        "--class",
+        dest="class_label",
+        type=int,
+        default=None,
+        help="class-conditional models: sample this class",
+    )
+    sa.add_argument(
+        "--classes",
+        default=None,
+        metavar="A,B,..",
+        help="class-conditional models: --n samples of each class, one grid row per class",
+    )
+    sa.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance weight (1: conditional; default: the config's)",
+    )
+    sa.add_argument(
+        "--guidance-interval",
+        default=None,
+        metavar="LO,HI",
+        help="guide only at times in [LO, HI] (default: the config's, else all times)",
+    )
     sa.add_argument("--per-input", type=int, default=4, help="samples per condition")
     sa.add_argument(
         "--lpips",
@@ -381,6 +445,15 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("--sampler", default=None)
     fd.add_argument("--steps", type=int, default=None)
     fd.add_argument("--batch-size", type=int, default=256)
+    fd.add_argument(
+        "--class",
+        dest="class_label",
+        type=int,
+        default=None,
+        help="class-conditional runs: sample this class, score it against the reference images"
+        " of that class, and report the share classified as it",
+    )
+    fd.add_argument("--guidance", type=float, default=None, help="with --class (default: config)")
     for e in (nll, fd):
         e.add_argument("--seed", type=int, default=0)
         e.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True)

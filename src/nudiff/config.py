@@ -186,12 +186,16 @@ class ModelConfig(_Strict):
     basis group on ``stats_samples`` training images (saved with the model), a number is one
     std for all. ``multiscale``: see :class:`MultiScaleConfig` (null: one network for the whole
     process). ``backbone``: the network, ``unet``, ``dit`` or ``lego``, configured by the section
-    of that name."""
+    of that name. ``num_classes``: a class-conditional model (labels from the data: shapes, or
+    an npz with ``y_train``), its label hidden on a ``label_dropout`` share of each batch so the
+    same network is the unconditional model of classifier-free guidance."""
 
     prediction: Literal["edm", "eps", "x0", "v"] = "edm"
     sigma_data: Literal["data"] | Annotated[float, Field(gt=0)] = "data"
     stats_samples: int = Field(2_000, ge=2)
     backbone: Literal["unet", "dit", "lego"] = "unet"
+    num_classes: Annotated[int, Field(ge=1)] | None = None
+    label_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     unet: UNetConfig = UNetConfig()
     dit: DiTConfig = DiTConfig()
     lego: LegoConfig = LegoConfig()
@@ -239,7 +243,9 @@ class SampleConfig(_Strict):
     ``sampler``: one of :data:`nudiff.samplers.SAMPLERS`; ``grid``: auto | uniform | log-snr |
     edm (see :mod:`nudiff.samplers.grids`); ``budgets``: steps per interval between the
     schedule's breakpoints (replaces ``steps``); ``options``: the sampler's own keywords (e.g.
-    ``eta`` for ddim, ``rtol``/``atol`` for dopri5); ``skip``: LEGO brick skipping
+    ``eta`` for ddim, ``rtol``/``atol`` for dopri5); ``guidance``: classifier-free guidance
+    weight of class-conditional models (1: the conditional model), applied at times in
+    ``guidance_interval`` (null: all); ``skip``: LEGO brick skipping
     (:class:`SkipConfig`)."""
 
     sampler: str = "dpmpp-2m-sde"
@@ -248,6 +254,8 @@ class SampleConfig(_Strict):
     budgets: list[Annotated[int, Field(ge=1)]] | None = None
     options: dict[str, float] = {}
     n: int = Field(64, ge=1)
+    guidance: float = Field(1.0, ge=0.0)
+    guidance_interval: tuple[float, float] | None = None
     skip: SkipConfig | None = None
 
     @model_validator(mode="after")
@@ -292,6 +300,7 @@ class Config(_Strict):
         res = self.data.resolution
         if self.conditional is not None:
             self._check_conditional()
+        self._check_guidance()
         basis = self.process.basis
         if basis.levels is not None and basis.type != "haar":
             raise ValueError(
@@ -337,6 +346,13 @@ class Config(_Strict):
             except ValueError as e:
                 raise ValueError(f"model.lego does not fit {where} ({res}x{res}): {e}") from None
 
+    def _check_guidance(self) -> None:
+        g = self.sample.guidance_interval
+        if g is not None and not 0 <= g[0] < g[1] <= 1:
+            raise ValueError(f"sample.guidance_interval must satisfy 0 <= lo < hi <= 1, got {g}")
+        if self.sample.guidance != 1 and self.model.num_classes is None:
+            raise ValueError("sample.guidance needs a class-conditional model (model.num_classes)")
+
     def _check_conditional(self) -> None:
         from nudiff.conditional.tasks import build_task
 
@@ -347,6 +363,8 @@ class Config(_Strict):
             raise ValueError("conditional models do not support model.multiscale yet")
         if self.model.backbone == "lego":
             raise ValueError("conditional models take model.backbone unet or dit, not lego")
+        if self.model.num_classes is not None:
+            raise ValueError("conditional models do not take model.num_classes")
         if self.model.sigma_data == "data":
             raise ValueError("conditional models take a numeric model.sigma_data (e.g. 0.5)")
         if c.estimator == "cdiffe" and self.process.schedule.type in (

@@ -49,7 +49,10 @@ class DenoisingLoss(nn.Module):
     Follows the trainer's protocol: :meth:`draw` draws ``t`` and ``eps`` for the global batch
     from the trainer's generator; :meth:`forward` evaluates a slice of it. ``joint``: the model
     is a LEGO denoiser and the loss is the mean of its bricks' losses (LEGO's joint loss: every
-    brick is a denoiser of its own, so sampling may stop after any of them).
+    brick is a denoiser of its own, so sampling may stop after any of them). ``num_classes``: the
+    model is class-conditional; the data's labels (``noise["labels"]``, put there by the
+    trainer) are replaced by the null label on a ``label_dropout`` share of the rows, which
+    trains the unconditional model of classifier-free guidance in the same network.
     """
 
     def __init__(
@@ -63,8 +66,13 @@ class DenoisingLoss(nn.Module):
         t_sampling: str = "stratified",
         t_interval: tuple[float, float] | None = None,
         joint: bool = False,
+        num_classes: int | None = None,
+        label_dropout: float = 0.0,
     ):
         super().__init__()
+        if not 0.0 <= label_dropout <= 1.0:
+            raise ValueError(f"label_dropout must be in [0, 1], got {label_dropout}")
+        self.num_classes, self.label_dropout = num_classes, float(label_dropout)
         if weighting not in ("uniform", "likelihood", "min-snr"):
             raise ValueError(f"weighting must be uniform, likelihood or min-snr; got {weighting!r}")
         self.process, self.weighting, self.prediction = process, weighting, prediction
@@ -86,7 +94,20 @@ class DenoisingLoss(nn.Module):
     def draw(self, n: int, generator: torch.Generator, step: int = 0) -> dict[str, torch.Tensor]:
         t = sample_times(n, self.t_sampling, generator, self.process.t_min, self.t_interval)
         eps = torch.randn((n, *self.process.shape), generator=generator, device=generator.device)
-        return {"t": t, "eps": eps}
+        if self.num_classes is None:
+            return {"t": t, "eps": eps}
+        # which rows train the null label: drawn like t and eps, so resume and DDP stay exact
+        drop = torch.rand(n, generator=generator, device=generator.device) < self.label_dropout
+        return {"t": t, "eps": eps, "drop": drop}
+
+    def labels(self, noise: dict, like: torch.Tensor) -> dict:
+        """The model's label keyword for a batch: its labels, the null label where dropped."""
+        if self.num_classes is None:
+            return {}
+        if "labels" not in noise:
+            raise ValueError("a class-conditional model (model.num_classes) needs labelled data")
+        labels = noise["labels"].to(like.device)
+        return {"labels": torch.where(noise["drop"].to(like.device), self.num_classes, labels)}
 
     def weight(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """Weight on the squared x0 error, ``(B, C, H, W)`` or broadcastable."""
@@ -117,10 +138,11 @@ class DenoisingLoss(nn.Module):
         t, eps = noise["t"].to(x0.device), noise["eps"].to(x0)
         u0 = self.process.encode(x0)
         ut = self.process.marginal(u0, t, eps)
+        kw = self.labels(noise, x0)
         if self.joint:  # LEGO: the mean of every brick's own denoising error
-            err = ((model(ut, t, all_bricks=True) - u0) ** 2).mean(0)
+            err = ((model(ut, t, all_bricks=True, **kw) - u0) ** 2).mean(0)
         else:
-            err = (model(ut, t) - u0) ** 2
+            err = (model(ut, t, **kw) - u0) ** 2
         return self.weight(t, u0) * err
 
     def forward(self, model: nn.Module, x0: torch.Tensor, noise: dict) -> torch.Tensor:
@@ -146,6 +168,7 @@ class MultiScaleLoss(nn.Module):
         scale_weights: probabilities of the scales (finest first) for ``random``; None: equal.
         seed: seeds the ``random`` scale draws.
         joint: LEGO backbones: the mean of every brick's loss (see :class:`DenoisingLoss`).
+        num_classes, label_dropout: class-conditional scales (see :class:`DenoisingLoss`).
     """
 
     def __init__(
@@ -159,6 +182,8 @@ class MultiScaleLoss(nn.Module):
         scale_weights: list[float] | None = None,
         seed: int = 0,
         joint: bool = False,
+        num_classes: int | None = None,
+        label_dropout: float = 0.0,
     ):
         super().__init__()
         n = len(model.scales)
@@ -190,6 +215,8 @@ class MultiScaleLoss(nn.Module):
                 "stratified",
                 model.interval(s),
                 joint=joint,
+                num_classes=num_classes,
+                label_dropout=label_dropout,
             )
             for s, d in enumerate(model.scales)
         )

@@ -8,7 +8,7 @@ import torch
 
 from nudiff.build import build_data, build_denoiser, build_loss, build_process
 from nudiff.config import Config, dump_config, parse_yaml, validate
-from nudiff.data import random_hflip, save_image_grid
+from nudiff.data import load_batch, random_hflip, save_image_grid
 from nudiff.models.denoiser import Denoiser
 from nudiff.samplers import BrickSkip, SampleResult, sample
 
@@ -23,6 +23,8 @@ def sample_settings(cfg: Config) -> dict:
         "budgets": s.budgets,
         "options": s.options,
         "skip": BrickSkip.from_config(s.skip),
+        "guidance": s.guidance,
+        "guidance_interval": s.guidance_interval,
     }
 
 
@@ -39,11 +41,14 @@ def make_sample_fn(cfg: Config, process, dataset=None):
             y = model.task.degrade(x, torch.arange(len(x)))
             out = sample_conditional(model, y, 1, **sample_settings(cfg), seed=cfg.train.seed)
             return out.images.clamp(-1, 1)
+        # a class-conditional model: the classes in turn, guided as the config says
+        labels = torch.arange(n) % cfg.model.num_classes if cfg.model.num_classes else None
         out = sample(
             model,
             model.process,
             n,
             **sample_settings(cfg),
+            labels=labels,
             seed=cfg.train.seed,
             device=device,
         )
@@ -59,7 +64,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
     from nudiff.train.trainer import Trainer
 
     run_dir = Path(run_dir)
-    dataset = build_data(cfg)
+    dataset = build_data(cfg, labelled=True)
     process = build_process(cfg, dataset)
     torch.manual_seed(cfg.train.seed)  # the same initial weights for the same config
     model = build_denoiser(cfg, process, dataset)
@@ -67,7 +72,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(cfg))
         if not resume or not (run_dir / "schedule.png").exists():
-            plot_schedule(process, dataset[0], run_dir / "schedule.png")
+            plot_schedule(process, load_batch(dataset, [0])[0], run_dir / "schedule.png")
     augment = random_hflip if cfg.data.hflip else None
     trainer = Trainer(
         model,
@@ -160,12 +165,17 @@ def sample_run(
     options: dict | None = None,
     skip: BrickSkip | None = None,
     resolution: int | None = None,
+    labels: torch.Tensor | None = None,
+    guidance: float | None = None,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> SampleResult:
     """Sample ``n`` images from a run; batches of ``batch_size`` give the same images as one.
 
     Arguments left at None take the run config's ``sample`` section; ``options`` of another
     sampler than the config's replace the config's. ``skip``: LEGO brick skipping;
-    ``resolution``: sample another image size than trained (:func:`at_resolution`)."""
+    ``resolution``: sample another image size than trained (:func:`at_resolution`);
+    ``labels`` ``(n,)``: classes of a class-conditional model, with classifier-free ``guidance``
+    (default: the config's ``sample.guidance``) in ``guidance_interval``."""
     cfg, model = load_run(path, ema=ema, device=device, resolution=resolution)
     return sample_model(
         cfg,
@@ -181,6 +191,9 @@ def sample_run(
         budgets=budgets,
         options=options,
         skip=skip,
+        labels=labels,
+        guidance=guidance,
+        guidance_interval=guidance_interval,
     )
 
 
@@ -198,9 +211,20 @@ def sample_model(
     budgets: list[int] | None = None,
     options: dict | None = None,
     skip: BrickSkip | None = None,
+    labels: torch.Tensor | None = None,
+    guidance: float | None = None,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> SampleResult:
     """:func:`sample_run` for a model already loaded with :func:`load_run`."""
     settings = sample_settings(cfg)
+    if guidance is not None:
+        settings.update(guidance=guidance)
+    if guidance_interval is not None:
+        settings.update(guidance_interval=guidance_interval)
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        if labels.numel() != n:
+            raise ValueError(f"need one label per sample ({n}), got {labels.numel()}")
     if skip is not None:
         settings.update(skip=skip)
     if sampler not in (None, settings["sampler"]):
@@ -220,6 +244,7 @@ def sample_model(
             model.process,
             min(batch_size, n - start),
             **settings,
+            labels=None if labels is None else labels[start : start + batch_size],
             seed=seed,
             start=start,
             device=device,
@@ -266,13 +291,15 @@ def sample_conditional(
     )
 
 
-def save_samples(result: SampleResult, png: str | Path | None, npz: str | Path | None) -> None:
+def save_samples(
+    result: SampleResult, png: str | Path | None, npz: str | Path | None, nrow: int | None = None
+) -> None:
     import numpy as np
 
     from nudiff.data import to_uint8
 
     if png:  # small images enlarged so a person can see them
-        save_image_grid(result.images.clamp(-1, 1), png, min_size=64)
+        save_image_grid(result.images.clamp(-1, 1), png, nrow=nrow, min_size=64)
     if npz:
         Path(npz).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(npz, x_train=to_uint8(result.images))

@@ -16,6 +16,7 @@ from nudiff.data.config import DataConfig
 from nudiff.data.folder import ImageFolderDataset
 from nudiff.data.hub import HuggingFaceDataset, TorchvisionDataset
 from nudiff.data.images import load_image, make_grid, save_image_grid, to_uint8
+from nudiff.data.labels import Labelled, dataset_labels
 from nudiff.data.loading import Split, holdout_split, load_batch
 from nudiff.data.npz import NpzDataset
 from nudiff.data.shapes import ShapesDataset
@@ -51,13 +52,17 @@ DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
 
 
 def build_dataset(
-    cfg: DataConfig | Mapping[str, Any], split: Literal["train", "holdout"] = "train"
+    cfg: DataConfig | Mapping[str, Any],
+    split: Literal["train", "holdout"] = "train",
+    num_classes: int | None = None,
 ) -> Dataset:
     """The ``split`` of the dataset ``cfg`` describes: all but the last ``cfg.holdout`` images
-    (``"train"``) or those last ones (``"holdout"``). Items are ``(C, R, R)`` in ``[-1, 1]``.
+    (``"train"``) or those last ones (``"holdout"``). Items are ``(C, R, R)`` in ``[-1, 1]``,
+    or ``(image, label)`` pairs with ``num_classes`` (:class:`~nudiff.data.labels.Labelled`).
     """
     cfg = cfg if isinstance(cfg, DataConfig) else DataConfig.model_validate(cfg)
-    return holdout_split(DATASETS[cfg.name](cfg), cfg.holdout, split)
+    dataset = holdout_split(DATASETS[cfg.name](cfg), cfg.holdout, split)
+    return dataset if num_classes is None else Labelled(dataset, num_classes)
 
 
 __all__ = [
@@ -65,11 +70,13 @@ __all__ = [
     "DataConfig",
     "HuggingFaceDataset",
     "ImageFolderDataset",
+    "Labelled",
     "NpzDataset",
     "ShapesDataset",
     "Split",
     "TorchvisionDataset",
     "build_dataset",
+    "dataset_labels",
     "holdout_split",
     "load_batch",
     "load_image",

@@ -47,4 +47,5 @@ def load_batch(dataset: Dataset, indices: Sequence[int] | torch.Tensor) -> torch
     indices = indices.tolist() if isinstance(indices, torch.Tensor) else list(indices)
     getitems = getattr(dataset, "__getitems__", None)
     items = getitems(indices) if getitems else [dataset[i] for i in indices]
-    return torch.stack(items)
+    # (image, label) items of a labelled dataset: the images
+    return torch.stack([it[0] if isinstance(it, tuple) else it for it in items])

@@ -95,8 +95,17 @@ class NpzDataset(Dataset):
             )
         with np.load(path) as data:
             x = data[key]
+            # the labels of x_train, when the file has them (class-conditional models)
+            y = data["y_train"] if key == "x_train" and "y_train" in arrays else None
+        if y is not None and (y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer)):
+            raise ValueError(
+                f"{path}['y_train'] must be integer labels of shape ({len(x)},), got {y.dtype} "
+                f"{y.shape}"
+            )
         if indices is not None:
             x = x[indices]
+            y = None if y is None else y[indices]
+        self.targets = None if y is None else torch.from_numpy(y.astype(np.int64))
         x = torch.from_numpy(np.ascontiguousarray(x))
         self.images = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # (N, C, H, W)
         self.path, self.key, self.resize = path, key, resize
@@ -113,6 +122,12 @@ class NpzDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> list[torch.Tensor]:
         return list(self.batch(indices))
+
+    def labels(self, indices: Sequence[int]) -> np.ndarray:
+        """Class labels ``(B,)`` from ``y_train`` (a ValueError if the file has none)."""
+        if self.targets is None:
+            raise ValueError(f"{self.path} has no y_train labels for {self.key!r}")
+        return self.targets[torch.as_tensor(indices, dtype=torch.long)].numpy()
 
     def batch(self, indices: Sequence[int]) -> torch.Tensor:
         """Images ``indices`` as one float32 ``(B, C, R, R)`` tensor in ``[-1, 1]``."""

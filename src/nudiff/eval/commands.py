@@ -30,13 +30,21 @@ def fit_images(images: np.ndarray | torch.Tensor, shape: tuple[int, int, int]) -
     return float_to_uint8(pad_to(to_channels(uint8_to_float(x), shape[0]), shape[1]))
 
 
-def _npz_images(path: str | Path, n: int, last: bool = True) -> np.ndarray:
-    """The last (or first) ``n`` uint8 images of an ``.npz`` read as in ``../shared/data``."""
+def _npz_images(
+    path: str | Path, n: int, last: bool = True, label: int | None = None
+) -> np.ndarray:
+    """The last (or first) ``n`` uint8 images of an ``.npz`` read as in ``../shared/data``; with
+    ``label``, of that class only (its ``y_train``)."""
     from nudiff.eval.features import load_images_npz
 
-    images, _ = load_images_npz(path)
+    images, labels = load_images_npz(path)
+    if label is not None:
+        if labels is None:
+            raise ValueError(f"--class needs labels (y_train) in {path}")
+        images = images[labels == label]
     if n > len(images):
-        raise ValueError(f"--n {n} exceeds the {len(images)} images in {path}")
+        which = f" of class {label}" if label is not None else ""
+        raise ValueError(f"--n {n} exceeds the {len(images)} images{which} in {path}")
     return images[-n:] if last else images[:n]
 
 
@@ -123,10 +131,18 @@ def eval_fd(
     batch_size: int = 256,
     kid_subsets: int = 100,
     progress: bool = True,
+    class_label: int | None = None,
+    guidance: float | None = None,
 ) -> dict:
     """Feature Frechet distance and KID between ``n`` generated (or ``samples``) images and the
-    last ``n`` images of ``ref``, in the feature network's space."""
-    from nudiff.eval.features import extract_features, load_feature_net
+    last ``n`` images of ``ref``, in the feature network's space.
+
+    ``class_label``: a class-conditional run samples that class (with classifier-free
+    ``guidance``, default the run config's), the reference is the last ``n`` images of that class,
+    and ``class_accuracy`` is the share of generated images the feature network classifies as
+    it (the network must be trained on the same labels, e.g. ``nudiff features train`` on the
+    data's ``y_train``)."""
+    from nudiff.eval.features import classify, extract_features, load_feature_net
     from nudiff.eval.frechet import frechet_distance, gaussian_stats, kid
 
     if (run is None) == (samples is None):
@@ -135,7 +151,7 @@ def eval_fd(
         raise ValueError(f"--n must be >= 2, got {n}")
     net = load_feature_net(features)
     shape = (net.in_channels, net.resolution, net.resolution)
-    ref_images = fit_images(_npz_images(ref, n), shape)
+    ref_images = fit_images(_npz_images(ref, n, label=class_label), shape)
     info: dict = {}
     if samples is not None:
         gen = _npz_images(samples, n, last=False)
@@ -152,10 +168,18 @@ def eval_fd(
             device=device,
             progress=progress,
             batch_size=batch_size,
+            labels=None if class_label is None else torch.full((n,), class_label),
+            guidance=guidance,
         )
         gen = float_to_uint8(result.images.clamp(-1, 1)).cpu()
         info = {"nfe": result.nfe, "sampling_seconds": result.seconds}
     gen = fit_images(gen, shape)
+    if class_label is not None:
+        info.update(
+            class_label=class_label,
+            guidance=guidance,
+            class_accuracy=float((classify(net, gen) == class_label).mean()),
+        )
     f_gen, f_ref = extract_features(net, gen), extract_features(net, ref_images)
     fd = frechet_distance(*gaussian_stats(f_gen), *gaussian_stats(f_ref))
     kid_mean, kid_std = kid(f_gen, f_ref, subsets=kid_subsets, subset_size=min(1000, n))

@@ -317,6 +317,23 @@ def extract_features(
     return torch.cat(out).numpy()
 
 
+def classify(
+    net: FeatureNet, images: np.ndarray | torch.Tensor, batch_size: int = 500
+) -> np.ndarray:
+    """The feature network's classes ``(N,)`` (argmax of its logits) for images as
+    :func:`extract_features` takes them: e.g. the share of samples of a class-conditional model
+    classified as the class it was asked for."""
+    x = _image_batches(images)
+    net.check_shape((0, *x.shape[1:]))
+    device = next(net.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for xb in x.split(batch_size):
+            xb = uint8_to_float(xb) if xb.dtype == torch.uint8 else xb
+            out.append(net(xb.to(device)).argmax(1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
+
+
 def inception_features(
     images: np.ndarray | torch.Tensor,
     weights: str | os.PathLike | None = None,

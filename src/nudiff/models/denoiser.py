@@ -84,14 +84,53 @@ class Denoiser(nn.Module):
         pad = groups.new_full((t.shape[0], self.absent_groups), absent)
         return torch.cat([t.view(-1, 1).to(lam.dtype), pad / 8, groups / 8], dim=1)
 
-    def forward(self, u: torch.Tensor, t, all_bricks: bool = False) -> torch.Tensor:
+    @property
+    def num_classes(self) -> int | None:
+        """Classes of a class-conditional backbone (label ``num_classes`` is the null label)."""
+        return getattr(self.backbone, "num_classes", None)
+
+    def forward(
+        self,
+        u: torch.Tensor,
+        t,
+        all_bricks: bool = False,
+        labels: torch.Tensor | None = None,
+        guidance: float = 1.0,
+        guidance_interval: tuple[float, float] | None = None,
+    ) -> torch.Tensor:
         """``u``: ``(B, C, H, W)`` noisy whitened components; ``t``: ``(B,)``, or ``(1,)`` for a
         time shared by the batch (samplers: the coefficients are then computed once, not per
         sample) -> x0 estimate ``(B, C, H, W)``.
 
         ``all_bricks`` (a :class:`~nudiff.models.lego.LEGO` backbone): the estimate of every
         brick, ``(K, B, C, H, W)``, each read through the same preconditioning (LEGO's joint
-        loss trains every brick as a denoiser of its own)."""
+        loss trains every brick as a denoiser of its own).
+
+        ``labels`` ``(B,)``: classes of a class-conditional backbone (None, or the label
+        ``num_classes``: the null label, i.e. the unconditional model). ``guidance`` ``w``:
+        classifier-free guidance on the x0 estimate, ``x_null + w (x_label - x_null)`` per
+        component. For fixed ``u_t`` the x0 estimate is affine in the eps estimate and in the
+        score, so this is the usual guidance of eps or of the score, for every schedule and
+        sampler. ``w = 1`` is the conditional model (one pass); otherwise the labelled and the
+        null batch go through the network as one batch of ``2B``. ``guidance_interval (lo, hi)``:
+        guide only at ``lo <= t <= hi``, the conditional model elsewhere (chosen per row on the
+        device: no host sync)."""
+        if labels is None or (guidance == 1 and guidance_interval is None):
+            return self._estimate(u, t, all_bricks, labels)
+        t = as_times(t, u)
+        null = torch.full_like(labels, self.num_classes)
+        t2 = t if t.shape[0] == 1 else torch.cat([t, t])
+        both = self._estimate(torch.cat([u, u]), t2, all_bricks, torch.cat([labels, null]))
+        cond, uncond = both.chunk(2, dim=-4)
+        w = torch.as_tensor(guidance, dtype=u.dtype, device=u.device)
+        if guidance_interval is not None:
+            lo, hi = guidance_interval
+            w = torch.where((t >= lo) & (t <= hi), w, torch.ones_like(w)).view(-1, 1, 1, 1)
+        return uncond + w * (cond - uncond)
+
+    def _estimate(
+        self, u: torch.Tensor, t, all_bricks: bool, labels: torch.Tensor | None
+    ) -> torch.Tensor:
         t = as_times(t, u)
         if t.shape[0] not in (1, u.shape[0]):
             raise ValueError(f"t must have shape (1,) or (B,) = ({u.shape[0]},), got {t.shape}")
@@ -102,11 +141,12 @@ class Denoiser(nn.Module):
         rms2 = sd.square().mean()
         image = self.process.basis.inverse(u * (sigma**2 + alpha**2 * rms2).rsqrt())
         cond = self.condition(t, log_snr)
+        kw = {} if labels is None else {"labels": labels}  # backbones without classes take none
         if all_bricks:
-            outs = self.backbone.forward_all(image, cond)
+            outs = self.backbone.forward_all(image, cond, **kw)
             out = self.process.basis(torch.cat(outs).to(u.dtype)).unflatten(0, (len(outs), -1))
         else:
-            out = self.process.basis(self.backbone(image, cond).to(u.dtype))
+            out = self.process.basis(self.backbone(image, cond, **kw).to(u.dtype))
         if self.prediction == "edm":
             n2 = sigma**2 + alpha**2 * sd**2
             x0 = m + (alpha * sd**2 / n2) * (u - alpha * m) + (sigma * sd * n2.rsqrt()) * out

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nudiff.models.labels import LabelEmbedding, label_term
 from nudiff.models.unet import _zero
 
 __all__ = ["DiT", "DiTBlock", "coordinate_channels", "sincos_pos_embed_2d"]
@@ -194,6 +195,8 @@ class DiT(nn.Module):
         coord_channels: 0, or 2 to append :func:`coordinate_channels` (row, column in
             ``[-1, 1]`` over the input) to the image: positions relative to the canvas, which
             the extended sin-cos grid alone does not give at a new resolution.
+        num_classes: class labels embedded into the noise embedding (None: no labels; label
+            ``num_classes`` or ``labels=None``: the null label of classifier-free guidance).
     """
 
     def __init__(
@@ -207,6 +210,7 @@ class DiT(nn.Module):
         mlp_ratio: float = 4.0,
         noise_features: int = 1,
         coord_channels: int = 0,
+        num_classes: int | None = None,
     ):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
@@ -234,6 +238,8 @@ class DiT(nn.Module):
         self.emb_mlp = nn.Sequential(
             nn.Linear(noise_features * width, width), nn.SiLU(), nn.Linear(width, width)
         )
+        self.num_classes = num_classes
+        self.label_emb = None if num_classes is None else LabelEmbedding(num_classes, width)
         self.patch_embed = nn.Conv2d(
             in_channels + coord_channels, width, patch_size, stride=patch_size
         )
@@ -250,12 +256,14 @@ class DiT(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def embed(self, c_noise: torch.Tensor) -> torch.Tensor:
-        """Noise features ``(B, F)`` -> embedding ``(B, width)``, after SiLU."""
+    def embed(self, c_noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Noise features ``(B, F)`` (and labels ``(B,)``) -> embedding ``(B, width)``, after
+        SiLU."""
         angles = c_noise[:, :, None] * self.freqs.to(c_noise.dtype)  # (B, F, width / 2)
         feats = torch.cat([angles.cos(), angles.sin()], dim=-1).flatten(1)
+        emb = self.emb_mlp(feats) + label_term(self.label_emb, labels, c_noise.shape[0])
         # Every adaLN modulation applies SiLU before its projection; do it once here.
-        return F.silu(self.emb_mlp(feats))
+        return F.silu(emb)
 
     def denoise(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """The network after embedding: ``(N, C_in + coord_channels, H, W), (B, width)`` ->
@@ -285,8 +293,11 @@ class DiT(nn.Module):
         out = out.reshape(n, gh, gw, p, p, self.out_channels).permute(0, 5, 1, 3, 2, 4)
         return out.reshape(n, self.out_channels, h, w)
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        """Denoise ``x`` ``(B, C_in, H, W)`` given ``c_noise`` ``(B,)`` | ``(B, F)``.
+    def forward(
+        self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Denoise ``x`` ``(B, C_in, H, W)`` given ``c_noise`` ``(B,)`` | ``(B, F)`` and, for a
+        class-conditional net, ``labels`` ``(B,)`` (None: the null label).
 
         Returns ``(B, C_out, H, W)``.
         """
@@ -297,7 +308,7 @@ class DiT(nn.Module):
             b, _, h, w = x.shape
             coords = coordinate_channels(b, h, w, device=x.device, dtype=x.dtype)
             x = torch.cat([x, coords], dim=1)
-        return self.denoise(x, self.embed(c_noise))
+        return self.denoise(x, self.embed(c_noise, labels))
 
     @torch.no_grad()
     def count_macs(self, height: int, width: int, regions: int = 1) -> int:

@@ -89,6 +89,7 @@ class Brick(nn.Module):
         heads: int = 4,
         mlp_ratio: float = 4.0,
         noise_features: int = 1,
+        num_classes: int | None = None,
     ):
         super().__init__()
         if region < 0 or patch < 1 or (region and region % patch):
@@ -98,7 +99,15 @@ class Brick(nn.Module):
             )
         self.region = region
         self.dit = DiT(
-            in_channels, out_channels, patch, width, depth, heads, mlp_ratio, noise_features
+            in_channels,
+            out_channels,
+            patch,
+            width,
+            depth,
+            heads,
+            mlp_ratio,
+            noise_features,
+            num_classes=num_classes,
         )
 
     @property
@@ -106,10 +115,14 @@ class Brick(nn.Module):
         """``H`` and ``W`` must be multiples of this: the region, or the patch for region 0."""
         return self.region or self.dit.patch_size
 
-    def forward(self, h: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        """``h``: ``(B, C_in, H, W)``; ``c_noise``: ``(B, F)`` (validated by the caller)."""
+    def forward(
+        self, h: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``h``: ``(B, C_in, H, W)``; ``c_noise``: ``(B, F)`` (validated by the caller);
+        ``labels``: ``(B,)`` for a class-conditional brick."""
         b, _, height, width = h.shape
-        out = self.dit.denoise(unfold_regions(h, self.region), self.dit.embed(c_noise))
+        emb = self.dit.embed(c_noise, labels)
+        out = self.dit.denoise(unfold_regions(h, self.region), emb)
         return fold_regions(out, self.region, b, height, width)
 
     def count_macs(self, height: int, width: int) -> int:
@@ -143,6 +156,8 @@ class LEGO(nn.Module):
         heads: attention heads of every brick.
         mlp_ratio: MLP hidden width / width, every brick.
         noise_features: ``F``, the number of noise-conditioning scalars per image.
+        num_classes: class labels embedded by every brick (None: no labels; ``labels=None``:
+            the null label of classifier-free guidance).
     """
 
     def __init__(
@@ -157,6 +172,7 @@ class LEGO(nn.Module):
         heads: int = 4,
         mlp_ratio: float = 4.0,
         noise_features: int = 1,
+        num_classes: int | None = None,
     ):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
@@ -181,9 +197,11 @@ class LEGO(nn.Module):
                 heads,
                 mlp_ratio,
                 noise_features,
+                num_classes,
             )
             for k, (region, patch, depth, width) in enumerate(bricks)
         )
+        self.num_classes = num_classes
         self._active_bricks: int | None = None
 
     @property
@@ -219,7 +237,9 @@ class LEGO(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def _run(self, x: torch.Tensor, c_noise: torch.Tensor, k: int) -> list[torch.Tensor]:
+    def _run(
+        self, x: torch.Tensor, c_noise: torch.Tensor, k: int, labels: torch.Tensor | None
+    ) -> list[torch.Tensor]:
         """The outputs ``(B, C_out, H, W)`` of the first ``k`` bricks."""
         c_noise = _check_inputs(
             x, c_noise, self.in_channels, self.noise_features, self.downsample_factor
@@ -228,18 +248,23 @@ class LEGO(nn.Module):
         x = torch.cat([x, coordinate_channels(b, h, w, device=x.device, dtype=x.dtype)], dim=1)
         outs: list[torch.Tensor] = []
         for brick in self.bricks[:k]:
-            outs.append(brick(torch.cat([outs[-1], x], dim=1) if outs else x, c_noise))
+            outs.append(brick(torch.cat([outs[-1], x], dim=1) if outs else x, c_noise, labels))
         return outs
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        """Denoise ``x`` ``(B, C_in, H, W)`` given ``c_noise`` ``(B,)`` | ``(B, F)`` with the
-        first :attr:`active_bricks` bricks. Returns the last one's output ``(B, C_out, H, W)``."""
-        return self._run(x, c_noise, self._brick_count(None))[-1]
+    def forward(
+        self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Denoise ``x`` ``(B, C_in, H, W)`` given ``c_noise`` ``(B,)`` | ``(B, F)`` (and class
+        ``labels`` ``(B,)``) with the first :attr:`active_bricks` bricks. Returns the last one's
+        output ``(B, C_out, H, W)``."""
+        return self._run(x, c_noise, self._brick_count(None), labels)[-1]
 
-    def forward_all(self, x: torch.Tensor, c_noise: torch.Tensor) -> list[torch.Tensor]:
+    def forward_all(
+        self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """Every brick's output ``(B, C_out, H, W)``, first brick first, ignoring
         :attr:`active_bricks` (for the joint loss)."""
-        return self._run(x, c_noise, self.num_bricks)
+        return self._run(x, c_noise, self.num_bricks, labels)
 
     def count_macs(self, height: int, width: int, bricks: int | None = None) -> int:
         """Multiply-accumulates of running the first ``bricks`` bricks (default: the active

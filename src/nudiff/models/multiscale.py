@@ -103,6 +103,10 @@ class MultiScaleDenoiser(nn.Module):
         self.finishing_times = list(process.schedule.finishing_times)
 
     @property
+    def num_classes(self) -> int | None:
+        return getattr(self.scales[0], "num_classes", None)
+
+    @property
     def levels(self) -> int:
         return len(self.scales) - 1
 
@@ -118,27 +122,30 @@ class MultiScaleDenoiser(nn.Module):
 
     def forward(self, u: torch.Tensor, t, scale: int | None = None, **kw) -> torch.Tensor:
         """``u``: ``(B, C, H, W)`` full components, or with ``scale`` the components of that
-        scale; ``t``: ``(B,)`` or ``(1,)`` -> x0 estimate shaped like ``u``.
+        scale; ``t``: ``(B,)`` or ``(1,)`` -> x0 estimate shaped like ``u``; ``kw`` go to the
+        scales' denoisers (e.g. ``labels``, ``guidance``).
 
         Without ``scale`` the scale of each time is read on the host (one device sync per call;
         rows at different scales are grouped, one network call per scale present)."""
-        if scale is not None:
-            return self.scales[scale](u, t, **kw)  # kw: e.g. all_bricks (LEGO's joint loss)
+        if scale is not None:  # kw: labels, guidance, all_bricks (LEGO's joint loss)
+            return self.scales[scale](u, t, **kw)
         t = as_times(t, u)
         alpha, sigma = self.process.coefficients(t, u)
         out = alpha * u / (alpha**2 + sigma**2)  # the prior answer, right for finer bands
         if t.numel() == 1:
-            self._fill(out, u, t, self.scale_at(t.item()), slice(None))
+            self._fill(out, u, t, self.scale_at(t.item()), slice(None), kw)
             return out
         if t.shape[0] != u.shape[0]:
             raise ValueError(f"t must have shape (1,) or (B,) = ({u.shape[0]},), got {t.shape}")
         per_row = torch.tensor([self.scale_at(x) for x in t.tolist()])
         for s in per_row.unique().tolist():
             rows = (per_row == s).nonzero().flatten().to(u.device)
-            self._fill(out, u, t, s, rows)
+            self._fill(out, u, t, s, rows, kw)
         return out
 
-    def _fill(self, out, u, t, s: int, rows) -> None:
+    def _fill(self, out, u, t, s: int, rows, kw: dict) -> None:
         _, h, w = self.process.basis.coarse_shape(s)
         tr = t if t.numel() == 1 else t[rows]
-        out[rows, :, :h, :w] = self.scales[s](u[rows, :, :h, :w], tr)
+        # per-row keywords (class labels) follow their rows
+        kw = {k: v[rows] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in kw.items()}
+        out[rows, :, :h, :w] = self.scales[s](u[rows, :, :h, :w], tr, **kw)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nudiff.models.labels import LabelEmbedding, label_term
+
 __all__ = ["UNet"]
 
 
@@ -114,6 +116,8 @@ class UNet(nn.Module):
         noise_features: ``F``, the number of noise-conditioning scalars per image.
         emb_mult: the noise embedding has ``emb_mult * channels`` features.
         norm_groups: maximum GroupNorm group count (the largest divisor of the width below it).
+        num_classes: class labels ``0 .. K - 1`` embedded into the noise embedding (label ``K``
+            or ``None``: the null label of classifier-free guidance); None: no labels.
     """
 
     def __init__(
@@ -129,6 +133,7 @@ class UNet(nn.Module):
         noise_features: int = 1,
         emb_mult: int = 4,
         norm_groups: int = 32,
+        num_classes: int | None = None,
     ):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
@@ -166,6 +171,8 @@ class UNet(nn.Module):
         self.emb_mlp = nn.Sequential(
             nn.Linear(noise_features * channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
+        self.num_classes = num_classes
+        self.label_emb = None if num_classes is None else LabelEmbedding(num_classes, emb_dim)
 
         def res(cin: int, cout: int) -> ResBlock:
             return ResBlock(cin, cout, emb_dim, dropout, norm_groups)
@@ -236,19 +243,24 @@ class UNet(nn.Module):
             )
         return c_noise.reshape(x.shape[0], self.noise_features).to(x.dtype)
 
-    def embed(self, c_noise: torch.Tensor) -> torch.Tensor:
-        """Noise features ``(B, F)`` -> embedding ``(B, emb_mult * channels)``, after SiLU."""
+    def embed(self, c_noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Noise features ``(B, F)`` (and labels ``(B,)``) -> embedding ``(B, emb_mult *
+        channels)``, after SiLU."""
         angles = c_noise[:, :, None] * self.freqs.to(c_noise.dtype)  # (B, F, channels / 2)
         feats = torch.cat([angles.cos(), angles.sin()], dim=-1).flatten(1)
+        emb = self.emb_mlp(feats) + label_term(self.label_emb, labels, c_noise.shape[0])
         # Every residual block applies SiLU before its projection; do it once here.
-        return F.silu(self.emb_mlp(feats))
+        return F.silu(emb)
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        """Denoise ``x`` ``(B, C_in, H, W)`` given ``c_noise`` ``(B,)`` | ``(B, F)``.
+    def forward(
+        self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Denoise ``x`` ``(B, C_in, H, W)`` given ``c_noise`` ``(B,)`` | ``(B, F)`` and, for a
+        class-conditional net, ``labels`` ``(B,)`` (None: the null label).
 
         Returns ``(B, C_out, H, W)``.
         """
-        emb = self.embed(self._check(x, c_noise))
+        emb = self.embed(self._check(x, c_noise), labels)
         h = self.conv_in(x)
         hs = [h]
         for block in self.down:

@@ -93,6 +93,9 @@ def sample(
     seed: int = 0,
     start: int = 0,
     extra: dict | None = None,
+    labels: torch.Tensor | None = None,
+    guidance: float = 1.0,
+    guidance_interval: tuple[float, float] | None = None,
     skip: BrickSkip | None = None,
     callback=None,
     progress: bool = False,
@@ -111,6 +114,12 @@ def sample(
     (:func:`~nudiff.samplers.multiscale.sample_coarse_to_fine`), its ``steps`` split equally
     over the scales unless ``budgets`` (coarsest scale first) say otherwise.
 
+    ``labels`` ``(n,)``: classes of a class-conditional model, sampled with classifier-free
+    ``guidance`` (1: the conditional model; applied at times in ``guidance_interval`` if given;
+    see :meth:`~nudiff.models.denoiser.Denoiser.forward`: a guided call runs the labelled and the
+    null batch together, so it counts one NFE at twice the batch). Without labels a
+    class-conditional model samples unconditionally (its null label) and ``guidance`` is unused.
+
     ``skip`` (a LEGO denoiser): run only its first bricks from a fraction of the steps on
     (:class:`~nudiff.samplers.skipping.BrickSkip`).
     """
@@ -121,6 +130,13 @@ def sample(
         raise ValueError(
             f"unknown option(s) {unknown} for sampler {sampler!r}; it takes {sorted(allowed)}"
         )
+    if labels is not None:
+        extra = {
+            **(extra or {}),
+            "labels": check_labels(denoiser, labels, n).to(device),
+            "guidance": float(guidance),
+            "guidance_interval": guidance_interval,
+        }
     multiscale = isinstance(denoiser, MultiScaleDenoiser)
     if ts is None:
         if multiscale and budgets is None:
@@ -171,6 +187,19 @@ def sample(
         images = process.decode(u0)
     skipped = denoiser.skipped_calls if skip is not None else 0
     return SampleResult(u0, images, model.nfe, time.perf_counter() - began, skipped)
+
+
+def check_labels(denoiser, labels, n: int) -> torch.Tensor:
+    """``labels`` as int64 ``(n,)``, checked against the model's classes (a ValueError)."""
+    k = getattr(denoiser, "num_classes", None)
+    if k is None:
+        raise ValueError("class labels need a class-conditional model (model.num_classes)")
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if labels.shape != (n,):
+        raise ValueError(f"need one label per sample ({n}), got {labels.numel()}")
+    if n and not 0 <= int(labels.min()) <= int(labels.max()) < k:
+        raise ValueError(f"labels must lie in 0..{k - 1}, got {sorted(set(labels.tolist()))}")
+    return labels
 
 
 __all__ = [

@@ -86,11 +86,13 @@ class EpochBatchSampler(Sampler[list[int]]):
             epoch, start = epoch + 1, 0
 
 
-def collate_images(items: list) -> torch.Tensor:
-    """Stack dataset items (tensors ``(C, H, W)`` or tuples whose first element is one)."""
-    return torch.stack(
-        [torch.as_tensor(it[0] if isinstance(it, tuple | list) else it) for it in items]
-    ).float()
+def collate_images(items: list) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Stack dataset items: tensors ``(C, H, W)`` -> ``(B, C, H, W)``; ``(image, label)`` pairs
+    -> images ``(B, C, H, W)`` and int64 labels ``(B,)``."""
+    if isinstance(items[0], tuple | list):
+        images = torch.stack([torch.as_tensor(it[0]) for it in items]).float()
+        return images, torch.as_tensor([int(it[1]) for it in items], dtype=torch.long)
+    return torch.stack([torch.as_tensor(it) for it in items]).float()
 
 
 class Trainer:
@@ -332,11 +334,14 @@ class Trainer:
         batches = iter(loader)
         try:
             while self.step < cfg.steps and not self._stop:
-                x0 = next(batches).to(self.device, non_blocking=True)
+                x0, labels = _images_and_labels(next(batches))
+                x0 = x0.to(self.device, non_blocking=True)
                 self.epoch, self.position = divmod(
                     self.epoch * per_epoch + self.position + 1, per_epoch
                 )
                 noise = self.draw_noise()
+                if labels is not None:  # the data's; a loss that does not use them ignores them
+                    noise["labels"] = labels.to(self.device, non_blocking=True)
                 if self.augment is not None:
                     self._aug_generator.manual_seed(
                         mix_seed(cfg.seed, _AUGMENT, self.step, self.rank)
@@ -519,6 +524,10 @@ class Trainer:
         torch.manual_seed(s)
         np.random.seed(s % 2**32)
         random.seed(s)
+
+
+def _images_and_labels(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return batch if isinstance(batch, tuple) else (batch, None)
 
 
 def lr_factor(config: TrainConfig, step: int) -> float:
