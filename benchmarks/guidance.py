@@ -54,6 +54,7 @@ def run(args) -> dict:
     from nudiff.config import load_config
     from nudiff.data import save_image_grid
     from nudiff.data.transforms import float_to_uint8
+    from nudiff.eval.commands import fit_images
     from nudiff.eval.features import classify, load_feature_net, load_images_npz
     from nudiff.run import load_run, sample_model
 
@@ -81,6 +82,7 @@ def run(args) -> dict:
         cfg, out / "features.safetensors", args.features, args.feature_steps, args.seed
     )
     net = load_feature_net(features)
+    shape = (net.in_channels, net.resolution, net.resolution)
     images, _ = load_images_npz(cfg.data.path)
     held_out = images[len(images) - cfg.data.holdout :]
     f_ref = reference_features(net, held_out[-n:])
@@ -99,7 +101,7 @@ def run(args) -> dict:
         )
         grid = samples.images.view(k, args.per_class, *samples.images.shape[1:])[:, :10]
         save_image_grid(grid.flatten(0, 1).clamp(-1, 1), out / f"guidance_{w:g}.png", nrow=10)
-        gen = float_to_uint8(samples.images.clamp(-1, 1)).cpu()
+        gen = fit_images(float_to_uint8(samples.images.clamp(-1, 1)).cpu(), shape)
         accuracy = float((torch.as_tensor(classify(net, gen)) == labels).float().mean())
         row = {"guidance": w, "class_accuracy": accuracy, **score_samples(samples, net, f_ref)}
         rows.append(row)
