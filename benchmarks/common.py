@@ -106,6 +106,28 @@ def reference_features(net, images) -> torch.Tensor:
     return extract_features(net, fit_images(images, shape))
 
 
+def check_holdout(cfg, n: int) -> None:
+    """Raise (before any training) unless ``cfg`` holds out at least ``n`` reference images."""
+    if cfg.data.holdout < n:
+        raise ValueError(f"{n} samples exceed the {cfg.data.holdout} held-out images")
+
+
+def held_out_reference(cfg, net, n: int) -> tuple:
+    """Features of the last ``n`` held-out images of ``cfg``'s ``.npz`` (the images its
+    ``data.holdout`` keeps out of training) and the floor of a Frechet distance at ``n``: the FD
+    of ``n`` other held-out images against them (None when fewer than ``2 n`` are held out)."""
+    from nudiff.eval.features import load_images_npz
+
+    check_holdout(cfg, n)
+    images, _ = load_images_npz(cfg.data.path)
+    held_out = images[len(images) - cfg.data.holdout :]
+    f_ref = reference_features(net, held_out[-n:])
+    floor = None
+    if len(held_out) >= 2 * n:
+        floor = score_features(reference_features(net, held_out[:n]), f_ref)["fd"]
+    return f_ref, floor
+
+
 def score_features(f_gen, f_ref, seed: int = 0) -> dict:
     """Frechet distance (with its bootstrap standard error) and KID (mean and std over 100
     subsets of up to 1,000) between generated and reference features."""

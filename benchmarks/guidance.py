@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.common import (
+    check_holdout,
     environment,
     feature_net,
-    reference_features,
-    score_features,
+    held_out_reference,
     score_samples,
     train_or_reuse,
     write_json,
@@ -55,7 +55,7 @@ def run(args) -> dict:
     from nudiff.data import save_image_grid
     from nudiff.data.transforms import float_to_uint8
     from nudiff.eval.commands import fit_images
-    from nudiff.eval.features import classify, load_feature_net, load_images_npz
+    from nudiff.eval.features import classify, load_feature_net
     from nudiff.run import load_run, sample_model
 
     weights = parse_weights(args.guidance)
@@ -76,19 +76,13 @@ def run(args) -> dict:
     if k is None:
         raise ValueError(f"{args.config} is not class-conditional (model.num_classes)")
     n = k * args.per_class
-    if cfg.data.holdout < n:
-        raise ValueError(f"{n} samples exceed the {cfg.data.holdout} held-out images")
+    check_holdout(cfg, n)
     features, feature_info = feature_net(
         cfg, out / "features.safetensors", args.features, args.feature_steps, args.seed
     )
     net = load_feature_net(features)
     shape = (net.in_channels, net.resolution, net.resolution)
-    images, _ = load_images_npz(cfg.data.path)
-    held_out = images[len(images) - cfg.data.holdout :]
-    f_ref = reference_features(net, held_out[-n:])
-    floor = None
-    if len(held_out) >= 2 * n:
-        floor = score_features(reference_features(net, held_out[:n]), f_ref)["fd"]
+    f_ref, floor = held_out_reference(cfg, net, n)
 
     print(f"== training {args.budget_minutes:g} min into {out / 'run'}", flush=True)
     trained = train_or_reuse(cfg, out / "run")

@@ -20,10 +20,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.common import (
+    check_holdout,
     environment,
     feature_net,
-    reference_features,
-    score_features,
+    held_out_reference,
     score_samples,
     train_or_reuse,
     write_json,
@@ -133,7 +133,7 @@ def score_model(
 
 
 def run(args) -> dict:
-    from nudiff.eval.features import load_feature_net, load_images_npz
+    from nudiff.eval.features import load_feature_net
 
     names = [b.strip() for b in args.backbones.split(",") if b.strip()]
     unknown = sorted(set(names) - set(CONFIGS))
@@ -145,18 +145,12 @@ def run(args) -> dict:
     cfg = next(iter(cfgs.values()))
     if len({c.data.path for c in cfgs.values()}) != 1:
         raise ValueError("the configs must read the same data")
-    if cfg.data.holdout < args.n_samples:
-        raise ValueError(f"--n-samples {args.n_samples} exceeds {cfg.data.holdout} held out")
+    check_holdout(cfg, args.n_samples)
     features, feature_info = feature_net(
         cfg, out / "features.safetensors", args.features, args.feature_steps, args.seed
     )
     net = load_feature_net(features)
-    images, _ = load_images_npz(cfg.data.path)
-    held_out = images[len(images) - cfg.data.holdout :]
-    f_ref = reference_features(net, held_out[-args.n_samples :])
-    floor = None
-    if len(held_out) >= 2 * args.n_samples:
-        floor = score_features(reference_features(net, held_out[: args.n_samples]), f_ref)["fd"]
+    f_ref, floor = held_out_reference(cfg, net, args.n_samples)
 
     result = {
         "benchmark": "lego",

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 from benchmarks.common import (
+    check_holdout,
     environment,
     feature_net,
-    reference_features,
+    held_out_reference,
     sample_and_score,
-    score_features,
     write_json,
 )
 
@@ -100,7 +100,7 @@ def train_stage(path: str, args, run_dir: Path, budget: float, previous: float) 
 
 
 def run(args) -> dict:
-    from nudiff.eval.features import load_feature_net, load_images_npz
+    from nudiff.eval.features import load_feature_net
 
     budgets = parse_budgets(args.budgets)
     out = Path(args.out)
@@ -110,21 +110,12 @@ def run(args) -> dict:
     if cfgs["uniform"].data.path != cfgs["multiscale"].data.path:
         raise ValueError("the two configs must read the same data")
     cfg = cfgs["uniform"]
-    if cfg.data.holdout < args.n_samples:
-        raise ValueError(
-            f"--n-samples {args.n_samples} exceeds the {cfg.data.holdout} held-out images"
-        )
+    check_holdout(cfg, args.n_samples)
     features, feature_info = feature_net(
         cfg, out / "features.safetensors", args.features, args.feature_steps, args.seed
     )
     net = load_feature_net(features)
-    images, _ = load_images_npz(cfg.data.path)
-    held_out = images[len(images) - cfg.data.holdout :]
-    f_ref = reference_features(net, held_out[-args.n_samples :])
-    # the floor: another held-out set of the same size against the reference (when available)
-    floor = None
-    if len(held_out) >= 2 * args.n_samples:
-        floor = score_features(reference_features(net, held_out[: args.n_samples]), f_ref)
+    f_ref, floor = held_out_reference(cfg, net, args.n_samples)
 
     result = {
         "benchmark": "multiscale_vs_uniform",
@@ -132,7 +123,7 @@ def run(args) -> dict:
         "budgets_minutes": budgets,
         "n_samples": args.n_samples,
         "n_ref": args.n_samples,
-        "data_vs_data_fd": floor and floor["fd"],
+        "data_vs_data_fd": floor,
         "feature_net": feature_info,
         "parameters": {},
         "rows": [],

@@ -39,3 +39,11 @@ def schedule_cases(shape=SHAPE):
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(1234)
+
+
+def train_args(tmp_path, overrides) -> list[str]:
+    """``nudiff train`` arguments for a config made only of ``--set`` overrides (a file holding
+    just the data source, as ``nudiff train`` wants a config file)."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text("data: {name: shapes}\n")
+    return [str(path), *sum((["--set", s] for s in overrides), [])]

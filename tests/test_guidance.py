@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import train_args
 from nudiff.bases import Identity
 from nudiff.build import build_data, build_denoiser, build_loss, build_process
 from nudiff.cli import main
@@ -201,16 +202,10 @@ def test_guidance_pushes_mixture_samples_towards_their_class():
 
 
 # -------------------------------------------------------------------------- train / sample
-def _config_file(tmp_path: Path) -> str:
-    path = tmp_path / "tiny.yaml"
-    path.write_text("data: {name: shapes}\n")
-    return str(path)
-
-
 def test_class_conditional_training_resumes_bit_identically_and_samples_classes(tmp_path):
     from safetensors.torch import load_file
 
-    tiny = [_config_file(tmp_path), *sum((["--set", s] for s in TINY), [])]
+    tiny = train_args(tmp_path, TINY)
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["train", *tiny, "--out", str(a)]) == 0
     assert main(["train", *tiny, "--out", str(b), "--set", "train.steps=2"]) == 0
@@ -251,7 +246,7 @@ def test_eval_fd_scores_one_class_and_its_accuracy(tmp_path):
     from nudiff.eval.commands import eval_fd
     from nudiff.eval.features import save_feature_net, train_feature_net
 
-    tiny = [_config_file(tmp_path), *sum((["--set", s] for s in TINY), [])]
+    tiny = train_args(tmp_path, TINY)
     assert main(["train", *tiny, "--out", str(tmp_path / "run")]) == 0
     cfg = load_config(None, TINY)
     data = build_data(cfg, labelled=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import train_args
 from nudiff.build import build_denoiser, build_loss, build_process
 from nudiff.cli import main
 from nudiff.config import ConfigError, load_config
@@ -245,7 +246,7 @@ def test_training_resumes_bit_identically_and_samples_larger_than_trained(tmp_pa
     with the skip rule from the CLI for LEGO."""
     from safetensors.torch import load_file
 
-    tiny = [_config_file(tmp_path), *sum((["--set", s] for s in overrides), [])]
+    tiny = train_args(tmp_path, overrides)
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["train", *tiny, "--out", str(a)]) == 0
     assert main(["train", *tiny, "--out", str(b), "--set", "train.steps=2"]) == 0
@@ -268,14 +269,8 @@ def test_training_resumes_bit_identically_and_samples_larger_than_trained(tmp_pa
     assert main(args) == 0 and png.is_file()
 
 
-def _config_file(tmp_path: Path) -> str:
-    path = tmp_path / "tiny.yaml"
-    path.write_text("data: {name: shapes}\n")  # the rest comes from --set
-    return str(path)
-
-
 def test_other_resolutions_need_a_pixel_basis_and_a_size_the_bricks_tile(tmp_path):
-    tiny = [_config_file(tmp_path), *sum((["--set", s] for s in TINY_LEGO), [])]
+    tiny = train_args(tmp_path, TINY_LEGO)
     one = ["--set", "train.steps=1", "--set", "train.checkpoint_every=1"]
     haar = ["--set", "process.basis={type: haar, levels: 1}"]
     assert main(["train", *tiny, *one, "--out", str(tmp_path / "pixels")]) == 0
