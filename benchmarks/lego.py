@@ -83,17 +83,17 @@ def count_brick_calls(model):
 
 
 def score_model(
-    run_dir: Path, args, net, f_ref, skip=None, resolution=None, grid=None, n=None
+    run_dir: Path, args, net, f_ref, trained: int, skip=None, resolution=None, grid=None, n=None
 ) -> dict:
-    """Sample a run (optionally skipping bricks or at another resolution) and score it; brick
-    calls per trajectory and backbone MACs per sample come from hooks and ``count_macs``."""
+    """Sample a run (optionally skipping bricks, or at another resolution: then its centre
+    crops of the ``trained`` size are scored) and score it; brick calls per trajectory and
+    backbone MACs per sample come from hooks and ``count_macs``."""
     from nudiff.data import save_image_grid
     from nudiff.models.lego import LEGO
     from nudiff.run import load_run, sample_model
     from nudiff.samplers import BrickSkip
 
     n = n or args.n_samples
-    trained = load_run(run_dir)[0].data.resolution
     cfg, model = load_run(run_dir, resolution=resolution)
     backbone = model.backbone
     rule = BrickSkip.parse(skip) if skip else None
@@ -174,7 +174,15 @@ def run(args) -> dict:
             tag = "skip" if skip else f"{resolution}px" if resolution else "full"
             tag += f"_n{n}" if n and not resolution else ""
             scored = score_model(
-                run_dir, args, net, f_ref, skip, resolution, out / f"{name}_{tag}_samples.png", n
+                run_dir,
+                args,
+                net,
+                f_ref,
+                cfgs[name].data.resolution,
+                skip,
+                resolution,
+                out / f"{name}_{tag}_samples.png",
+                n,
             )
             row = {"backbone": name, **kept, **scored}
             result["rows"].append(row)

@@ -153,48 +153,16 @@ def at_resolution(cfg: Config, state: dict, resolution: int) -> tuple[Config, di
 def sample_run(
     path: str | Path,
     n: int,
-    sampler: str | None = None,
-    steps: int | None = None,
-    seed: int = 0,
     ema: bool = True,
     device=None,
-    progress: bool = False,
-    batch_size: int = 256,
-    grid: str | None = None,
-    budgets: list[int] | None = None,
-    options: dict | None = None,
-    skip: BrickSkip | None = None,
     resolution: int | None = None,
-    labels: torch.Tensor | None = None,
-    guidance: float | None = None,
-    guidance_interval: tuple[float, float] | None = None,
+    **settings,
 ) -> SampleResult:
-    """Sample ``n`` images from a run; batches of ``batch_size`` give the same images as one.
-
-    Arguments left at None take the run config's ``sample`` section; ``options`` of another
-    sampler than the config's replace the config's. ``skip``: LEGO brick skipping;
-    ``resolution``: sample another image size than trained (:func:`at_resolution`);
-    ``labels`` ``(n,)``: classes of a class-conditional model, with classifier-free ``guidance``
-    (default: the config's ``sample.guidance``) in ``guidance_interval``."""
+    """Sample ``n`` images from a run (EMA weights by default); ``resolution``: another image
+    size than trained (:func:`at_resolution`); ``settings``: the keywords of
+    :func:`sample_model` (sampler, steps, seed, batch size, skip, labels, guidance, ...)."""
     cfg, model = load_run(path, ema=ema, device=device, resolution=resolution)
-    return sample_model(
-        cfg,
-        model,
-        n,
-        sampler=sampler,
-        steps=steps,
-        seed=seed,
-        device=device,
-        progress=progress,
-        batch_size=batch_size,
-        grid=grid,
-        budgets=budgets,
-        options=options,
-        skip=skip,
-        labels=labels,
-        guidance=guidance,
-        guidance_interval=guidance_interval,
-    )
+    return sample_model(cfg, model, n, device=device, **settings)
 
 
 def sample_model(
@@ -215,7 +183,13 @@ def sample_model(
     guidance: float | None = None,
     guidance_interval: tuple[float, float] | None = None,
 ) -> SampleResult:
-    """:func:`sample_run` for a model already loaded with :func:`load_run`."""
+    """Sample ``n`` images from a model loaded with :func:`load_run`; batches of
+    ``batch_size`` give the same images as one.
+
+    Arguments left at None take the run config's ``sample`` section; ``options`` of another
+    sampler than the config's replace the config's. ``skip``: LEGO brick skipping; ``labels``
+    ``(n,)``: classes of a class-conditional model, with classifier-free ``guidance`` (default:
+    the config's ``sample.guidance``) in ``guidance_interval``."""
     settings = sample_settings(cfg)
     if guidance is not None:
         settings.update(guidance=guidance)

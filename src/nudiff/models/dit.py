@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nudiff.models.labels import LabelEmbedding, label_term
-from nudiff.models.unet import _zero
+from nudiff.models.unet import _zero, check_inputs
 
 __all__ = ["DiT", "DiTBlock", "coordinate_channels", "sincos_pos_embed_2d"]
 
@@ -100,31 +100,6 @@ def coordinate_channels(
     rows = axis(top, height, canvas[0])[:, None].expand(height, width)
     cols = axis(left, width, canvas[1])[None, :].expand(height, width)
     return torch.stack([rows, cols])[None].expand(batch, 2, height, width)
-
-
-def _check_inputs(
-    x: torch.Tensor, c_noise: torch.Tensor, channels: int, noise_features: int, multiple: int
-) -> torch.Tensor:
-    """Validate a backbone's inputs (as ``UNet._check``); return ``c_noise`` as ``(B, F)``."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must be a rank-4 tensor (B, C, H, W), got {shape}")
-    if x.shape[1] != channels:
-        raise ValueError(f"x must have {channels} channels, got {x.shape[1]}")
-    if x.shape[2] % multiple or x.shape[3] % multiple:
-        raise ValueError(
-            f"x height and width must be divisible by downsample_factor={multiple}, "
-            f"got {tuple(x.shape[2:])}"
-        )
-    c_noise = torch.as_tensor(c_noise, device=x.device)
-    want = [(x.shape[0], noise_features)]
-    if noise_features == 1:
-        want.append((x.shape[0],))
-    if tuple(c_noise.shape) not in want:
-        raise ValueError(
-            f"c_noise must have shape {' or '.join(map(str, want))}, got {tuple(c_noise.shape)}"
-        )
-    return c_noise.reshape(x.shape[0], noise_features).to(x.dtype)
 
 
 def _per_input(params: torch.Tensor, n: int) -> torch.Tensor:
@@ -301,7 +276,7 @@ class DiT(nn.Module):
 
         Returns ``(B, C_out, H, W)``.
         """
-        c_noise = _check_inputs(
+        c_noise = check_inputs(
             x, c_noise, self.in_channels, self.noise_features, self.downsample_factor
         )
         if self.coord_channels:

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nudiff.models.dit import DiT, _check_inputs, coordinate_channels
+from nudiff.models.dit import DiT, coordinate_channels
+from nudiff.models.unet import check_inputs
 
 __all__ = [
     "LEGO",
@@ -241,7 +242,7 @@ class LEGO(nn.Module):
         self, x: torch.Tensor, c_noise: torch.Tensor, k: int, labels: torch.Tensor | None
     ) -> list[torch.Tensor]:
         """The outputs ``(B, C_out, H, W)`` of the first ``k`` bricks."""
-        c_noise = _check_inputs(
+        c_noise = check_inputs(
             x, c_noise, self.in_channels, self.noise_features, self.downsample_factor
         )
         b, _, h, w = x.shape

@@ -30,6 +30,33 @@ def _zero(module: nn.Module) -> nn.Module:
     return module
 
 
+def check_inputs(
+    x: torch.Tensor, c_noise: torch.Tensor, channels: int, noise_features: int, multiple: int
+) -> torch.Tensor:
+    """Validate a backbone's inputs: ``x`` ``(B, channels, H, W)`` with ``H, W`` multiples of
+    ``multiple``, ``c_noise`` ``(B, noise_features)`` (or ``(B,)`` for one feature); return
+    ``c_noise`` as ``(B, F)`` in ``x``'s dtype."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be a rank-4 tensor (B, C, H, W), got {shape}")
+    if x.shape[1] != channels:
+        raise ValueError(f"x must have {channels} channels, got {x.shape[1]}")
+    if x.shape[2] % multiple or x.shape[3] % multiple:
+        raise ValueError(
+            f"x height and width must be divisible by downsample_factor={multiple}, "
+            f"got {tuple(x.shape[2:])}"
+        )
+    c_noise = torch.as_tensor(c_noise, device=x.device)
+    want = [(x.shape[0], noise_features)]
+    if noise_features == 1:
+        want.append((x.shape[0],))
+    if tuple(c_noise.shape) not in want:
+        raise ValueError(
+            f"c_noise must have shape {' or '.join(map(str, want))}, got {tuple(c_noise.shape)}"
+        )
+    return c_noise.reshape(x.shape[0], noise_features).to(x.dtype)
+
+
 class ResBlock(nn.Module):
     """Residual block with scale-shift (FiLM) noise conditioning.
 
@@ -222,26 +249,9 @@ class UNet(nn.Module):
 
     def _check(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         """Validate the inputs; return ``c_noise`` as ``(B, F)`` in ``x``'s dtype."""
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"x must be a rank-4 tensor (B, C, H, W), got {shape}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"x must have {self.in_channels} channels, got {x.shape[1]}")
-        f = self.downsample_factor
-        if x.shape[2] % f or x.shape[3] % f:
-            raise ValueError(
-                f"x height and width must be divisible by downsample_factor={f}, "
-                f"got {tuple(x.shape[2:])}"
-            )
-        c_noise = torch.as_tensor(c_noise, device=x.device)
-        want = [(x.shape[0], self.noise_features)]
-        if self.noise_features == 1:
-            want.append((x.shape[0],))
-        if tuple(c_noise.shape) not in want:
-            raise ValueError(
-                f"c_noise must have shape {' or '.join(map(str, want))}, got {tuple(c_noise.shape)}"
-            )
-        return c_noise.reshape(x.shape[0], self.noise_features).to(x.dtype)
+        return check_inputs(
+            x, c_noise, self.in_channels, self.noise_features, self.downsample_factor
+        )
 
     def embed(self, c_noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Noise features ``(B, F)`` (and labels ``(B,)``) -> embedding ``(B, emb_mult *
