@@ -119,6 +119,8 @@ def test_lego_benchmark_rows(tmp_path, monkeypatch):
     assert (out / "lego_64px_samples.png").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
 def test_guidance_benchmark_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the config reads ../shared/data
     out, js = tmp_path / "bench", tmp_path / "g.json"
