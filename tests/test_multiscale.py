@@ -373,5 +373,5 @@ def test_wrapper_rejects_mismatched_scales():
     from nudiff.bases import DCT
     from nudiff.schedules import VPCosine
 
-    with pytest.raises(ValueError, match="haar basis with the multispeed schedule"):
+    with pytest.raises(ValueError, match="haar basis with a multispeed or msf schedule"):
         MultiScaleDenoiser(Process(DCT(SHAPE), VPCosine()), list(model.scales))

@@ -7,16 +7,17 @@ from torch.utils.data import Dataset
 
 from nudiff.bases import DCT, PCA, Basis, Fourier, Haar, Identity
 from nudiff.bases.haar import default_haar_levels
-from nudiff.config import Config
+from nudiff.config import Config, stage_model
 from nudiff.data import build_dataset, load_batch
 from nudiff.losses import DenoisingLoss, MultiScaleLoss
 from nudiff.models import UNet
 from nudiff.models.denoiser import Denoiser
-from nudiff.models.multiscale import MultiScaleDenoiser, coarse_process
+from nudiff.models.multiscale import MultiScaleDenoiser, coarse_process, stages
 from nudiff.prior import Prior, moments
 from nudiff.process import Process
 from nudiff.schedules import (
     EDM,
+    MSF,
     VE,
     MultiSpeed,
     RectifiedFlow,
@@ -81,6 +82,9 @@ def build_schedule(cfg: Config, basis: Basis) -> Schedule:
         return RectifiedFlow(**kw)
     if s.type == "multispeed":
         return MultiSpeed(bands_fine_to_coarse(basis), **kw)
+    if s.type == "msf":
+        kw.pop("levels")  # the basis's, checked by the config
+        return MSF(bands_fine_to_coarse(basis), **kw)
     label = basis.label(kw.pop("label"))
     if s.type == "soft":
         return SoftConditioning(label, **kw)
@@ -213,20 +217,24 @@ def build_denoiser(
 def build_multiscale(
     cfg: Config, process: Process, dataset: Dataset | None = None
 ) -> MultiScaleDenoiser:
-    """One :class:`Denoiser` per scale on :func:`coarse_process`, each conditioned on the full
-    process's bands (the dropped ones reported as noise), around one UNet per scale or a shared
-    one. Data moments are measured once at full resolution and cropped."""
+    """One :class:`Denoiser` per scale (stage) on :func:`coarse_process`, each conditioned on
+    the full process's bands (the dropped ones reported as noise), around one network per
+    scale (with its ``model.multiscale.stages`` overrides) or a shared one. Data moments are
+    measured once at full resolution and cropped."""
     m, ms = cfg.model, cfg.model.multiscale
-    levels = process.basis.levels
     features = Denoiser.noise_features(process)
     shared = build_backbone(cfg, process.shape[0], features) if ms.share else None
     mean, std = _data_moments(cfg, process, dataset)
     scales = []
-    for s in range(levels + 1):
-        sub = coarse_process(process, s)
+    for s, d in enumerate(stages(process)[1]):
+        sub = coarse_process(process, d)
         _, h, w = sub.shape
         backbone = shared or build_backbone(
-            cfg, sub.shape[0], features, ms.channels[s] if ms.channels else None, h
+            cfg.model_copy(update={"model": stage_model(m, s)}),
+            sub.shape[0],
+            features,
+            ms.channels[s] if ms.channels else None,
+            h,
         )
         if m.sigma_data != "data":
             kw = {"sigma_data": m.sigma_data}
@@ -234,7 +242,7 @@ def build_multiscale(
             kw = {}  # placeholders, loaded from the state dict
         else:
             kw = {"data_mean": mean[..., :h, :w], "data_std": std[..., :h, :w]}
-        scales.append(Denoiser(sub, backbone, m.prediction, absent_groups=s, **kw))
+        scales.append(Denoiser(sub, backbone, m.prediction, absent_groups=d, **kw))
     return MultiScaleDenoiser(process, scales)
 
 
@@ -306,7 +314,7 @@ def build_loss(
             ms.scale_sampling,
             ms.scale_weights,
             seed=cfg.train.seed,
-            joint=joint,
+            joint=cfg.model.lego.joint_loss,  # for the scales whose network is LEGO
             num_classes=cfg.model.num_classes,
             label_dropout=cfg.model.label_dropout,
         )

@@ -290,6 +290,7 @@ BENCHMARKS = (
     "quickstart",
     "lego",
     "guidance",
+    "msf",
 )
 
 

@@ -103,6 +103,19 @@ class SequentialConfig(_Strict):
     log_snr_min: float = -10.0
 
 
+class MSFConfig(_Strict):
+    """MSF's two-stage factorisation on the haar basis: the residual (every detail band) is
+    noised during ``[0, split]`` with the base (the approximation band: the image pooled by
+    ``2^levels``) clean, then the base during ``[split, 1]``. ``levels``: the Haar levels (null:
+    ``process.basis.levels``; set here, it sets them)."""
+
+    type: Literal["msf"]
+    levels: int | None = Field(None, ge=1)
+    split: float = Field(0.5, gt=0, lt=1)
+    log_snr_max: float = 10.0
+    log_snr_min: float = -10.0
+
+
 ScheduleConfig = Annotated[
     VPCosineConfig
     | VPLinearConfig
@@ -110,6 +123,7 @@ ScheduleConfig = Annotated[
     | EDMConfig
     | RectifiedFlowConfig
     | MultiSpeedConfig
+    | MSFConfig
     | SoftConditioningConfig
     | SequentialConfig,
     Field(discriminator="type"),
@@ -164,17 +178,31 @@ class LegoConfig(_Strict):
     joint_loss: bool = True
 
 
+class StageConfig(_Strict):
+    """One scale's own network in a multi-scale model: ``backbone`` (null: ``model.backbone``)
+    and keys of its section that replace ``model.unet`` / ``model.dit`` / ``model.lego``'s."""
+
+    backbone: Literal["unet", "dit", "lego"] | None = None
+    unet: dict[str, Any] | None = None
+    dit: dict[str, Any] | None = None
+    lego: dict[str, Any] | None = None
+
+
 class MultiScaleConfig(_Strict):
-    """MSDiff's multi-scale model (needs the haar basis and the multispeed schedule): scale
-    ``s`` (0 = full resolution) runs on the image pooled ``2^s`` times while the ``s`` finest
-    bands are pure noise. ``share``: one network for all scales instead of one per scale;
-    ``channels``: base width of each scale's network, finest first (null: ``unet.channels``).
-    Training trains one scale per step, ``round-robin`` or ``random`` with probabilities
+    """A multi-scale model (the haar basis with the multispeed or msf schedule): one network
+    per scale, i.e. per stage between band-window ends, run on the image pooled ``2^d`` times
+    while the ``d`` finest bands are pure noise (multispeed: scale ``s`` drops ``s`` levels;
+    msf: the residual at full resolution, then the base at ``2^-L``). ``share``: one network
+    for all scales instead of one per scale; ``channels``: base width of each scale's network,
+    finest first (null: the backbone's); ``stages``: each scale's own backbone and section
+    overrides (:class:`StageConfig`, finest first; e.g. a light residual network). Training
+    trains one scale per step, ``round-robin`` or ``random`` with probabilities
     ``scale_weights`` (finest first; null: equal). Sampling splits ``sample.steps`` equally
     over the scales unless ``sample.budgets`` (coarsest first) is set."""
 
     share: bool = False
     channels: list[Annotated[int, Field(ge=1)]] | None = None
+    stages: list[StageConfig] | None = None
     scale_sampling: Literal["round-robin", "random"] = "round-robin"
     scale_weights: list[Annotated[float, Field(ge=0)]] | None = None
 
@@ -302,6 +330,8 @@ class Config(_Strict):
             self._check_conditional()
         self._check_guidance()
         basis = self.process.basis
+        if self.process.schedule.type == "msf":
+            self._check_msf()
         if basis.levels is not None and basis.type != "haar":
             raise ValueError(
                 f"process.basis.levels applies to the haar basis only, not {basis.type!r}"
@@ -322,9 +352,40 @@ class Config(_Strict):
                 raise ValueError("sample.skip needs a fixed-step sampler, not dopri5")
         return self
 
-    def _check_backbone(self, res: int, where: str = "data.resolution") -> None:
-        """Raise unless the backbone can run on ``res`` x ``res`` images."""
-        m = self.model
+    def _check_msf(self) -> None:
+        basis, schedule = self.process.basis, self.process.schedule
+        if basis.type != "haar":
+            raise ValueError(f"process.schedule.type: msf needs the haar basis, got {basis.type}")
+        if schedule.levels is not None:
+            if basis.levels is None:
+                basis.levels = schedule.levels
+            elif basis.levels != schedule.levels:
+                raise ValueError(
+                    f"process.schedule.levels={schedule.levels} differs from "
+                    f"process.basis.levels={basis.levels}"
+                )
+
+    def haar_levels(self) -> int:
+        """The Haar basis's levels (its default for the resolution when null)."""
+        from nudiff.bases.haar import default_haar_levels
+
+        levels = self.process.basis.levels
+        return levels if levels is not None else default_haar_levels(self.data.resolution)
+
+    def scale_levels(self) -> list[int]:
+        """A multi-scale model's dropped Haar levels per scale, finest first (the config-level
+        twin of :func:`nudiff.models.multiscale.stages`)."""
+        levels = self.haar_levels()
+        if self.process.schedule.type == "msf":
+            return [0, levels]
+        return list(range(levels + 1))
+
+    def _check_backbone(
+        self, res: int, where: str = "data.resolution", m: ModelConfig | None = None
+    ) -> None:
+        """Raise unless the backbone of ``m`` (default ``model``) can run on ``res`` x ``res``
+        images."""
+        m = m or self.model
         if m.backbone == "unet":
             factor = 2 ** (len(m.unet.channel_mult) - 1)
             if res % factor:
@@ -375,41 +436,51 @@ class Config(_Strict):
             raise ValueError("conditional.estimator cdiffe needs a scalar process.schedule")
 
     def _check_multiscale(self) -> None:
-        from nudiff.bases.haar import default_haar_levels
-
         ms, basis = self.model.multiscale, self.process.basis
-        if basis.type != "haar" or self.process.schedule.type != "multispeed":
+        if basis.type != "haar" or self.process.schedule.type not in ("multispeed", "msf"):
             raise ValueError(
                 "model.multiscale needs process.basis.type: haar and process.schedule.type: "
-                f"multispeed, got {basis.type} and {self.process.schedule.type}"
+                f"multispeed or msf, got {basis.type} and {self.process.schedule.type}"
             )
-        res = self.data.resolution
-        levels = basis.levels if basis.levels is not None else default_haar_levels(res)
+        res, levels = self.data.resolution, self.haar_levels()
         if levels < 1:
             raise ValueError(f"model.multiscale needs at least 1 Haar level, got {levels}")
-        n = levels + 1
-        for key in ("channels", "scale_weights"):
+        dropped = self.scale_levels()
+        n = len(dropped)
+        for key in ("channels", "scale_weights", "stages"):
             value = getattr(ms, key)
             if value is not None and len(value) != n:
                 raise ValueError(
-                    f"model.multiscale.{key} needs one entry per scale ({n}: Haar levels + 1, "
-                    f"finest first), got {len(value)}"
+                    f"model.multiscale.{key} needs one entry per scale ({n} for "
+                    f"{self.process.schedule.type} on {levels} Haar levels, finest first), got "
+                    f"{len(value)}"
                 )
         if ms.scale_weights is not None and not sum(ms.scale_weights) > 0:
             raise ValueError("model.multiscale.scale_weights must not all be 0")
-        factor = 2 ** (len(self.model.unet.channel_mult) - 1)
+        if ms.share and ms.stages is not None:
+            raise ValueError("model.multiscale.share runs one network: it takes no stages")
         coarsest = res >> levels
         if ms.share and self.model.backbone == "lego":
             raise ValueError("model.multiscale.share needs model.backbone unet or dit, not lego")
-        if self.model.backbone != "unet":
-            for s in range(n):  # one network per scale, each on its scale's image size
-                self._check_backbone(res >> s, f"the {res >> s}x{res >> s} scale")
-        elif ms.share and coarsest % factor:
-            raise ValueError(
-                f"model.multiscale.share runs one network at every scale down to {coarsest}x"
-                f"{coarsest}, which model.unet.channel_mult's {len(self.model.unet.channel_mult)}"
-                f" levels cannot halve {len(self.model.unet.channel_mult) - 1} times"
-            )
+        if ms.share:
+            factor = 2 ** (len(self.model.unet.channel_mult) - 1)
+            if self.model.backbone == "dit":
+                self._check_backbone(coarsest, f"the coarsest scale ({coarsest}x{coarsest})")
+            elif coarsest % factor:
+                raise ValueError(
+                    f"model.multiscale.share runs one network at every scale down to {coarsest}"
+                    f"x{coarsest}, which model.unet.channel_mult's "
+                    f"{len(self.model.unet.channel_mult)} levels cannot halve "
+                    f"{len(self.model.unet.channel_mult) - 1} times"
+                )
+        else:
+            for s, d in enumerate(dropped):  # one network per scale, on its scale's image
+                m = stage_model(self.model, s)
+                if m.backbone != "unet":  # UNets drop the levels a small image cannot reach
+                    where = f"the {res >> d}x{res >> d} scale" + (
+                        f" (model.multiscale.stages[{s}])" if ms.stages else ""
+                    )
+                    self._check_backbone(res >> d, where, m)
         if self.loss.t_sampling == "interval":
             raise ValueError(
                 "loss.t_sampling: interval does not apply to model.multiscale, which draws t "
@@ -420,6 +491,27 @@ class Config(_Strict):
                 f"sample.budgets needs one entry per scale ({n}, coarsest first) for "
                 f"model.multiscale, got {len(self.sample.budgets)}"
             )
+
+
+def stage_model(m: ModelConfig, scale: int) -> ModelConfig:
+    """``m`` with scale ``scale``'s :class:`StageConfig` applied (``m`` itself without
+    ``multiscale.stages``); a bad override is a ValueError naming its key."""
+    stages = m.multiscale.stages if m.multiscale is not None else None
+    if stages is None:
+        return m
+    stage = stages[scale]
+    update: dict[str, Any] = {"backbone": stage.backbone or m.backbone}
+    for name, section in (("unet", UNetConfig), ("dit", DiTConfig), ("lego", LegoConfig)):
+        keys = getattr(stage, name)
+        if keys:
+            try:
+                update[name] = section.model_validate({**getattr(m, name).model_dump(), **keys})
+            except ValidationError as err:
+                where = f"model.multiscale.stages[{scale}].{name}"
+                raise ValueError(
+                    "; ".join(f"{where}.{line}" for line in format_error(err, section).split("\n"))
+                ) from None
+    return m.model_copy(update=update)
 
 
 def lego_bricks(lego: LegoConfig, resolution: int) -> list[tuple[int, int, int, int]]:
@@ -539,6 +631,7 @@ _SCHEDULE_TYPES: dict[str, type[BaseModel]] = {
         EDMConfig,
         RectifiedFlowConfig,
         MultiSpeedConfig,
+        MSFConfig,
         SoftConditioningConfig,
         SequentialConfig,
     )

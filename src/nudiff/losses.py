@@ -150,14 +150,14 @@ class DenoisingLoss(nn.Module):
 
 
 class MultiScaleLoss(nn.Module):
-    """MSDiff's training: each step trains one scale of a
+    """Multi-scale training (MSDiff, MSF): each step trains one scale (stage) of a
     :class:`~nudiff.models.multiscale.MultiScaleDenoiser`.
 
-    The scale of step ``k`` is ``k mod (L + 1)`` (``round-robin``) or drawn with probabilities
+    The scale of step ``k`` is ``k mod n_scales`` (``round-robin``) or drawn with probabilities
     ``scale_weights`` from a generator seeded by ``(seed, k)`` (``random``): a function of the
     step, so resuming replays it. Its times are stratified in the scale's interval
-    ``[T_{s-1}, T_s]``, the bands finer than the scale are dropped (the network sees the
-    ``2^s``-pooled image), and the loss is a :class:`DenoisingLoss` on the scale's sub-process
+    ``[T_{s-1}, T_s]``, the bands finished at the scale are dropped (the network sees the
+    ``2^d_s``-pooled image), and the loss is a :class:`DenoisingLoss` on the scale's sub-process
     with the band weights of its bands.
 
     Args:
@@ -167,7 +167,8 @@ class MultiScaleLoss(nn.Module):
         scale_sampling: ``round-robin`` or ``random``.
         scale_weights: probabilities of the scales (finest first) for ``random``; None: equal.
         seed: seeds the ``random`` scale draws.
-        joint: LEGO backbones: the mean of every brick's loss (see :class:`DenoisingLoss`).
+        joint: the scales with a LEGO backbone train the mean of every brick's loss (see
+            :class:`DenoisingLoss`).
         num_classes, label_dropout: class-conditional scales (see :class:`DenoisingLoss`).
     """
 
@@ -197,11 +198,13 @@ class MultiScaleLoss(nn.Module):
                 f"scale_weights needs {n} non-negative weights (finest scale first), not all 0; "
                 f"got {scale_weights}"
             )
-        if band_weights is not None and len(band_weights) != n:
+        bands = model.process.basis.levels + 1
+        if band_weights is not None and len(band_weights) != bands:
             raise ValueError(
-                f"loss.band_weights needs one weight per Haar band ({n}, finest first), got "
+                f"loss.band_weights needs one weight per Haar band ({bands}, finest first), got "
                 f"{len(band_weights)}"
             )
+        self.dropped = list(model.dropped)
         self.scale_sampling, self.seed = scale_sampling, int(seed)
         self.register_buffer("scale_weights", weights.double() / weights.sum(), persistent=False)
         self.losses = nn.ModuleList(
@@ -211,10 +214,10 @@ class MultiScaleLoss(nn.Module):
                 prediction,
                 d.data_std if hasattr(d, "data_std") else 0.5,
                 min_snr_gamma,
-                None if band_weights is None else list(band_weights[s:]),
+                None if band_weights is None else list(band_weights[model.dropped[s] :]),
                 "stratified",
                 model.interval(s),
-                joint=joint,
+                joint=joint and hasattr(getattr(d, "backbone", None), "active_bricks"),
                 num_classes=num_classes,
                 label_dropout=label_dropout,
             )
@@ -239,4 +242,4 @@ class MultiScaleLoss(nn.Module):
         def scale_model(u, t, **kw):
             return model(u, t, scale=s, **kw)
 
-        return self.losses[s](scale_model, pool_image(x0, s), noise)
+        return self.losses[s](scale_model, pool_image(x0, self.dropped[s]), noise)

@@ -1,10 +1,16 @@
-"""MSDiff's multi-scale model: at each time, a network runs only on the bands still active.
+"""Multi-scale models (MSDiff, MSF): at each time, a network runs only on the bands still active.
 
-On a Haar basis with the multi-speed schedule, detail band ``k`` (``k = 0`` the finest) is pure
-noise, independent of everything else, once ``t >= T_k``. So for ``t`` in ``[T_{s-1}, T_s)``
-only the top-left ``(H / 2^s, W / 2^s)`` block of components carries information: the Haar
-transform of the image ``2^s avg_pool(x, 2^s)``. *Scale* ``s`` is the sub-process on that block
-(:func:`coarse_process`), with its own denoiser; the finer bands get the exact prior answer.
+On a Haar basis whose bands are noised in windows (:class:`~nudiff.schedules.BandWindows`),
+detail band ``k`` (``k = 0`` the finest) is pure noise, independent of everything else, once
+``t`` passes the end ``E_k`` of its window. With ends that do not decrease from fine to coarse,
+the distinct ends cut ``[0, 1]`` into *stages*; in stage ``s`` the ``d_s`` finest bands are
+finished and only the top-left ``(H / 2^d_s, W / 2^d_s)`` block of components carries
+information: the Haar transform of the image ``2^d_s avg_pool(x, 2^d_s)``. Each stage is the
+sub-process on that block (:func:`coarse_process`), with its own denoiser; the finished bands
+get the exact prior answer.
+
+MSDiff's multi-speed schedule has one stage per Haar level (``d_s = s``); MSF's has two, the
+residual at full resolution (``d_0 = 0``) and the base at ``H / 2^L`` (``d_1 = L``).
 """
 
 from __future__ import annotations
@@ -18,37 +24,52 @@ from torch import nn
 from nudiff.bases import Haar
 from nudiff.prior import Prior
 from nudiff.process import Process
-from nudiff.schedules import MultiSpeed, as_times
+from nudiff.schedules import BandWindows, as_times
 
 
 def check_multiscale_process(process: Process) -> None:
-    """Raise unless ``process`` is a Haar basis with a multi-speed schedule over its levels."""
+    """Raise unless ``process`` is a Haar basis with band windows (multispeed, msf) over its
+    levels whose ends do not decrease from the finest band to the coarsest."""
     basis, schedule = process.basis, process.schedule
-    if not isinstance(basis, Haar) or not isinstance(schedule, MultiSpeed):
+    if not isinstance(basis, Haar) or not isinstance(schedule, BandWindows):
         raise ValueError(
-            "a multi-scale model needs the haar basis with the multispeed schedule, got "
+            "a multi-scale model needs the haar basis with a multispeed or msf schedule, got "
             f"{type(basis).__name__} with {type(schedule).__name__}"
         )
     if basis.levels < 1:
         raise ValueError("a multi-scale model needs a Haar basis with at least 1 level")
     if not torch.equal(schedule.band.cpu(), basis.level_map() - 1):
-        raise ValueError("the multispeed bands must be the Haar levels (finest band first)")
+        raise ValueError("the schedule's bands must be the Haar levels (finest band first)")
+    ends = schedule.ends
+    if any(b < a for a, b in zip(ends, ends[1:], strict=False)):
+        raise ValueError(
+            f"a multi-scale model needs band windows that end from the finest band to the "
+            f"coarsest, got ends {ends}"
+        )
 
 
-def coarse_process(process: Process, scale: int) -> Process:
-    """The process of the bands left after dropping the ``scale`` finest detail levels.
+def stages(process: Process) -> tuple[list[float], list[int]]:
+    """``(ends, dropped)``, finest stage first: stage ``s`` runs until ``ends[s]`` (the distinct
+    band ends) with its ``dropped[s]`` finest Haar levels finished (pure noise)."""
+    check_multiscale_process(process)
+    band_ends = process.schedule.ends
+    ends = sorted(set(band_ends))
+    dropped = [0] + [sum(e <= lo for e in band_ends) for lo in ends[:-1]]
+    return ends, dropped
 
-    Basis: :meth:`Haar.coarse_basis`, acting on the image ``2^scale avg_pool(x, 2^scale)``
-    ``(C, H / 2^scale, W / 2^scale)``; schedule and prior: the full ones restricted to the
+
+def coarse_process(process: Process, dropped: int) -> Process:
+    """The process of the bands left after dropping the ``dropped`` finest detail levels.
+
+    Basis: :meth:`Haar.coarse_basis`, acting on the image ``2^dropped avg_pool(x, 2^dropped)``
+    ``(C, H / 2^dropped, W / 2^dropped)``; schedule and prior: the full ones restricted to the
     top-left block, so its components follow exactly the law of that block of ``process``.
     """
     check_multiscale_process(process)
     basis, schedule = process.basis, process.schedule
-    sub = basis.coarse_basis(scale)
+    sub = basis.coarse_basis(dropped)
     _, h, w = sub.shape
-    band = schedule.band[..., :h, :w].cpu() - scale
-    times = schedule.finishing_times[scale:]
-    sched = MultiSpeed(band, times, schedule.log_snr_max, schedule.log_snr_min)
+    sched = schedule.coarse(dropped, h, w)
     prior = Prior(
         sub.shape,
         process.prior.mean[..., :h, :w].cpu(),
@@ -58,28 +79,29 @@ def coarse_process(process: Process, scale: int) -> Process:
     return Process(sub, sched, prior).to(device)
 
 
-def pool_image(x: torch.Tensor, scale: int) -> torch.Tensor:
-    """``(B, C, H, W)`` -> ``2^scale avg_pool(x, 2^scale)``: the image of scale ``scale``'s
-    components (the factor keeps the Haar transform orthonormal)."""
-    if scale == 0:
+def pool_image(x: torch.Tensor, dropped: int) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``2^dropped avg_pool(x, 2^dropped)``: the image of the components
+    left after dropping ``dropped`` levels (the factor keeps the Haar transform orthonormal)."""
+    if dropped == 0:
         return x
-    f = 2**scale
+    f = 2**dropped
     return torch.nn.functional.avg_pool2d(x, f) * f
 
 
 class MultiScaleDenoiser(nn.Module):
-    """Denoiser of a Haar / multi-speed process made of one denoiser per scale.
+    """Denoiser of a Haar / band-window process made of one denoiser per stage ("scale").
 
     Args:
         process: the full process (see :func:`check_multiscale_process`).
-        scales: ``L + 1`` denoisers, finest first; ``scales[s]`` maps the components of
-            :func:`coarse_process` ``(process, s)`` ``(B, C, H / 2^s, W / 2^s)`` and a time to
-            its x0 estimate (a :class:`~nudiff.models.denoiser.Denoiser` whose ``process`` is
-            that sub-process, or an exact oracle). They may share a backbone.
+        scales: one denoiser per stage of :func:`stages`, finest first (``L + 1`` for
+            multispeed, 2 for msf); ``scales[s]`` maps the components of
+            :func:`coarse_process` ``(process, dropped[s])`` ``(B, C, H / 2^d, W / 2^d)`` and a
+            time to its x0 estimate (a :class:`~nudiff.models.denoiser.Denoiser` whose
+            ``process`` is that sub-process, or an exact oracle). They may share a backbone.
 
-    ``model(u, t)`` is a full-resolution denoiser: any sampler works with it, the bands finer
-    than scale ``s(t)`` get the exact prior answer ``alpha u / (alpha^2 + sigma^2)``, and the
-    network of scale ``s(t)`` sees only its block. ``model(u_s, t, scale=s)`` evaluates one
+    ``model(u, t)`` is a full-resolution denoiser: any sampler works with it, the bands
+    finished at scale ``s(t)`` get the exact prior answer ``alpha u / (alpha^2 + sigma^2)``, and
+    the network of scale ``s(t)`` sees only its block. ``model(u_s, t, scale=s)`` evaluates one
     scale on its own components (training; the coarse-to-fine sampler in
     :mod:`nudiff.samplers.multiscale` calls the scales directly).
     """
@@ -89,30 +111,28 @@ class MultiScaleDenoiser(nn.Module):
 
     def __init__(self, process: Process, scales: Sequence[nn.Module]):
         super().__init__()
-        check_multiscale_process(process)
-        levels = process.basis.levels
-        if len(scales) != levels + 1:
-            raise ValueError(f"need {levels + 1} scale denoisers (finest first), got {len(scales)}")
+        ends, dropped = stages(process)
+        if len(scales) != len(ends):
+            raise ValueError(
+                f"need {len(ends)} scale denoisers, one per stage (finest first), got {len(scales)}"
+            )
         for s, d in enumerate(scales):
-            want = process.basis.coarse_shape(s)
+            want = process.basis.coarse_shape(dropped[s])
             got = getattr(getattr(d, "process", None), "shape", None)
             if got != want:
                 raise ValueError(f"scale {s}'s denoiser must act on shape {want}, got {got}")
         self.process = process
         self.scales = nn.ModuleList(scales)
-        self.finishing_times = list(process.schedule.finishing_times)
+        #: the stages' ends ``E_s`` (finest first) and their dropped Haar levels ``d_s``
+        self.finishing_times, self.dropped = ends, dropped
 
     @property
     def num_classes(self) -> int | None:
         return getattr(self.scales[0], "num_classes", None)
 
-    @property
-    def levels(self) -> int:
-        return len(self.scales) - 1
-
     def scale_at(self, t: float) -> int:
-        """The scale whose bands are active at time ``t``: the number of detail bands whose
-        finishing time is ``<= t``."""
+        """The scale whose bands are active at time ``t``: the number of stages that end at or
+        before ``t``."""
         return bisect.bisect_right(self.finishing_times[:-1], float(t))
 
     def interval(self, scale: int) -> tuple[float, float]:
@@ -144,7 +164,7 @@ class MultiScaleDenoiser(nn.Module):
         return out
 
     def _fill(self, out, u, t, s: int, rows, kw: dict) -> None:
-        _, h, w = self.process.basis.coarse_shape(s)
+        _, h, w = self.process.basis.coarse_shape(self.dropped[s])
         tr = t if t.numel() == 1 else t[rows]
         # per-row keywords (class labels) follow their rows
         kw = {k: v[rows] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in kw.items()}

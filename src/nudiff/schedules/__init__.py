@@ -2,6 +2,8 @@
 
 from nudiff.schedules.base import ScalarSchedule, Schedule, as_times, vp_from_log_snr
 from nudiff.schedules.component import (
+    MSF,
+    BandWindows,
     MultiSpeed,
     PerComponentVP,
     Sequential,
@@ -12,7 +14,9 @@ from nudiff.schedules.scalar import EDM, VE, RectifiedFlow, VPCosine, VPLinear
 
 __all__ = [
     "EDM",
+    "MSF",
     "VE",
+    "BandWindows",
     "MultiSpeed",
     "PerComponentVP",
     "RectifiedFlow",

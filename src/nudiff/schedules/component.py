@@ -125,16 +125,57 @@ class WindowedLogSNR(PerComponentVP):
         return self.start, self.end
 
 
-class MultiSpeed(WindowedLogSNR):
-    """MSDiff's multi-speed schedule on band-labelled components (e.g. Haar levels).
+class BandWindows(WindowedLogSNR):
+    """One window per band of a band-labelled basis: band ``k`` (``k = 0`` the finest detail
+    band, the last the coarsest approximation) is noised during ``[starts[k], ends[k]]``.
 
-    Band ``k`` (``k = 0`` the finest detail band, the last the coarsest approximation) is noised
-    from ``log_snr_max`` at t = 0 to ``log_snr_min`` at its finishing time ``T_k``; defaults
-    ``T_k = (k + 1) / n`` for ``n`` bands, and the coarsest band finishes at ``T = 1``.
+    The schedules of the multi-scale model (:mod:`nudiff.models.multiscale`): once ``t``
+    passes ``ends[k]`` band ``k`` is pure noise, so with ends that do not decrease from fine to
+    coarse a network need only see the bands that are not yet finished.
 
     Args:
-        band: long tensor ``(C, H, W)``, each component's band index ``0..n-1`` (the Haar basis's
-            ``level_map() - 1``).
+        band: long tensor ``(C, H, W)``, each component's band index ``0..n-1`` (the Haar
+            basis's ``level_map() - 1``).
+        starts, ends: ``n`` times each, ``0 <= starts[k] < ends[k] <= 1``.
+    """
+
+    def __init__(
+        self,
+        band: torch.Tensor,
+        starts: Sequence[float],
+        ends: Sequence[float],
+        log_snr_max: float = 10.0,
+        log_snr_min: float = -10.0,
+    ):
+        band = torch.as_tensor(band).long()
+        n = int(band.max()) + 1
+        starts = torch.as_tensor(list(starts), dtype=torch.float64)
+        ends = torch.as_tensor(list(ends), dtype=torch.float64)
+        if starts.numel() != n or ends.numel() != n:
+            raise ValueError(
+                f"need one start and one end per band ({n}), got {starts.numel()} and "
+                f"{ends.numel()}"
+            )
+        super().__init__(starts[band], ends[band], log_snr_max, log_snr_min)
+        self.starts, self.ends = starts.tolist(), ends.tolist()
+        self.register_buffer("band", band, persistent=False)
+
+    def coarse(self, dropped: int, h: int, w: int) -> BandWindows:
+        """The schedule of the top-left ``(h, w)`` block once the ``dropped`` finest bands are
+        left out (a multi-scale model's stage)."""
+        band = self.band[..., :h, :w].cpu() - dropped
+        return BandWindows(
+            band, self.starts[dropped:], self.ends[dropped:], self.log_snr_max, self.log_snr_min
+        )
+
+
+class MultiSpeed(BandWindows):
+    """MSDiff's multi-speed schedule: every band is noised from t = 0, band ``k`` (finest
+    first) until its finishing time ``T_k``; defaults ``T_k = (k + 1) / n`` for ``n`` bands, so
+    the coarsest band finishes at ``T = 1``.
+
+    Args:
+        band: as :class:`BandWindows`.
         finishing_times: ``n`` increasing times in ``(0, 1]``, or None for equal spacing.
     """
 
@@ -158,9 +199,47 @@ class MultiSpeed(WindowedLogSNR):
             raise ValueError(f"finishing_times must lie in (0, 1], got {times.tolist()}")
         if not (times[1:] > times[:-1]).all():
             raise ValueError(f"finishing_times must be increasing, got {times.tolist()}")
-        super().__init__(torch.zeros(band.shape), times[band], log_snr_max, log_snr_min)
+        super().__init__(band, [0.0] * n, times.tolist(), log_snr_max, log_snr_min)
         self.finishing_times = times.tolist()
-        self.register_buffer("band", band, persistent=False)
+
+    def coarse(self, dropped: int, h: int, w: int) -> MultiSpeed:
+        band = self.band[..., :h, :w].cpu() - dropped
+        times = self.finishing_times[dropped:]
+        return MultiSpeed(band, times, self.log_snr_max, self.log_snr_min)
+
+
+class MSF(BandWindows):
+    """MSF's two-stage factorisation as a schedule: base first, then the residual.
+
+    On a Haar basis with ``L`` levels the approximation band is the image average-pooled by
+    ``2^L`` (the *base*) and the detail bands together are ``x - up(base)`` with nearest
+    up-sampling (the *residual*). The residual is noised during ``[0, split]`` while the base
+    stays clean; the base is noised during ``[split, 1]`` while the residual is pure noise.
+    Generation therefore makes the base alone first (``t`` from 1 to ``split``), then the
+    residual with the base clean and frozen.
+
+    Args:
+        band: as :class:`BandWindows`; the last band is the base, all others the residual.
+        split: the time ``tau`` in ``(0, 1)`` at which the stages meet.
+    """
+
+    def __init__(
+        self,
+        band: torch.Tensor,
+        split: float = 0.5,
+        log_snr_max: float = 10.0,
+        log_snr_min: float = -10.0,
+    ):
+        split = float(split)
+        if not 0 < split < 1:
+            raise ValueError(f"split must be in (0, 1), got {split}")
+        band = torch.as_tensor(band).long()
+        n = int(band.max()) + 1
+        if n < 2:
+            raise ValueError("MSF needs a base band and at least one residual band")
+        starts, ends = [0.0] * (n - 1) + [split], [split] * (n - 1) + [1.0]
+        super().__init__(band, starts, ends, log_snr_max, log_snr_min)
+        self.split = split
 
 
 def _interior(times: torch.Tensor) -> list[float]:
