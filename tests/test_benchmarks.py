@@ -11,6 +11,7 @@ from nudiff.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
+CIFAR = ROOT.parent / "shared" / "data" / "cifar10.npz"
 TINY_UNET = "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}"
 
 
@@ -134,3 +135,34 @@ def test_guidance_benchmark_rows(tmp_path, monkeypatch):
         assert 0 <= row["class_accuracy"] <= 1 and math.isfinite(row["fd"]) and row["n"] == 30
     assert r["best_fd_guidance"] in (1.0, 3.0) and isinstance(r["accuracy_rises"], bool)
     assert (out / "guidance_3.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR.is_file(), reason=f"offline CIFAR-10 not found at {CIFAR}")
+def test_msf_benchmark_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the configs read ../shared/data
+    out, js = tmp_path / "bench", tmp_path / "m.json"
+    sets = [TINY_UNET, "train.batch_size=8", "sample.steps=4", "sample.budgets=null"]
+    args = ["bench", "msf", "--budget-minutes", "0.02", "--n-samples", "40"]
+    args += ["--feature-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
+    assert main(args) == 0
+    r = json.loads(js.read_text())
+    single, msf = r["rows"]
+    assert (single["model"], msf["model"]) == ("single-stage", "msf")
+    for row in r["rows"]:
+        assert row["steps"] > 0 and row["train_minutes"] > 0 and row["nfe"] == 5
+        assert math.isfinite(row["fd"]) and row["fd_se"] > 0 and row["ms_per_sample"] > 0
+    # the hooks count every call: 5 full-resolution calls of the one UNet per sample
+    from nudiff.run import load_run
+
+    unet = load_run(out / "single-stage")[1].backbone
+    assert single["macs_per_sample"] == 5 * unet.count_macs(32, 32)
+    assert msf["budgets"] is None and 0 < r["comparison"]["mac_ratio"]
+    assert set(r["comparison"]) == {
+        "mac_ratio",
+        "time_ratio",
+        "fd_difference",
+        "fd_se",
+        "target_met",
+    }
+    assert (out / "msf_samples.png").is_file()
