@@ -1,6 +1,7 @@
 """``nudiff eval`` and ``nudiff features`` end to end on a tiny run and tiny data."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -77,3 +78,13 @@ def test_export_features_and_fd_end_to_end(tiny_run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", "fd", "--n", "8", *common]) == 2
     assert "exactly one of a run" in capsys.readouterr().err
+
+
+def test_eval_nll_with_the_variational_bound(tiny_run, tmp_path, capsys):
+    out = tmp_path / "elbo.json"
+    args = ["eval", "nll", str(tiny_run), "--n", "4", "--method", "elbo", "--times", "8"]
+    assert main([*args, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["method"] == "elbo" and result["n_times"] == 8 and result["nfe_mean"] == 8
+    assert result["n"] == 4 and math.isfinite(result["nll_bpd"]) and result["nll_bpd"] > 0
+    assert "method elbo" in capsys.readouterr().out

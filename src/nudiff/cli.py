@@ -234,8 +234,10 @@ def _eval_nll(args) -> None:
         rtol=args.rtol,
         atol=args.atol,
         n_probes=args.probes,
+        method=args.method,
+        n_times=args.times,
     )
-    _print_json(result, args.json, ("nll_bpd", "stderr", "n", "nfe_mean", "seconds"))
+    _print_json(result, args.json, ("method", "nll_bpd", "stderr", "n", "nfe_mean", "seconds"))
 
 
 def _eval_fd(args) -> None:
@@ -424,7 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="likelihood (bits/dim) and Frechet distances")
     ev_sub = ev.add_subparsers(dest="metric", required=True)
-    nll = ev_sub.add_parser("nll", help="NLL in bits/dim from the probability-flow ODE")
+    nll = ev_sub.add_parser(
+        "nll", help="NLL in bits/dim: the probability-flow ODE's, or the variational bound"
+    )
     nll.add_argument("run", help="run folder or checkpoint folder")
     nll.add_argument(
         "--data",
@@ -433,6 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nll.add_argument("--n", type=int, default=1000)
     nll.add_argument("--batch-size", type=int, default=64)
+    nll.add_argument(
+        "--method",
+        default="ode",
+        choices=["ode", "elbo"],
+        help="ode: the PF-ODE density (dopri5); elbo: the variational bound (an upper bound)",
+    )
+    nll.add_argument("--times", type=int, default=64, help="elbo: denoiser calls per image")
     nll.add_argument("--divergence", default="auto", choices=["auto", "exact", "hutchinson"])
     nll.add_argument("--probes", type=int, default=1, help="Hutchinson probes per image")
     nll.add_argument("--rtol", type=float, default=1e-5)

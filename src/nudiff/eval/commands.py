@@ -84,8 +84,12 @@ def eval_nll(
     atol: float = 1e-5,
     n_probes: int = 1,
     progress: bool = True,
+    method: str = "ode",
+    n_times: int = 64,
 ) -> dict:
-    """NLL in bits/dim of a run on ``n`` images (see :func:`nudiff.eval.likelihood.nll_bpd`)."""
+    """NLL in bits/dim of a run on ``n`` images (see :func:`nudiff.eval.likelihood.nll_bpd`):
+    ``method`` ``ode`` (PF-ODE; ``divergence``, ``rtol``, ``atol``, ``n_probes``) or ``elbo``
+    (the variational bound with ``n_times`` denoiser calls per image)."""
     from nudiff.eval.likelihood import nll_bpd
     from nudiff.run import load_run
 
@@ -93,6 +97,10 @@ def eval_nll(
         raise ValueError(f"--n and --batch-size must be >= 1, got {n}, {batch_size}")
     cfg, model = load_run(run, ema=ema, device=device)
     images = _eval_images(cfg, data, n)
+    if method == "elbo":
+        settings = {"n_times": n_times}
+    else:
+        settings = {"divergence": divergence, "rtol": rtol, "atol": atol, "n_probes": n_probes}
     out = nll_bpd(
         model,
         model.process,
@@ -100,18 +108,15 @@ def eval_nll(
         batch_size=batch_size,
         seed=seed,
         progress=progress,
-        divergence=divergence,
-        rtol=rtol,
-        atol=atol,
-        n_probes=n_probes,
+        method=method,
+        **settings,
     )
     return {
         "run": str(run),
         "data": data or "run holdout split",
         "ema": ema,
-        "divergence": divergence,
-        "rtol": rtol,
-        "atol": atol,
+        "method": method,
+        **settings,
         **out,
     }
 

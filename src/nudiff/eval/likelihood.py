@@ -150,11 +150,20 @@ def nll_bpd(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = False,
+    method: str = "ode",
     **kwargs,
 ) -> dict:
     """NLL in bits/dim of uint8 images ``(N, C, H, W)``: mean, standard error over images, the
-    NFE per batch and the time. ``kwargs`` go to :func:`ode_log_likelihood`."""
+    NFE per batch and the time. ``method``: ``ode`` (the PF-ODE density; ``kwargs`` go to
+    :func:`ode_log_likelihood`) or ``elbo`` (the variational bound, an upper bound on the
+    SDE model's NLL; ``kwargs`` go to :func:`nudiff.eval.elbo.elbo_log_likelihood`)."""
     from tqdm.auto import tqdm
+
+    from nudiff.eval.elbo import elbo_log_likelihood
+
+    methods = {"ode": ode_log_likelihood, "elbo": elbo_log_likelihood}
+    if method not in methods:
+        raise ValueError(f"method must be one of {sorted(methods)}, got {method!r}")
 
     if images.dim() != 4 or images.dtype != torch.uint8:
         raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
@@ -167,7 +176,7 @@ def nll_bpd(
     batches = images.split(batch_size)
     for batch in tqdm(batches, desc="nll", leave=False) if progress else batches:
         x = dequantize(batch, g).to(device)
-        out = ode_log_likelihood(denoiser, process, x, generator=g, **kwargs)
+        out = methods[method](denoiser, process, x, generator=g, **kwargs)
         values.append(bits_per_dim(out.log_prob.double().cpu(), math.prod(process.shape)))
         nfes.append(out.nfe)
     bpd = torch.cat(values).numpy()
