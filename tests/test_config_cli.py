@@ -308,3 +308,22 @@ def test_quickstart_says_when_the_time_guard_stopped_it(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "of 1000 steps (stopped by the 0.0001-minute guard); 64 samples" in out
     assert (tmp_path / "qs" / "samples.png").is_file()
+
+
+def test_noise_conditioning_t_builds_a_one_feature_backbone(tmp_path):
+    from nudiff.build import build_denoiser, build_process
+
+    for conditioning, width in (("t", 1), ("log_snr_groups", 1 + 3)):
+        cfg = load_config(
+            ROOT / "configs" / "quickstart.yaml",
+            [f"model.noise_conditioning={conditioning}", "model.sigma_data=0.5"],
+        )
+        process = build_process(cfg)
+        model = build_denoiser(cfg, process)
+        u = torch.randn(2, *process.shape)
+        for d in model.scales:  # every scale: the full process's layout, or t alone
+            t = torch.rand(2)
+            assert d.condition(t, d.process.log_snr(t)).shape == (2, width)
+        assert model(u, torch.tensor([0.9])).shape == u.shape
+    with pytest.raises(ConfigError, match="noise_conditioning"):
+        load_config(ROOT / "configs" / "quickstart.yaml", ["model.noise_conditioning=sigma"])

@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -119,3 +120,31 @@ def test_edm_with_data_moments_is_the_gaussian_oracle_at_zero_output():
     active = ~process.inactive(t).expand_as(u)
     assert active.float().mean() > 0.5
     torch.testing.assert_close(d(u, t)[active], oracle(u, t)[active], atol=1e-5, rtol=1e-5)
+
+
+def test_noise_conditioning_is_t_and_the_group_log_snrs_or_t_alone():
+    """``log_snr_groups``: t and each basis group's mean log-SNR / 8, so one network tells two
+    schedules apart at the same t; ``t``: the time alone, the same for both."""
+    from nudiff.schedules import SoftConditioning
+
+    haar = Haar((1, 8, 8), 2)
+    u = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    t = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    index, names = haar.groups()
+    seen = {}
+    for conditioning in ("log_snr_groups", "t"):
+        for softness in (0.5, 2.0):
+            process = Process(haar, SoftConditioning(haar.label(), softness)).double()
+            backbone = Constant()
+            Denoiser(process, backbone, noise_conditioning=conditioning).double()(u, t)
+            seen[conditioning, softness] = backbone.seen[0][1]
+            width = Denoiser.noise_features(process, conditioning=conditioning)
+            assert seen[conditioning, softness].shape == (2, width)
+    lam = process.log_snr(t).expand(2, 1, 8, 8)
+    groups = torch.stack([lam[:, index == g].mean(1) for g in range(len(names))], 1)
+    torch.testing.assert_close(seen["log_snr_groups", 2.0], torch.cat([t[:, None], groups / 8], 1))
+    torch.testing.assert_close(seen["t", 2.0], t[:, None])
+    assert not torch.allclose(seen["log_snr_groups", 0.5], seen["log_snr_groups", 2.0])
+    assert torch.equal(seen["t", 0.5], seen["t", 2.0])
+    with pytest.raises(ValueError, match="noise_conditioning must be one of"):
+        Denoiser(process, Constant(), noise_conditioning="sigma")

@@ -207,11 +207,13 @@ def build_denoiser(
         return build_multiscale(cfg, process, dataset)
     if cfg.conditional is not None:
         return build_conditional(cfg, process)
-    backbone = build_backbone(cfg, process.shape[0], Denoiser.noise_features(process))
+    features = Denoiser.noise_features(process, conditioning=m.noise_conditioning)
+    backbone = build_backbone(cfg, process.shape[0], features)
+    kw = {"noise_conditioning": m.noise_conditioning}
     if m.sigma_data != "data":
-        return Denoiser(process, backbone, m.prediction, sigma_data=m.sigma_data)
+        return Denoiser(process, backbone, m.prediction, sigma_data=m.sigma_data, **kw)
     mean, std = _data_moments(cfg, process, dataset)
-    return Denoiser(process, backbone, m.prediction, data_mean=mean, data_std=std)
+    return Denoiser(process, backbone, m.prediction, data_mean=mean, data_std=std, **kw)
 
 
 def build_multiscale(
@@ -222,7 +224,7 @@ def build_multiscale(
     scale (with its ``model.multiscale.stages`` overrides) or a shared one. Data moments are
     measured once at full resolution and cropped."""
     m, ms = cfg.model, cfg.model.multiscale
-    features = Denoiser.noise_features(process)
+    features = Denoiser.noise_features(process, conditioning=m.noise_conditioning)
     shared = build_backbone(cfg, process.shape[0], features) if ms.share else None
     mean, std = _data_moments(cfg, process, dataset)
     scales = []
@@ -242,6 +244,7 @@ def build_multiscale(
             kw = {}  # placeholders, loaded from the state dict
         else:
             kw = {"data_mean": mean[..., :h, :w], "data_std": std[..., :h, :w]}
+        kw["noise_conditioning"] = m.noise_conditioning
         scales.append(Denoiser(sub, backbone, m.prediction, absent_groups=d, **kw))
     return MultiScaleDenoiser(process, scales)
 

@@ -216,7 +216,10 @@ class ModelConfig(_Strict):
     process). ``backbone``: the network, ``unet``, ``dit`` or ``lego``, configured by the section
     of that name. ``num_classes``: a class-conditional model (labels from the data: shapes, or
     an npz with ``y_train``), its label hidden on a ``label_dropout`` share of each batch so the
-    same network is the unconditional model of classifier-free guidance."""
+    same network is the unconditional model of classifier-free guidance.
+    ``noise_conditioning``: what the backbone is told about the noise, ``log_snr_groups`` (t and
+    the mean log-SNR of every basis group: needed when one network serves several schedules)
+    or ``t`` (the scalar time alone)."""
 
     prediction: Literal["edm", "eps", "x0", "v"] = "edm"
     sigma_data: Literal["data"] | Annotated[float, Field(gt=0)] = "data"
@@ -224,6 +227,7 @@ class ModelConfig(_Strict):
     backbone: Literal["unet", "dit", "lego"] = "unet"
     num_classes: Annotated[int, Field(ge=1)] | None = None
     label_dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    noise_conditioning: Literal["log_snr_groups", "t"] = "log_snr_groups"
     unet: UNetConfig = UNetConfig()
     dit: DiTConfig = DiTConfig()
     lego: LegoConfig = LegoConfig()
@@ -426,6 +430,8 @@ class Config(_Strict):
             raise ValueError("conditional models take model.backbone unet or dit, not lego")
         if self.model.num_classes is not None:
             raise ValueError("conditional models do not take model.num_classes")
+        if self.model.noise_conditioning != "log_snr_groups":
+            raise ValueError("conditional models take model.noise_conditioning: log_snr_groups")
         if self.model.sigma_data == "data":
             raise ValueError("conditional models take a numeric model.sigma_data (e.g. 0.5)")
         if c.estimator == "cdiffe" and self.process.schedule.type in (

@@ -9,6 +9,8 @@ from nudiff.parametrization import to_x0
 from nudiff.process import Process
 from nudiff.schedules import as_times
 
+NOISE_CONDITIONINGS = ("log_snr_groups", "t")
+
 
 class Denoiser(nn.Module):
     """``D(u_t, t) -> E[u_0 | u_t]`` in whitened components, built around an image backbone.
@@ -30,11 +32,12 @@ class Denoiser(nn.Module):
       - ``eps`` / ``v``: ``F`` is the eps / v prediction, converted exactly;
       - ``x0``: ``x0 = m + s F``.
 
-    The backbone is conditioned on ``t`` and the mean log-SNR of every basis group (so a
-    per-component schedule's state is visible at a glance), ``1 + absent_groups + n_groups``
+    ``noise_conditioning``: ``log_snr_groups`` (default) conditions the backbone on ``t`` and
+    the mean log-SNR of every basis group (so a per-component schedule's state is visible at a
+    glance, and one network can serve several schedules), ``1 + absent_groups + n_groups``
     features: ``absent_groups`` leading features report groups this process leaves out as fully
     noised (a multi-scale model's coarse scales drop the finest Haar bands; a network shared
-    across scales then sees one conditioning layout).
+    across scales then sees one conditioning layout). ``t``: the scalar time alone (1 feature).
 
     Components that are fully noised at ``t`` (``process.inactive``) get the exact answer for a
     unit-variance prior, ``alpha u_t / (alpha^2 + sigma^2)``, i.e. the prior score, not the
@@ -50,10 +53,17 @@ class Denoiser(nn.Module):
         data_mean: torch.Tensor | None = None,
         data_std: torch.Tensor | None = None,
         absent_groups: int = 0,
+        noise_conditioning: str = "log_snr_groups",
     ):
         super().__init__()
         if prediction not in ("edm", "eps", "x0", "v"):
             raise ValueError(f"prediction must be one of edm, eps, x0, v; got {prediction!r}")
+        if noise_conditioning not in NOISE_CONDITIONINGS:
+            raise ValueError(
+                f"noise_conditioning must be one of {NOISE_CONDITIONINGS}, got "
+                f"{noise_conditioning!r}"
+            )
+        self.noise_conditioning = noise_conditioning
         self.process, self.backbone = process, backbone
         self.prediction = prediction
         self.absent_groups = int(absent_groups)
@@ -72,12 +82,20 @@ class Denoiser(nn.Module):
         self.register_buffer("group_avg", onehot / onehot.sum(0), persistent=False)
 
     @staticmethod
-    def noise_features(process: Process, absent_groups: int = 0) -> int:
+    def noise_features(
+        process: Process, absent_groups: int = 0, conditioning: str = "log_snr_groups"
+    ) -> int:
+        """The width of :meth:`condition`'s output."""
+        if conditioning == "t":
+            return 1
         return 1 + absent_groups + len(process.basis.groups()[1])
 
     def condition(self, t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
         """Noise conditioning ``(B, 1 + absent_groups + n_groups)``: ``t`` and group-mean
-        log-SNR / 8 (absent groups at the schedule's fully-noised log-SNR)."""
+        log-SNR / 8 (absent groups at the schedule's fully-noised log-SNR); ``(B, 1)``, ``t``
+        alone, with ``noise_conditioning="t"``."""
+        if self.noise_conditioning == "t":
+            return t.view(-1, 1).to(log_snr.dtype)
         lam = log_snr.clamp(-20, 20).expand(t.shape[0], *self.process.shape).flatten(1)
         groups = lam @ self.group_avg.to(lam.dtype)
         absent = max(-20.0, self.process.schedule.inactive_log_snr)
