@@ -140,7 +140,7 @@ class ExactClassDenoiser(Denoiser):
     def _gaussian(self, u, alpha, sigma, mean):
         return mean + alpha * self.var * (u - alpha * mean) / (alpha**2 * self.var + sigma**2)
 
-    def _estimate(self, u, t, all_bricks, labels):
+    def _estimate(self, u, t, all_bricks, labels, process=None):
         alpha, sigma = self.process.coefficients(t, u)
         k = len(self.means)
         means = self.means.to(u)[labels.clamp(max=k - 1)]  # (B, C, H, W)

@@ -333,6 +333,8 @@ def build_loss(
         joint=joint,
         num_classes=cfg.model.num_classes,
         label_dropout=cfg.model.label_dropout,
+        softness=(l.softness.min, l.softness.max) if l.softness is not None else None,
+        seed=cfg.train.seed,
     )
 
 

@@ -119,6 +119,7 @@ def _sample(args) -> None:
         labels=labels,
         guidance=args.guidance,
         guidance_interval=_interval(args.guidance_interval),
+        overrides=args.set,
     )
     save_samples(result, args.out, args.npz, nrow=nrow)
     skipped = f" ({result.skipped} with bricks skipped)" if args.skip else ""
@@ -169,7 +170,7 @@ def _sample_conditional(args) -> None:
     from nudiff.eval.lpips import LPIPS_ENV, lpips_or_none
     from nudiff.run import load_run, sample_conditional, sample_settings, save_samples
 
-    cfg, model = load_run(args.run, ema=args.ema, device=_device(args.device))
+    cfg, model = load_run(args.run, ema=args.ema, device=_device(args.device), overrides=args.set)
     if cfg.conditional is None:
         raise ValueError(f"{args.run} is not a conditional model (no conditional section)")
     if args.per_input < 1:
@@ -335,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     sa = sub.add_parser("sample", help="sample a trained run")
     sa.add_argument("run", help="run folder or checkpoint folder")
     sa.add_argument("--n", type=int, default=64)
+    sa.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a key of the run's config, e.g. process.schedule.softness=0.7",
+    )
     sa.add_argument("--sampler", default=None, help="default: the run config's sample.sampler")
     sa.add_argument("--steps", type=int, default=None, help="default: the run config's")
     sa.add_argument(

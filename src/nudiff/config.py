@@ -235,16 +235,28 @@ class ModelConfig(_Strict):
 
 
 # ------------------------------------------------------------------------------------- loss
+class SoftnessRange(_Strict):
+    """A softness range for one model over several soft-conditioning schedules (``max`` may be
+    ``.inf``: standard diffusion)."""
+
+    min: float = Field(gt=0)
+    max: float = Field(gt=0)
+
+
 class LossConfig(_Strict):
     """``weighting`` of the squared x0 error per component: ``uniform`` (uniform in the
     prediction target's space), ``likelihood`` (g^2 / sigma^2 on the eps error: the ELBO),
     ``min-snr`` (min(SNR, min_snr_gamma)); ``band_weights`` multiplies per basis group.
-    ``t_sampling``: uniform | stratified (over the global batch) | interval (``t_interval``)."""
+    ``t_sampling``: uniform | stratified (over the global batch) | interval (``t_interval``).
+    ``softness``: ``{min, max}`` trains one model over that range of the soft-conditioning
+    schedule's softness (one draw per batch, uniform in 1 / softness); sampling then takes any
+    ``process.schedule.softness`` inside it."""
 
     weighting: Literal["uniform", "likelihood", "min-snr"] = "uniform"
     min_snr_gamma: float = Field(5.0, gt=0)
     band_weights: list[float] | None = None
     t_sampling: Literal["uniform", "stratified", "interval"] = "stratified"
+    softness: SoftnessRange | None = None
     t_interval: tuple[float, float] | None = None
 
     @model_validator(mode="after")
@@ -336,6 +348,8 @@ class Config(_Strict):
         basis = self.process.basis
         if self.process.schedule.type == "msf":
             self._check_msf()
+        if self.loss.softness is not None:
+            self._check_softness()
         if basis.levels is not None and basis.type != "haar":
             raise ValueError(
                 f"process.basis.levels applies to the haar basis only, not {basis.type!r}"
@@ -368,6 +382,26 @@ class Config(_Strict):
                     f"process.schedule.levels={schedule.levels} differs from "
                     f"process.basis.levels={basis.levels}"
                 )
+
+    def _check_softness(self) -> None:
+        lo, hi = self.loss.softness.min, self.loss.softness.max
+        schedule = self.process.schedule
+        if schedule.type != "soft":
+            raise ValueError(
+                f"loss.softness needs process.schedule.type: soft, got {schedule.type}"
+            )
+        if lo > hi:
+            raise ValueError(f"loss.softness needs min <= max, got {lo} and {hi}")
+        if not lo <= schedule.softness <= hi:
+            raise ValueError(
+                f"process.schedule.softness={schedule.softness} lies outside the range the "
+                f"model is trained on, loss.softness [{lo}, {hi}]"
+            )
+        if self.model.noise_conditioning != "log_snr_groups" or self.model.multiscale:
+            raise ValueError(
+                "loss.softness needs model.noise_conditioning: log_snr_groups (the network "
+                "tells softnesses apart by the group log-SNRs) and no model.multiscale"
+            )
 
     def haar_levels(self) -> int:
         """The Haar basis's levels (its default for the resolution when null)."""

@@ -53,6 +53,14 @@ class DenoisingLoss(nn.Module):
     model is class-conditional; the data's labels (``noise["labels"]``, put there by the
     trainer) are replaced by the null label on a ``label_dropout`` share of the rows, which
     trains the unconditional model of classifier-free guidance in the same network.
+
+    ``softness`` ``(min, max)`` (a GUD soft-conditioning process): one model over a range of
+    softness. Each batch draws ``a = 1 / softness`` uniformly in ``[1 / max, 1 / min]`` (``max``
+    may be inf: standard diffusion) from a generator seeded by ``(seed, step)`` (a function of
+    the step, so resume and DDP replay it; no device sync), and the batch is noised and
+    denoised with the process at that softness. One draw per batch, not per sample: the
+    schedule is then one tensor per batch like any other, and the network tells softnesses
+    apart through the group log-SNRs of its noise conditioning.
     """
 
     def __init__(
@@ -68,10 +76,20 @@ class DenoisingLoss(nn.Module):
         joint: bool = False,
         num_classes: int | None = None,
         label_dropout: float = 0.0,
+        softness: tuple[float, float] | None = None,
+        seed: int = 0,
     ):
         super().__init__()
         if not 0.0 <= label_dropout <= 1.0:
             raise ValueError(f"label_dropout must be in [0, 1], got {label_dropout}")
+        if softness is not None:
+            if not hasattr(process.schedule, "with_softness"):
+                raise ValueError("a softness range needs the soft-conditioning schedule")
+            lo, hi = (float(v) for v in softness)
+            if not 0 < lo <= hi:
+                raise ValueError(f"softness needs 0 < min <= max, got {softness}")
+            softness = (lo, hi)
+        self.softness, self.seed = softness, int(seed)
         self.num_classes, self.label_dropout = num_classes, float(label_dropout)
         if weighting not in ("uniform", "likelihood", "min-snr"):
             raise ValueError(f"weighting must be uniform, likelihood or min-snr; got {weighting!r}")
@@ -94,11 +112,28 @@ class DenoisingLoss(nn.Module):
     def draw(self, n: int, generator: torch.Generator, step: int = 0) -> dict[str, torch.Tensor]:
         t = sample_times(n, self.t_sampling, generator, self.process.t_min, self.t_interval)
         eps = torch.randn((n, *self.process.shape), generator=generator, device=generator.device)
-        if self.num_classes is None:
-            return {"t": t, "eps": eps}
-        # which rows train the null label: drawn like t and eps, so resume and DDP stay exact
-        drop = torch.rand(n, generator=generator, device=generator.device) < self.label_dropout
-        return {"t": t, "eps": eps, "drop": drop}
+        out = {"t": t, "eps": eps}
+        if self.num_classes is not None:
+            # which rows train the null label: drawn like t and eps, so resume and DDP stay exact
+            u = torch.rand(n, generator=generator, device=generator.device)
+            out["drop"] = u < self.label_dropout
+        if self.softness is not None:
+            out["softness"] = self.softness_for_step(step)
+        return out
+
+    def softness_for_step(self, step: int) -> float:
+        """The softness of step ``step``: ``1 / a``, ``a`` uniform in ``[1 / max, 1 / min]``."""
+        lo, hi = 1 / self.softness[1], 1 / self.softness[0]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        a = lo + (hi - lo) * float(torch.rand(1, generator=g, dtype=torch.float64))
+        return 1 / a if a > 0 else float("inf")  # a = 0: standard diffusion
+
+    def process_for(self, noise: dict) -> Process:
+        """The process of a batch: the loss's own, or at the batch's drawn softness."""
+        if "softness" not in noise:
+            return self.process
+        p = self.process
+        return Process(p.basis, p.schedule.with_softness(noise["softness"]), p.prior)
 
     def labels(self, noise: dict, like: torch.Tensor) -> dict:
         """The model's label keyword for a batch: its labels, the null label where dropped."""
@@ -109,19 +144,22 @@ class DenoisingLoss(nn.Module):
         labels = noise["labels"].to(like.device)
         return {"labels": torch.where(noise["drop"].to(like.device), self.num_classes, labels)}
 
-    def weight(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    def weight(
+        self, t: torch.Tensor, like: torch.Tensor, process: Process | None = None
+    ) -> torch.Tensor:
         """Weight on the squared x0 error, ``(B, C, H, W)`` or broadcastable."""
-        alpha, sigma = self.process.coefficients(t, like)
+        process = process or self.process
+        alpha, sigma = process.coefficients(t, like)
         snr = (alpha / sigma) ** 2
         if self.weighting == "likelihood":
-            f, g2 = self.process.sde(t, like)
+            f, g2 = process.sde(t, like)
             w = g2 / sigma**2 * snr
         elif self.weighting == "min-snr":
             w = snr.clamp(max=self.min_snr_gamma)
         else:
             w = self._uniform(alpha, sigma, snr)
         w = w * self.band_weight.to(like.dtype)
-        return torch.where(self.process.inactive(t, like=like), 0.0, w)
+        return torch.where(process.inactive(t, like=like), 0.0, w)
 
     def _uniform(self, alpha, sigma, snr):
         sd2 = self.sigma_data.to(snr.dtype) ** 2
@@ -136,14 +174,17 @@ class DenoisingLoss(nn.Module):
     def elementwise(self, model: nn.Module, x0: torch.Tensor, noise: dict) -> torch.Tensor:
         """Weighted squared error per element ``(B, C, H, W)``."""
         t, eps = noise["t"].to(x0.device), noise["eps"].to(x0)
-        u0 = self.process.encode(x0)
-        ut = self.process.marginal(u0, t, eps)
+        process = self.process_for(noise)
+        u0 = process.encode(x0)
+        ut = process.marginal(u0, t, eps)
         kw = self.labels(noise, x0)
+        if process is not self.process:  # a model trained over a range of softness
+            kw["process"] = process
         if self.joint:  # LEGO: the mean of every brick's own denoising error
             err = ((model(ut, t, all_bricks=True, **kw) - u0) ** 2).mean(0)
         else:
             err = (model(ut, t, **kw) - u0) ** 2
-        return self.weight(t, u0) * err
+        return self.weight(t, u0, process) * err
 
     def forward(self, model: nn.Module, x0: torch.Tensor, noise: dict) -> torch.Tensor:
         return self.elementwise(model, x0, noise).flatten(1).mean(1)

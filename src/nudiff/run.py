@@ -88,17 +88,28 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
 
 
 def load_run(
-    path: str | Path, ema: bool = True, device=None, resolution: int | None = None
+    path: str | Path,
+    ema: bool = True,
+    device=None,
+    resolution: int | None = None,
+    overrides: list[str] | None = None,
 ) -> tuple[Config, Denoiser]:
     """Config and denoiser (EMA weights by default) from a run folder or checkpoint folder.
 
     ``resolution``: rebuild the model for ``resolution`` x ``resolution`` images (see
-    :func:`at_resolution`); the returned config says the new resolution."""
+    :func:`at_resolution`); the returned config says the new resolution. ``overrides``:
+    ``--set`` items applied to the run's config before the model is built (e.g.
+    ``process.schedule.softness=0.7`` for a model trained over a softness range; the config's
+    checks apply, and weights that do not fit the changed model are an error)."""
+    from nudiff.config import parse_overrides, set_key
     from nudiff.train.checkpoint import load_weights, resolve_checkpoint
 
     ckpt = resolve_checkpoint(path)
     path = ckpt / "config.yaml"
-    cfg = validate(parse_yaml(path.read_text(), str(path)) or {})
+    tree = parse_yaml(path.read_text(), str(path)) or {}
+    for key, value in parse_overrides(overrides):
+        set_key(tree, key, value)
+    cfg = validate(tree)
     state = load_weights(ckpt, ema=ema)
     if resolution is not None and resolution != cfg.data.resolution:
         cfg, state = at_resolution(cfg, state, resolution)
@@ -156,12 +167,14 @@ def sample_run(
     ema: bool = True,
     device=None,
     resolution: int | None = None,
+    overrides: list[str] | None = None,
     **settings,
 ) -> SampleResult:
     """Sample ``n`` images from a run (EMA weights by default); ``resolution``: another image
-    size than trained (:func:`at_resolution`); ``settings``: the keywords of
-    :func:`sample_model` (sampler, steps, seed, batch size, skip, labels, guidance, ...)."""
-    cfg, model = load_run(path, ema=ema, device=device, resolution=resolution)
+    size than trained (:func:`at_resolution`); ``overrides``: ``--set`` items for the run's
+    config (:func:`load_run`); ``settings``: the keywords of :func:`sample_model` (sampler,
+    steps, seed, batch size, skip, labels, guidance, ...)."""
+    cfg, model = load_run(path, ema=ema, device=device, resolution=resolution, overrides=overrides)
     return sample_model(cfg, model, n, device=device, **settings)
 
 

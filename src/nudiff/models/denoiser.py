@@ -115,6 +115,7 @@ class Denoiser(nn.Module):
         labels: torch.Tensor | None = None,
         guidance: float = 1.0,
         guidance_interval: tuple[float, float] | None = None,
+        process: Process | None = None,
     ) -> torch.Tensor:
         """``u``: ``(B, C, H, W)`` noisy whitened components; ``t``: ``(B,)``, or ``(1,)`` for a
         time shared by the batch (samplers: the coefficients are then computed once, not per
@@ -132,13 +133,17 @@ class Denoiser(nn.Module):
         sampler. ``w = 1`` is the conditional model (one pass); otherwise the labelled and the
         null batch go through the network as one batch of ``2B``. ``guidance_interval (lo, hi)``:
         guide only at ``lo <= t <= hi``, the conditional model elsewhere (chosen per row on the
-        device: no host sync)."""
+        device: no host sync).
+
+        ``process``: the process of this call when it is not the model's own but one of its
+        family with the same basis and prior (a model trained over a range of softness,
+        ``loss.softness``, is called at the softness drawn for the batch)."""
         if labels is None or (guidance == 1 and guidance_interval is None):
-            return self._estimate(u, t, all_bricks, labels)
+            return self._estimate(u, t, all_bricks, labels, process)
         t = as_times(t, u)
         null = torch.full_like(labels, self.num_classes)
         t2 = t if t.shape[0] == 1 else torch.cat([t, t])
-        both = self._estimate(torch.cat([u, u]), t2, all_bricks, torch.cat([labels, null]))
+        both = self._estimate(torch.cat([u, u]), t2, all_bricks, torch.cat([labels, null]), process)
         cond, uncond = both.chunk(2, dim=-4)
         w = torch.as_tensor(guidance, dtype=u.dtype, device=u.device)
         if guidance_interval is not None:
@@ -147,13 +152,19 @@ class Denoiser(nn.Module):
         return uncond + w * (cond - uncond)
 
     def _estimate(
-        self, u: torch.Tensor, t, all_bricks: bool, labels: torch.Tensor | None
+        self,
+        u: torch.Tensor,
+        t,
+        all_bricks: bool,
+        labels: torch.Tensor | None,
+        process: Process | None = None,
     ) -> torch.Tensor:
         t = as_times(t, u)
         if t.shape[0] not in (1, u.shape[0]):
             raise ValueError(f"t must have shape (1,) or (B,) = ({u.shape[0]},), got {t.shape}")
-        alpha, sigma = self.process.coefficients(t, u)
-        log_snr = self.process.log_snr(t, u)
+        process = process or self.process
+        alpha, sigma = process.coefficients(t, u)
+        log_snr = process.log_snr(t, u)
         t = t.expand(u.shape[0])
         m, sd = self.data_mean.to(u.dtype), self.data_std.to(u.dtype)
         rms2 = sd.square().mean()
@@ -173,5 +184,5 @@ class Denoiser(nn.Module):
         else:
             x0 = to_x0(out, self.prediction, u, alpha, sigma)
         # unconditional where: testing for any inactive component would sync with the device
-        inactive = self.process.inactive_log_snr(log_snr)
+        inactive = process.inactive_log_snr(log_snr)
         return torch.where(inactive, alpha * u / (alpha**2 + sigma**2), x0)

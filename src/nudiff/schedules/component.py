@@ -294,12 +294,20 @@ class SoftConditioning(PerComponentVP):
         l = _normalise(labels)
         off = torch.zeros_like(l) if offset is None else torch.as_tensor(offset).double()
         self.softness, self.g_denoise, self.g_noise, self.clip = softness, g_denoise, g_noise, clip
+        self.labels, self.offset = labels, offset
         self.register_buffer("gamma0", g_denoise + a * (l - 1) + off, persistent=False)
         self.register_buffer(
             "slope", (g_noise - g_denoise + a) * torch.ones_like(l), persistent=False
         )
         if clip:
             self.inactive_log_snr = -g_noise
+
+    def with_softness(self, softness: float) -> SoftConditioning:
+        """The same schedule (labels, offsets, range, clipping) at another ``softness``."""
+        out = SoftConditioning(
+            self.labels, softness, self.g_denoise, self.g_noise, self.offset, self.clip
+        )
+        return out.to(self.gamma0.device)
 
     def _gamma(self, t):
         return self.gamma0 + self._bt(t, self.gamma0) * self.slope

@@ -1,0 +1,108 @@
+"""One model over a range of GUD softness: per-batch draws, the process of each batch, config
+checks, exact resume, sampling at a softness inside the trained range."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import train_args
+from nudiff.bases import Haar
+from nudiff.cli import main
+from nudiff.config import ConfigError, load_config
+from nudiff.losses import DenoisingLoss
+from nudiff.models.denoiser import Denoiser
+from nudiff.process import Process
+from nudiff.schedules import SoftConditioning, VPCosine
+from test_denoiser_loss import Constant
+
+TINY = [
+    "data={name: shapes, resolution: 8, channels: 1, size: 64, max_shapes: 1}",
+    "process={basis: {type: haar, levels: 2}, schedule: {type: soft, softness: 1.0}}",
+    "loss.softness={min: 0.5, max: .inf}",
+    "model.sigma_data=0.5",
+    "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}",
+    "train.batch_size=8",
+    "train.steps=4",
+    "train.checkpoint_every=2",
+    "train.sample_every=0",
+    "train.num_workers=0",
+    "train.tensorboard=false",
+    "sample.steps=3",
+]
+
+
+def _process(softness=1.0):
+    haar = Haar((1, 8, 8), 2)
+    return Process(haar, SoftConditioning(haar.label(), softness)).double()
+
+
+def test_with_softness_is_the_schedule_built_at_that_softness():
+    process = _process(1.0)
+    t = torch.linspace(0, 1, 7, dtype=torch.float64)
+    for s in (0.3, 2.0, math.inf):
+        moved = process.schedule.with_softness(s)
+        torch.testing.assert_close(moved.log_snr(t), _process(s).schedule.log_snr(t))
+        assert moved.softness == s
+
+
+def test_each_batch_is_noised_and_denoised_at_its_drawn_softness():
+    process = _process(1.0)
+    loss = DenoisingLoss(process, softness=(0.5, math.inf), seed=3)
+    draws = [loss.softness_for_step(k) for k in range(2000)]
+    assert draws == [loss.softness_for_step(k) for k in range(2000)]  # a function of the step
+    a = torch.tensor([1 / s for s in draws])
+    assert (a >= 0).all() and (a <= 2).all()
+    assert abs(a.mean().item() - 1.0) < 0.05 and abs(a.var().item() - 4 / 12) < 0.03
+    noise = loss.draw(4, torch.Generator().manual_seed(0), step=7)
+    assert noise["softness"] == draws[7] and isinstance(noise["softness"], float)
+    backbone = Constant()
+    model = Denoiser(process, backbone).double()
+    x = torch.randn(4, 1, 8, 8, dtype=torch.float64)
+    noise = {k: v.double() if isinstance(v, torch.Tensor) else v for k, v in noise.items()}
+    loss(model, x, noise)
+    # the network saw the conditioning of the process at the drawn softness, not the model's
+    at = _process(draws[7])
+    want = Denoiser(at, Constant()).double()
+    t = noise["t"]
+    torch.testing.assert_close(backbone.seen[0][1], want.condition(t, at.log_snr(t, x)))
+    assert not torch.allclose(backbone.seen[0][1], model.condition(t, process.log_snr(t, x)))
+    with pytest.raises(ValueError, match="soft-conditioning schedule"):
+        DenoisingLoss(Process(Haar((1, 8, 8), 2), VPCosine()), softness=(0.5, 2.0))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["process.schedule={type: multispeed}"], "loss.softness needs process.schedule.type"),
+        (["loss.softness={min: 2, max: 1}"], "min <= max"),
+        (["process.schedule.softness=0.25"], "outside the range the model is trained on"),
+        (["model.noise_conditioning=t"], "log_snr_groups"),
+        (["loss.softness={min: 0, max: 1}"], "greater than 0"),
+    ],
+)
+def test_bad_softness_configs_are_clear_errors(tmp_path, overrides, message):
+    path, *rest = train_args(tmp_path, [*TINY, *overrides])
+    sets = [rest[i + 1] for i in range(0, len(rest), 2)]
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, sets)
+
+
+def test_softness_range_training_resumes_exactly_and_samples_inside_the_range(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    args = train_args(tmp_path, TINY)
+    assert main(["train", *args, "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", *args, "--out", str(tmp_path / "b"), "--set", "train.steps=2"]) == 0
+    assert main(["train", *args, "--out", str(tmp_path / "b"), "--resume"]) == 0
+    a = load_file(tmp_path / "a" / "checkpoints" / "step_000004" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "checkpoints" / "step_000004" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    run, png = str(tmp_path / "b"), str(tmp_path / "s.png")
+    for softness in ("0.7", ".inf"):
+        sets = ["--set", f"process.schedule.softness={softness}"]
+        assert main(["sample", run, "--n", "2", "--out", png, *sets]) == 0
+    capsys.readouterr()
+    sets = ["--set", "process.schedule.softness=0.3"]
+    assert main(["sample", run, "--n", "2", "--out", png, *sets]) == 2
+    assert "outside the range the model is trained on" in capsys.readouterr().err
