@@ -166,3 +166,22 @@ def test_msf_benchmark_rows(tmp_path, monkeypatch):
         "target_met",
     }
     assert (out / "msf_samples.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
+def test_softness_benchmark_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the config reads ../shared/data
+    out, js = tmp_path / "bench", tmp_path / "s.json"
+    sets = [TINY_UNET, "train.batch_size=8", "sample.steps=3"]
+    args = ["bench", "softness", "--budget-minutes", "0.02", "--values", "0.5,inf"]
+    args += ["--n-samples", "20", "--n-elbo", "4", "--n-ode", "2", "--times", "4"]
+    args += ["--feature-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
+    assert main(args) == 0
+    r = json.loads(js.read_text())
+    assert [row["softness"] for row in r["rows"]] == [0.5, math.inf] and r["steps"] > 0
+    for row in r["rows"]:
+        assert {"basis", "softness", "elbo_bpd", "ode_bpd", "fd", "n_samples"} <= set(row)
+        assert row["basis"] == "pca" and row["n_samples"] == 20 and row["n_elbo"] == 4
+        assert all(math.isfinite(row[k]) for k in ("elbo_bpd", "ode_bpd", "fd"))
+    assert (out / "softness_0.5.png").is_file() and (out / "softness_inf.png").is_file()

@@ -294,6 +294,7 @@ BENCHMARKS = (
     "lego",
     "guidance",
     "msf",
+    "softness",
 )
 
 
