@@ -52,6 +52,24 @@ def write_json(result: dict, path: str | None) -> None:
         print(f"wrote {path}")
 
 
+def budget_config(path, minutes: float, data: str | None = None, sets=(), extra=()):
+    """``path`` loaded for a wall-clock budget: ``minutes`` of training (no step limit), no
+    sample grids or TensorBoard during training, ``data.path`` replaced by ``data`` if given;
+    ``extra`` overrides come before the user's ``sets``."""
+    from nudiff.config import load_config
+
+    overrides = [
+        *extra,
+        f"train.max_minutes={minutes}",
+        "train.steps=10000000",
+        "train.sample_every=0",
+        "train.tensorboard=false",
+        *([f"data.path={data}"] if data else []),
+        *sets,
+    ]
+    return load_config(path, overrides)
+
+
 def train_or_reuse(cfg, run_dir: Path) -> dict:
     """Train ``cfg`` into ``run_dir``, or reuse a finished run of an earlier call with the same
     config (its ``train_summary.json``): steps, images/s, seconds, final loss, why it stopped."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.common import (
+    budget_config,
     check_holdout,
     environment,
     feature_net,
@@ -51,7 +52,6 @@ def parse_weights(text: str) -> list[float]:
 def run(args) -> dict:
     import torch
 
-    from nudiff.config import load_config
     from nudiff.data import save_image_grid
     from nudiff.data.transforms import float_to_uint8
     from nudiff.eval.commands import fit_images
@@ -61,17 +61,7 @@ def run(args) -> dict:
     weights = parse_weights(args.guidance)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(
-        args.config,
-        [
-            f"train.max_minutes={args.budget_minutes}",
-            "train.steps=10000000",
-            "train.sample_every=0",
-            "train.tensorboard=false",
-            *([f"data.path={args.data}"] if args.data else []),
-            *args.set,
-        ],
-    )
+    cfg = budget_config(args.config, args.budget_minutes, args.data, args.set)
     k = cfg.model.num_classes
     if k is None:
         raise ValueError(f"{args.config} is not class-conditional (model.num_classes)")

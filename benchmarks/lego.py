@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.common import (
+    budget_config,
     check_holdout,
     environment,
     feature_net,
@@ -52,20 +53,6 @@ def add_arguments(p) -> None:
     p.add_argument("--feature-steps", type=int, default=1500)
     p.add_argument("--set", action="append", default=[], help="override for every config")
     p.add_argument("--seed", type=int, default=0)
-
-
-def _config(name: str, args):
-    from nudiff.config import load_config
-
-    overrides = [
-        f"train.max_minutes={args.budget_minutes}",
-        "train.steps=10000000",
-        "train.sample_every=0",
-        "train.tensorboard=false",
-        *([f"data.path={args.data}"] if args.data else []),
-        *args.set,
-    ]
-    return load_config(CONFIGS[name], overrides)
 
 
 def count_brick_calls(model):
@@ -141,7 +128,10 @@ def run(args) -> dict:
         raise ValueError(f"--backbones takes names from {sorted(CONFIGS)}, got {args.backbones!r}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfgs = {name: _config(name, args) for name in names}
+    cfgs = {
+        name: budget_config(CONFIGS[name], args.budget_minutes, args.data, args.set)
+        for name in names
+    }
     cfg = next(iter(cfgs.values()))
     if len({c.data.path for c in cfgs.values()}) != 1:
         raise ValueError("the configs must read the same data")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.common import (
+    budget_config,
     check_holdout,
     environment,
     feature_net,
@@ -44,20 +45,6 @@ def add_arguments(p) -> None:
     p.add_argument("--feature-steps", type=int, default=1500)
     p.add_argument("--set", action="append", default=[], help="override for both configs")
     p.add_argument("--seed", type=int, default=0)
-
-
-def _config(path, args):
-    from nudiff.config import load_config
-
-    overrides = [
-        f"train.max_minutes={args.budget_minutes}",
-        "train.steps=10000000",
-        "train.sample_every=0",
-        "train.tensorboard=false",
-        *([f"data.path={args.data}"] if args.data else []),
-        *args.set,
-    ]
-    return load_config(path, overrides)
 
 
 def backbones(model) -> list:
@@ -110,8 +97,8 @@ def run(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfgs = {
-        "single-stage": _config(args.single_config, args),
-        "msf": _config(args.msf_config, args),
+        "single-stage": budget_config(args.single_config, args.budget_minutes, args.data, args.set),
+        "msf": budget_config(args.msf_config, args.budget_minutes, args.data, args.set),
     }
     if cfgs["msf"].process.schedule.type != "msf":
         raise ValueError(f"{args.msf_config} is not an msf config (process.schedule.type)")

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import (
+    budget_config,
     check_holdout,
     environment,
     feature_net,
@@ -61,20 +62,6 @@ def parse_budgets(text: str) -> list[float]:
     return budgets
 
 
-def _config(path: str, args, minutes: float):
-    from nudiff.config import load_config
-
-    overrides = [
-        f"train.max_minutes={minutes}",
-        "train.steps=10000000",
-        "train.sample_every=0",
-        "train.tensorboard=false",
-        *([f"data.path={args.data}"] if args.data else []),
-        *args.set,
-    ]
-    return load_config(path, overrides)
-
-
 def train_stage(path: str, args, run_dir: Path, budget: float, previous: float) -> dict:
     """Train ``run_dir`` from ``previous`` up to ``budget`` minutes (or reuse that stage from an
     earlier call): steps, training seconds so far, images/s of the stage, the checkpoint, and
@@ -85,7 +72,7 @@ def train_stage(path: str, args, run_dir: Path, budget: float, previous: float) 
     if summary.is_file():
         print(f"   reusing {summary}; delete {run_dir} to retrain", flush=True)
         return json.loads(summary.read_text())
-    cfg = _config(path, args, budget - previous)
+    cfg = budget_config(path, budget - previous, args.data, args.set)
     began = time.perf_counter()
     out = train(cfg, run_dir, resume=previous > 0)
     before = json.loads((run_dir / f"budget_{previous:g}.json").read_text()) if previous else {}
@@ -106,7 +93,7 @@ def run(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"uniform": args.uniform_config, "multiscale": args.multiscale_config}
-    cfgs = {name: _config(p, args, budgets[0]) for name, p in paths.items()}
+    cfgs = {name: budget_config(p, budgets[0], args.data, args.set) for name, p in paths.items()}
     if cfgs["uniform"].data.path != cfgs["multiscale"].data.path:
         raise ValueError("the two configs must read the same data")
     cfg = cfgs["uniform"]

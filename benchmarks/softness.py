@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 from benchmarks.common import (
+    budget_config,
     check_holdout,
     environment,
     feature_net,
@@ -60,7 +61,6 @@ def parse_values(text: str) -> list[float]:
 
 
 def run(args) -> dict:
-    from nudiff.config import load_config
     from nudiff.eval.commands import _eval_images
     from nudiff.eval.features import load_feature_net
     from nudiff.eval.likelihood import nll_bpd
@@ -69,19 +69,11 @@ def run(args) -> dict:
     values = parse_values(args.values)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(
-        args.config,
-        [
-            f"process.basis.type={args.basis}",
-            f"loss.softness={{min: {min(values)}, max: {max(values)}}}",
-            f"train.max_minutes={args.budget_minutes}",
-            "train.steps=10000000",
-            "train.sample_every=0",
-            "train.tensorboard=false",
-            *([f"data.path={args.data}"] if args.data else []),
-            *args.set,
-        ],
-    )
+    extra = [
+        f"process.basis.type={args.basis}",
+        f"loss.softness={{min: {min(values)}, max: {max(values)}}}",
+    ]
+    cfg = budget_config(args.config, args.budget_minutes, args.data, args.set, extra)
     check_holdout(cfg, max(args.n_samples, args.n_elbo, args.n_ode))
     features, feature_info = feature_net(
         cfg, out / "features.safetensors", args.features, args.feature_steps, args.seed
