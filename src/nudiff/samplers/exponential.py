@@ -10,8 +10,9 @@ so the linear part is integrated exactly *per component*, and only the denoiser 
 through the last 1, 2 or 3 model outputs. With ``h_i = psi_s,i - psi_t,i`` the weights are
 ``A0 = 1 - e^-h``, ``A1 = h - A0``, ``A2 = h^2 - 2 A1`` (moments of ``e^(tau - h)`` on
 ``[0, h]``); 2M uses Lu et al.'s midpoint weight ``A0 h / 2`` for ``A1``. A component that did
-not move in an earlier step (frozen outside its window) lacks the history for a higher order
-and falls back to a lower one on its own.
+not move, or moved less than ``_MIN_RATIO`` of the current step, in an earlier step (frozen
+outside its window for all or most of it) lacks the history for a higher order and falls back
+to a lower one on its own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import torch
 
 from nudiff.process import Process
 from nudiff.samplers.base import NoiseSource, check_grid, emit, steps_iter
+
+#: the shortest previous step, relative to the current one, that higher orders extrapolate from
+_MIN_RATIO = 0.05
 
 
 def _coefficients(process: Process, t, s, like):
@@ -90,11 +94,14 @@ def _dpmpp(
             u_next = u_next + (sigma_s * a0.sqrt()).to(u) * noise.randn(u.shape[1:], u.dtype)
         if order >= 2 and history:
             x1, h1 = history[-1]
-            ok1 = (h1 > 0) & torch.isfinite(h1) & torch.isfinite(h)
+            # a component that was frozen for all or most of the last step (it entered its
+            # window inside it) has no usable slope: h / h1 would amplify the other
+            # components' influence on its x0 without bound, so it steps at first order
+            ok1 = (h1 > _MIN_RATIO * h) & torch.isfinite(h1) & torch.isfinite(h)
             d1 = x0 - x1
             if order >= 3 and len(history) >= 2:
                 x2, h2 = history[-2]
-                ok2 = ok1 & (h2 > 0) & torch.isfinite(h2)
+                ok2 = ok1 & (h2 > _MIN_RATIO * h) & torch.isfinite(h2)
                 # quadratic through (0, x0), (-h1, x1), (-h1-h2, x2) in psi: with
                 # beta = (A1 h1 + A2) / (h1 + h2), the h-weighted integral adds
                 # (A1 + beta) / h1 (x0 - x1) - beta / h2 (x1 - x2)
