@@ -130,6 +130,43 @@ def _sample(args) -> None:
     )
 
 
+def _extend(args) -> None:
+    from nudiff.data import save_image_grid, to_uint8
+    from nudiff.data.images import read_images
+    from nudiff.run import extend_run
+
+    if args.n is not None and args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    images = read_images(args.input)[: args.n]
+    out = extend_run(
+        args.run,
+        images,
+        args.columns,
+        sampler=args.sampler,
+        steps=args.steps,
+        stride=args.stride,
+        options=_options(args.opt),
+        seed=args.seed,
+        ema=args.ema,
+        device=_device(args.device),
+        batch_size=args.batch_size,
+        overrides=args.set,
+        progress=True,
+    )
+    save_image_grid(out.images.clamp(-1, 1), args.out, nrow=args.nrow, min_size=64)
+    if args.npz:
+        import numpy as np
+
+        Path(args.npz).parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.npz, x_train=to_uint8(out.images))
+    w_in = images.shape[-1]
+    print(
+        f"{len(images)} images {w_in} -> {w_in + args.columns} columns (the first {out.kept} "
+        f"kept), {out.nfe} NFE, {out.seconds:.2f} s -> {args.out}"
+        + (f", {args.npz}" if args.npz else "")
+    )
+
+
 def _class_labels(args):
     """``--class C``: ``--n`` samples of class C; ``--classes A,B,..``: ``--n`` per class, one
     grid row per class. Returns (labels or None, number of samples, grid row length)."""
@@ -165,8 +202,9 @@ def _interval(text: str | None) -> tuple[float, float] | None:
 def _sample_conditional(args) -> None:
     """``--condition``: per input, the condition, ``--per-input`` samples and the truth."""
     from nudiff.conditional import restoration_metrics
-    from nudiff.conditional.inputs import comparison_grid, conditions, read_images
+    from nudiff.conditional.inputs import comparison_grid, conditions
     from nudiff.data import save_image_grid
+    from nudiff.data.images import read_images
     from nudiff.eval.lpips import LPIPS_ENV, lpips_or_none
     from nudiff.run import load_run, sample_conditional, sample_settings, save_samples
 
@@ -422,6 +460,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="LPIPS weights for inputs with ground truth (default: $NUDIFF_LPIPS_WEIGHTS)",
     )
     sa.set_defaults(func=_sample)
+
+    ex = sub.add_parser(
+        "extend", help="extend images to the right with a column-wise run (sliding window)"
+    )
+    ex.add_argument("run", help="run folder or checkpoint folder of a column-wise model")
+    ex.add_argument("--input", required=True, help=".npz (x_train), image folder or image file")
+    ex.add_argument("--columns", type=int, required=True, help="new columns to generate")
+    ex.add_argument("--n", type=int, default=None, help="extend only the first N images")
+    ex.add_argument(
+        "--stride", type=int, default=None, help="columns added per window (default W / 4)"
+    )
+    ex.add_argument("--sampler", default=None, help="default: the run config's sample.sampler")
+    ex.add_argument(
+        "--steps", type=int, default=None, help="steps per unit time (default: sample.steps)"
+    )
+    ex.add_argument("--opt", action="append", metavar="KEY=VALUE", help="sampler option")
+    ex.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a run key")
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--out", default="extended.png")
+    ex.add_argument("--nrow", type=int, default=None, help="images per grid row")
+    ex.add_argument("--npz", default=None, help="also write uint8 images (x_train) here")
+    ex.add_argument("--ema", action=argparse.BooleanOptionalAction, default=True)
+    ex.add_argument("--batch-size", type=int, default=256)
+    ex.add_argument("--device", default=None)
+    ex.set_defaults(func=_extend)
 
     bench = sub.add_parser("bench", help="benchmarks (ratios against an in-process baseline)")
     bench_sub = bench.add_subparsers(dest="name", required=True)

@@ -178,6 +178,65 @@ def sample_run(
     return sample_model(cfg, model, n, device=device, **settings)
 
 
+def extend_run(
+    path: str | Path,
+    images: torch.Tensor,
+    columns: int,
+    *,
+    sampler: str | None = None,
+    steps: int | None = None,
+    stride: int | None = None,
+    options: dict | None = None,
+    seed: int = 0,
+    ema: bool = True,
+    device=None,
+    batch_size: int = 256,
+    overrides: list[str] | None = None,
+    progress: bool = False,
+):
+    """``images`` ``(N, C, H, W_in)`` in ``[-1, 1]`` extended by ``columns`` columns on the
+    right by a column-wise run (:func:`nudiff.samplers.extension.extend_columns`; ``steps``:
+    per unit time, default the config's ``sample.steps``; ``sampler`` and ``options`` default
+    to the config's). Batches of ``batch_size`` give the same images as one."""
+    from nudiff.samplers import SAMPLERS, STOCHASTIC, sampler_options
+    from nudiff.samplers.extension import ExtensionResult, extend_columns
+
+    cfg, model = load_run(path, ema=ema, device=device, overrides=overrides)
+    if cfg.model.multiscale is not None or cfg.conditional is not None or cfg.model.num_classes:
+        raise ValueError("column-wise extension takes an unconditional single-scale model")
+    name = sampler or cfg.sample.sampler
+    opts = dict(
+        options if options is not None else cfg.sample.options if name == cfg.sample.sampler else {}
+    )
+    unknown = sorted(set(opts) - set(sampler_options(name)))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for sampler {name!r}")
+    images = torch.as_tensor(images, dtype=torch.float32)
+    parts = [
+        extend_columns(
+            model,
+            model.process,
+            images[i : i + batch_size],
+            columns,
+            sampler=SAMPLERS[name],
+            steps=steps or cfg.sample.steps,
+            stride=stride,
+            seed=seed,
+            start=i,
+            stochastic=name in STOCHASTIC,
+            options=opts,
+            progress=progress,
+        )
+        for i in range(0, len(images), batch_size)
+    ]
+    return ExtensionResult(
+        torch.cat([p.images for p in parts]).cpu(),
+        parts[0].kept,
+        parts[0].nfe,
+        sum(p.seconds for p in parts),
+    )
+
+
 def sample_model(
     cfg: Config,
     model,

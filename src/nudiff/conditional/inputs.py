@@ -2,43 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from nudiff.conditional.tasks import Inpainting, Task
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def read_images(path: str | Path) -> torch.Tensor:
-    """Float images ``(N, C, H, W)`` in ``[-1, 1]``, with their own channels (grey 1, colour 3),
-    from an ``.npz`` (``x_train`` or its image array), a folder of image files (sorted by name)
-    or one image file."""
-    from nudiff.data.images import open_image, pil_to_float
-    from nudiff.data.transforms import uint8_to_float
-
-    path = Path(path)
-    if path.suffix == ".npz":
-        from nudiff.eval.features import load_images_npz
-
-        images, _ = load_images_npz(path)
-        x = torch.from_numpy(images)
-        x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
-        return uint8_to_float(x)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise ValueError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise FileNotFoundError(f"condition input not found: {path}")
-    opened = [open_image(f) for f in files]
-    images = [pil_to_float(im, 1 if im.mode in ("1", "L", "LA", "I") else 3) for im in opened]
-    if len({tuple(im.shape) for im in images}) > 1:
-        raise ValueError(f"the images in {path} have different sizes")
-    return torch.stack(images)
 
 
 def conditions(
