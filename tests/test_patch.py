@@ -257,3 +257,11 @@ def test_patch_training_resumes_exactly_counts_images_and_samples_the_full_canva
     for sampler in SAMPLERS:
         x = sample_model(cfg, model, 2, sampler=sampler, steps=2).images
         assert x.shape == (2, 1, 16, 16) and torch.isfinite(x).all(), sampler
+
+
+@pytest.mark.parametrize("name", ["cifar10_patch", "mnist32_patch"])
+def test_shipped_patch_configs_validate(name):
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
+    assert cfg.train.patch.sizes == [8, 16, 32] and cfg.model.unet.coord_channels == 2
