@@ -265,3 +265,27 @@ def test_shipped_patch_configs_validate(name):
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
     assert cfg.train.patch.sizes == [8, 16, 32] and cfg.model.unet.coord_channels == 2
+
+
+def test_stream_sampler_splits_each_multiplied_global_batch_over_ranks():
+    from itertools import islice
+
+    from nudiff.train.trainer import StreamBatchSampler
+
+    def sizes(step):
+        return 4 * (1, 16, 4)[step % 3]
+
+    one = list(islice(iter(StreamBatchSampler(50, sizes, seed=3)), 7))
+    ranks = [list(islice(iter(StreamBatchSampler(50, sizes, 3, r, 2)), 7)) for r in (0, 1)]
+    assert [len(b) for b in one] == [sizes(k) for k in range(7)]
+    assert all(a + b == c for a, b, c in zip(*ranks, one, strict=True))
+    flat = sum(one, [])  # epochs of the permutation, read as one stream
+    assert sorted(flat[:50]) == list(range(50)) and sorted(flat[50:100]) == list(range(50))
+    # resuming at step 3 from (epoch, position) continues the same stream
+    seen = sum(sizes(k) for k in range(3))
+    later = list(
+        islice(
+            iter(StreamBatchSampler(50, sizes, 3, epoch=seen // 50, position=seen % 50, step=3)), 4
+        )
+    )
+    assert later == one[3:]
