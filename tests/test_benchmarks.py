@@ -185,3 +185,28 @@ def test_softness_benchmark_rows(tmp_path, monkeypatch):
         assert row["basis"] == "pca" and row["n_samples"] == 20 and row["n_elbo"] == 4
         assert all(math.isfinite(row[k]) for k in ("elbo_bpd", "ode_bpd", "fd"))
     assert (out / "softness_0.5.png").is_file() and (out / "softness_inf.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CIFAR.is_file(), reason=f"offline CIFAR-10 not found at {CIFAR}")
+def test_patch_benchmark_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the config reads ../shared/data
+    out, js, png = tmp_path / "bench", tmp_path / "p.json", tmp_path / "p.png"
+    unet = TINY_UNET.replace("attn_levels: []}", "attn_levels: [], coord_channels: 2}")
+    sets = [unet, "train.batch_size=8", "sample.steps=3"]
+    args = ["bench", "patch", "--budget-minutes", "0.04", "--checkpoints", "2"]
+    args += ["--n-samples", "40", "--train-size", "500", "--feature-steps", "3"]
+    args += ["--out", str(out), "--json", str(js), "--plot", str(png), *_sets(sets)]
+    assert main(args) == 0
+    r = json.loads(js.read_text())
+    assert r["train_size"] == 500 and len(r["rows"]) == 4 and png.is_file()
+    for mode in ("full", "patch"):
+        first, second = (row for row in r["rows"] if row["mode"] == mode)
+        assert 0 < first["minutes"] < second["minutes"]
+        assert 0 < first["images_seen"] < second["images_seen"]
+        for row in (first, second):
+            assert row["train_size"] == 500 and math.isfinite(row["fd"]) and row["fd_se"] > 0
+    full = [row for row in r["rows"] if row["mode"] == "full"]
+    assert all(row["images_seen"] == 8 * row["steps"] for row in full)  # no multiplier
+    assert set(r["comparison"]) >= {"full_final_fd", "patch_final_fd", "target_met"}
+    assert main(args) == 0  # a second call reuses every segment

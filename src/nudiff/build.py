@@ -136,6 +136,7 @@ def build_unet(
         head_channels=u.head_channels,
         noise_features=noise_features,
         num_classes=cfg.model.num_classes,
+        coord_channels=u.coord_channels,
     )
 
 
@@ -166,6 +167,7 @@ def build_backbone(
             heads=d.heads,
             mlp_ratio=d.mlp_ratio,
             noise_features=noise_features,
+            coord_channels=d.coord_channels,
             num_classes=m.num_classes,
         )
     from nudiff.config import lego_bricks
@@ -335,6 +337,24 @@ def build_loss(
         label_dropout=cfg.model.label_dropout,
         softness=(l.softness.min, l.softness.max) if l.softness is not None else None,
         seed=cfg.train.seed,
+        patch=build_patch_sizes(cfg, process),
+    )
+
+
+def build_patch_sizes(cfg: Config, process: Process):
+    """The per-step patch sizes of ``train.patch`` (None without patch training)."""
+    patch = cfg.train.patch
+    if patch is None:
+        return None
+    from nudiff.patch import PatchSizes, crop_alignment
+
+    return PatchSizes(
+        patch.sizes,
+        cfg.data.resolution,
+        patch.probs,
+        patch.batch_multiplier,
+        seed=cfg.train.seed,
+        align=crop_alignment(process.basis),
     )
 
 

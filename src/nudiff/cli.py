@@ -333,6 +333,7 @@ BENCHMARKS = (
     "guidance",
     "msf",
     "softness",
+    "patch",
 )
 
 

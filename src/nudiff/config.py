@@ -144,6 +144,9 @@ class UNetConfig(_Strict):
     attn_levels: list[int] = [2]
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     head_channels: int = Field(32, ge=1)
+    coord_channels: Literal[0, 2] = Field(
+        0, description="2: append each pixel's position on the canvas (patch training)"
+    )
 
 
 class DiTConfig(_Strict):
@@ -156,6 +159,9 @@ class DiTConfig(_Strict):
     depth: int = Field(4, ge=1)
     heads: int = Field(4, ge=1)
     mlp_ratio: float = Field(4.0, gt=0)
+    coord_channels: Literal[0, 2] = Field(
+        0, description="2: append each pixel's position on the canvas (patch training)"
+    )
 
 
 class LegoConfig(_Strict):
@@ -363,6 +369,8 @@ class Config(_Strict):
             self._check_multiscale()
         else:
             self._check_backbone(res)
+        if self.train.patch is not None:
+            self._check_patch()
         if self.sample.skip is not None:
             if self.model.backbone != "lego" or self.model.multiscale is not None:
                 raise ValueError("sample.skip needs model.backbone: lego (without multiscale)")
@@ -402,6 +410,36 @@ class Config(_Strict):
                 "loss.softness needs model.noise_conditioning: log_snr_groups (the network "
                 "tells softnesses apart by the group log-SNRs) and no model.multiscale"
             )
+
+    def _check_patch(self) -> None:
+        patch, basis, res = self.train.patch, self.process.basis, self.data.resolution
+        if basis.type not in ("identity", "haar"):
+            raise ValueError(
+                "train.patch needs a basis whose components are local: identity or haar; "
+                f"{basis.type} components are global (a crop of the image is not a crop of them)"
+            )
+        if self.model.multiscale is not None:
+            raise ValueError(
+                "train.patch does not support model.multiscale (its scales run on pooled "
+                "images; crops of every scale are not implemented)"
+            )
+        if self.conditional is not None:
+            raise ValueError("train.patch does not support conditional models")
+        m = self.model
+        if m.backbone in ("unet", "dit") and getattr(m, m.backbone).coord_channels != 2:
+            raise ValueError(
+                f"train.patch needs coordinate channels: set model.{m.backbone}.coord_channels: 2"
+            )
+        align = 2 ** self.haar_levels() if basis.type == "haar" else 1
+        for p in patch.sizes:
+            if p > res:
+                raise ValueError(f"train.patch.sizes: {p} exceeds data.resolution={res}")
+            if p % align:
+                raise ValueError(
+                    f"train.patch.sizes: {p} must be a multiple of 2^levels = {align} on the haar "
+                    "basis (crops of the image are then crops of every band)"
+                )
+            self._check_backbone(p, f"the patch size {p} (train.patch.sizes)")
 
     def haar_levels(self) -> int:
         """The Haar basis's levels (its default for the resolution when null)."""

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from nudiff.models.multiscale import MultiScaleDenoiser, pool_image
+from nudiff.patch import Crop, PatchSizes, crop_alignment
 from nudiff.process import Process
 
 
@@ -61,6 +62,13 @@ class DenoisingLoss(nn.Module):
     denoised with the process at that softness. One draw per batch, not per sample: the
     schedule is then one tensor per batch like any other, and the network tells softnesses
     apart through the group log-SNRs of its noise conditioning.
+
+    ``patch`` (a :class:`~nudiff.patch.PatchSizes`, Patch Diffusion): each step draws one patch
+    size ``p`` (a function of the step) and, per image, an aligned crop position from the
+    trainer's generator; ``eps`` is drawn at the crop's shape. The images' components are
+    cropped (:class:`~nudiff.patch.Crop`), noised with the crops of the process, denoised by
+    the model called with ``crop=`` and weighted with the crops of the per-component weights.
+    :meth:`batch_multiplier` tells the trainer how many times its batch the step loads.
     """
 
     def __init__(
@@ -78,8 +86,19 @@ class DenoisingLoss(nn.Module):
         label_dropout: float = 0.0,
         softness: tuple[float, float] | None = None,
         seed: int = 0,
+        patch: PatchSizes | None = None,
     ):
         super().__init__()
+        if patch is not None:
+            align = crop_alignment(process.basis)  # raises for global bases
+            if patch.resolution != process.shape[1] or process.shape[1] != process.shape[2]:
+                raise ValueError(
+                    f"patch sizes are for {patch.resolution}x{patch.resolution} images, the "
+                    f"process's are {process.shape[1]}x{process.shape[2]}"
+                )
+            if patch.align % align:
+                raise ValueError(f"patch offsets must be multiples of {align} on this basis")
+        self.patch = patch
         if not 0.0 <= label_dropout <= 1.0:
             raise ValueError(f"label_dropout must be in [0, 1], got {label_dropout}")
         if softness is not None:
@@ -111,8 +130,15 @@ class DenoisingLoss(nn.Module):
 
     def draw(self, n: int, generator: torch.Generator, step: int = 0) -> dict[str, torch.Tensor]:
         t = sample_times(n, self.t_sampling, generator, self.process.t_min, self.t_interval)
-        eps = torch.randn((n, *self.process.shape), generator=generator, device=generator.device)
+        shape = self.process.shape
+        if self.patch is not None:
+            size = self.patch.size_for_step(step)
+            shape = (shape[0], size, size)
+        eps = torch.randn((n, *shape), generator=generator, device=generator.device)
         out = {"t": t, "eps": eps}
+        if self.patch is not None:
+            top, left = self.patch.offsets(n, size, generator)
+            out.update(patch=size, top=top, left=left)
         if self.num_classes is not None:
             # which rows train the null label: drawn like t and eps, so resume and DDP stay exact
             u = torch.rand(n, generator=generator, device=generator.device)
@@ -120,6 +146,17 @@ class DenoisingLoss(nn.Module):
         if self.softness is not None:
             out["softness"] = self.softness_for_step(step)
         return out
+
+    def batch_multiplier(self, step: int) -> int:
+        """How many times the configured batch step ``step`` loads (patch training with
+        ``batch_multiplier``: ``(R / p)^2``; otherwise 1)."""
+        return 1 if self.patch is None else self.patch.multiplier_for_step(step)
+
+    def crop_for(self, noise: dict) -> Crop | None:
+        """The batch's crops (patch training), None otherwise."""
+        if "patch" not in noise:
+            return None
+        return Crop(self.process.basis, noise["top"], noise["left"], noise["patch"])
 
     def softness_for_step(self, step: int) -> float:
         """The softness of step ``step``: ``1 / a``, ``a`` uniform in ``[1 / max, 1 / min]``."""
@@ -145,24 +182,33 @@ class DenoisingLoss(nn.Module):
         return {"labels": torch.where(noise["drop"].to(like.device), self.num_classes, labels)}
 
     def weight(
-        self, t: torch.Tensor, like: torch.Tensor, process: Process | None = None
+        self,
+        t: torch.Tensor,
+        like: torch.Tensor,
+        process: Process | None = None,
+        crop: Crop | None = None,
     ) -> torch.Tensor:
-        """Weight on the squared x0 error, ``(B, C, H, W)`` or broadcastable."""
+        """Weight on the squared x0 error, ``(B, C, H, W)`` or broadcastable; ``process`` the
+        process of the batch (of its crops with ``crop``)."""
         process = process or self.process
         alpha, sigma = process.coefficients(t, like)
         snr = (alpha / sigma) ** 2
+        band, sd = self.band_weight.to(like.dtype), self.sigma_data
+        if crop is not None:
+            band, sd = crop.components(band), crop.components(sd)
         if self.weighting == "likelihood":
             f, g2 = process.sde(t, like)
             w = g2 / sigma**2 * snr
         elif self.weighting == "min-snr":
             w = snr.clamp(max=self.min_snr_gamma)
         else:
-            w = self._uniform(alpha, sigma, snr)
-        w = w * self.band_weight.to(like.dtype)
+            w = self._uniform(alpha, sigma, snr, sd)
+        w = w * band
         return torch.where(process.inactive(t, like=like), 0.0, w)
 
-    def _uniform(self, alpha, sigma, snr):
-        sd2 = self.sigma_data.to(snr.dtype) ** 2
+    def _uniform(self, alpha, sigma, snr, sigma_data=None):
+        sd = self.sigma_data if sigma_data is None else sigma_data
+        sd2 = sd.to(snr.dtype) ** 2
         if self.prediction == "eps":
             return snr
         if self.prediction == "v":
@@ -175,16 +221,20 @@ class DenoisingLoss(nn.Module):
         """Weighted squared error per element ``(B, C, H, W)``."""
         t, eps = noise["t"].to(x0.device), noise["eps"].to(x0)
         process = self.process_for(noise)
-        u0 = process.encode(x0)
-        ut = process.marginal(u0, t, eps)
         kw = self.labels(noise, x0)
         if process is not self.process:  # a model trained over a range of softness
             kw["process"] = process
+        u0 = process.encode(x0)
+        crop = self.crop_for(noise)
+        if crop is not None:  # patch training: the crops of the components and of the process
+            u0, kw["crop"] = crop.components(u0), crop
+            process = crop.process(process)
+        ut = process.marginal(u0, t, eps)
         if self.joint:  # LEGO: the mean of every brick's own denoising error
             err = ((model(ut, t, all_bricks=True, **kw) - u0) ** 2).mean(0)
         else:
             err = (model(ut, t, **kw) - u0) ** 2
-        return self.weight(t, u0, process) * err
+        return self.weight(t, u0, process, crop) * err
 
     def forward(self, model: nn.Module, x0: torch.Tensor, noise: dict) -> torch.Tensor:
         return self.elementwise(model, x0, noise).flatten(1).mean(1)

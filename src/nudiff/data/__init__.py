@@ -57,11 +57,18 @@ def build_dataset(
     num_classes: int | None = None,
 ) -> Dataset:
     """The ``split`` of the dataset ``cfg`` describes: all but the last ``cfg.holdout`` images
-    (``"train"``) or those last ones (``"holdout"``). Items are ``(C, R, R)`` in ``[-1, 1]``,
-    or ``(image, label)`` pairs with ``num_classes`` (:class:`~nudiff.data.labels.Labelled`).
+    (``"train"``; only its first ``cfg.limit`` with a limit) or those last ones (``"holdout"``).
+    Items are ``(C, R, R)`` in ``[-1, 1]``, or ``(image, label)`` pairs with ``num_classes``
+    (:class:`~nudiff.data.labels.Labelled`).
     """
     cfg = cfg if isinstance(cfg, DataConfig) else DataConfig.model_validate(cfg)
     dataset = holdout_split(DATASETS[cfg.name](cfg), cfg.holdout, split)
+    if split == "train" and cfg.limit is not None:
+        if cfg.limit > len(dataset):
+            raise ValueError(
+                f"data.limit={cfg.limit} exceeds the {len(dataset)} images of the training split"
+            )
+        dataset = Split(dataset, range(cfg.limit))
     return dataset if num_classes is None else Labelled(dataset, num_classes)
 
 

@@ -26,8 +26,10 @@ class DataConfig(BaseModel):
     Every source yields ``(channels, resolution, resolution)`` images in ``[-1, 1]``, converting
     grey <-> RGB as needed (so MNIST wants ``channels: 1``). Relative paths are relative to the
     current working directory. The last ``holdout`` images form the validation split and are
-    excluded from training. ``hflip`` is not applied by the dataset: the trainer calls
-    ``nudiff.data.random_hflip(batch, generator)`` so flips are reproducible from its seed.
+    excluded from training; ``limit`` keeps only the first ``limit`` training images (a
+    data-efficiency study; the holdout split is unchanged). ``hflip`` is not applied by the
+    dataset: the trainer calls ``nudiff.data.random_hflip(batch, generator)`` so flips are
+    reproducible from its seed.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +44,9 @@ class DataConfig(BaseModel):
     resize: Literal["pad", "resize"] = "pad"
     hflip: bool = False
     holdout: int = 0
+    limit: int | None = Field(
+        None, ge=1, description="train on the first `limit` images of the training split only"
+    )
     exponent: float = 2.0
     min_shapes: int = Field(1, ge=1)
     max_shapes: int = Field(3, ge=1)

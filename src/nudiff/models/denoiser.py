@@ -116,6 +116,7 @@ class Denoiser(nn.Module):
         guidance: float = 1.0,
         guidance_interval: tuple[float, float] | None = None,
         process: Process | None = None,
+        crop=None,
     ) -> torch.Tensor:
         """``u``: ``(B, C, H, W)`` noisy whitened components; ``t``: ``(B,)``, or ``(1,)`` for a
         time shared by the batch (samplers: the coefficients are then computed once, not per
@@ -137,7 +138,17 @@ class Denoiser(nn.Module):
 
         ``process``: the process of this call when it is not the model's own but one of its
         family with the same basis and prior (a model trained over a range of softness,
-        ``loss.softness``, is called at the softness drawn for the batch)."""
+        ``loss.softness``, is called at the softness drawn for the batch).
+
+        ``crop`` (a :class:`~nudiff.patch.Crop`, patch training): ``u`` holds the components of
+        per-image crops ``(B, C, p, p)`` of the full canvas. The coefficients, prior and data
+        moments are the crops of the full ones, the noise conditioning is the full process's
+        (the state of the whole image at ``t``), the backbone sees the crops' coordinates on
+        the full canvas. Sampling calls without a crop: the full canvas with the full grid."""
+        if crop is not None:
+            if labels is not None and guidance != 1:
+                raise ValueError("guidance does not apply to patch training calls")
+            return self._estimate(u, t, all_bricks, labels, process, crop)
         if labels is None or (guidance == 1 and guidance_interval is None):
             return self._estimate(u, t, all_bricks, labels, process)
         t = as_times(t, u)
@@ -158,24 +169,35 @@ class Denoiser(nn.Module):
         all_bricks: bool,
         labels: torch.Tensor | None,
         process: Process | None = None,
+        crop=None,
     ) -> torch.Tensor:
         t = as_times(t, u)
         if t.shape[0] not in (1, u.shape[0]):
             raise ValueError(f"t must have shape (1,) or (B,) = ({u.shape[0]},), got {t.shape}")
         process = process or self.process
-        alpha, sigma = process.coefficients(t, u)
-        log_snr = process.log_snr(t, u)
-        t = t.expand(u.shape[0])
         m, sd = self.data_mean.to(u.dtype), self.data_std.to(u.dtype)
+        # the input scale of the whole canvas, also for crops: training and sampling agree
         rms2 = sd.square().mean()
-        image = self.process.basis.inverse(u * (sigma**2 + alpha**2 * rms2).rsqrt())
-        cond = self.condition(t, log_snr)
         kw = {} if labels is None else {"labels": labels}  # backbones without classes take none
+        if crop is None:
+            log_snr = process.log_snr(t, u)
+            cond_log_snr = log_snr
+        else:  # patch training: the crops' process, moments and coordinates
+            cond_log_snr = process.log_snr(t, u)
+            process = crop.process(process)
+            log_snr = process.log_snr(t, u)
+            m, sd = crop.components(m), crop.components(sd)
+            kw["coords"] = crop.coords(u.dtype).to(u.device)
+        alpha, sigma = process.coefficients(t, u)
+        t = t.expand(u.shape[0])
+        basis = process.basis
+        image = basis.inverse(u * (sigma**2 + alpha**2 * rms2).rsqrt())
+        cond = self.condition(t, cond_log_snr)
         if all_bricks:
             outs = self.backbone.forward_all(image, cond, **kw)
-            out = self.process.basis(torch.cat(outs).to(u.dtype)).unflatten(0, (len(outs), -1))
+            out = basis(torch.cat(outs).to(u.dtype)).unflatten(0, (len(outs), -1))
         else:
-            out = self.process.basis(self.backbone(image, cond, **kw).to(u.dtype))
+            out = basis(self.backbone(image, cond, **kw).to(u.dtype))
         if self.prediction == "edm":
             n2 = sigma**2 + alpha**2 * sd**2
             x0 = m + (alpha * sd**2 / n2) * (u - alpha * m) + (sigma * sd * n2.rsqrt()) * out

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nudiff.models.labels import LabelEmbedding, label_term
-from nudiff.models.unet import _zero, check_inputs
+from nudiff.models.unet import _zero, check_inputs, with_coordinates
 
 __all__ = ["DiT", "DiTBlock", "coordinate_channels", "sincos_pos_embed_2d"]
 
@@ -269,20 +269,23 @@ class DiT(nn.Module):
         return out.reshape(n, self.out_channels, h, w)
 
     def forward(
-        self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        c_noise: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        coords: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Denoise ``x`` ``(B, C_in, H, W)`` given ``c_noise`` ``(B,)`` | ``(B, F)`` and, for a
-        class-conditional net, ``labels`` ``(B,)`` (None: the null label).
+        class-conditional net, ``labels`` ``(B,)`` (None: the null label). ``coords``
+        ``(B, 2, H, W)``: the coordinate channels (``coord_channels = 2``; None: the full grid
+        of the input).
 
         Returns ``(B, C_out, H, W)``.
         """
         c_noise = check_inputs(
             x, c_noise, self.in_channels, self.noise_features, self.downsample_factor
         )
-        if self.coord_channels:
-            b, _, h, w = x.shape
-            coords = coordinate_channels(b, h, w, device=x.device, dtype=x.dtype)
-            x = torch.cat([x, coords], dim=1)
+        x = with_coordinates(x, coords, self.coord_channels)
         return self.denoise(x, self.embed(c_noise, labels))
 
     @torch.no_grad()

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from nudiff.models.dit import DiT, coordinate_channels
-from nudiff.models.unet import check_inputs
+from nudiff.models.unet import check_inputs, with_coordinates
 
 __all__ = [
     "LEGO",
@@ -161,6 +161,9 @@ class LEGO(nn.Module):
             the null label of classifier-free guidance).
     """
 
+    #: the coordinate channels every brick sees (always on)
+    coord_channels = 2
+
     def __init__(
         self,
         in_channels: int,
@@ -239,33 +242,47 @@ class LEGO(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def _run(
-        self, x: torch.Tensor, c_noise: torch.Tensor, k: int, labels: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        c_noise: torch.Tensor,
+        k: int,
+        labels: torch.Tensor | None,
+        coords: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """The outputs ``(B, C_out, H, W)`` of the first ``k`` bricks."""
+        """The outputs ``(B, C_out, H, W)`` of the first ``k`` bricks; ``coords`` ``(B, 2, H,
+        W)``: the coordinate channels (None: the full grid of the input; a patch-trained model
+        gets its crops')."""
         c_noise = check_inputs(
             x, c_noise, self.in_channels, self.noise_features, self.downsample_factor
         )
-        b, _, h, w = x.shape
-        x = torch.cat([x, coordinate_channels(b, h, w, device=x.device, dtype=x.dtype)], dim=1)
+        x = with_coordinates(x, coords, 2)
         outs: list[torch.Tensor] = []
         for brick in self.bricks[:k]:
             outs.append(brick(torch.cat([outs[-1], x], dim=1) if outs else x, c_noise, labels))
         return outs
 
     def forward(
-        self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        c_noise: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        coords: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Denoise ``x`` ``(B, C_in, H, W)`` given ``c_noise`` ``(B,)`` | ``(B, F)`` (and class
-        ``labels`` ``(B,)``) with the first :attr:`active_bricks` bricks. Returns the last one's
-        output ``(B, C_out, H, W)``."""
-        return self._run(x, c_noise, self._brick_count(None), labels)[-1]
+        ``labels`` ``(B,)``, coordinate channels ``coords``) with the first
+        :attr:`active_bricks` bricks. Returns the last one's output ``(B, C_out, H, W)``."""
+        return self._run(x, c_noise, self._brick_count(None), labels, coords)[-1]
 
     def forward_all(
-        self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        c_noise: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        coords: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """Every brick's output ``(B, C_out, H, W)``, first brick first, ignoring
         :attr:`active_bricks` (for the joint loss)."""
-        return self._run(x, c_noise, self.num_bricks, labels)
+        return self._run(x, c_noise, self.num_bricks, labels, coords)
 
     def count_macs(self, height: int, width: int, bricks: int | None = None) -> int:
         """Multiply-accumulates of running the first ``bricks`` bricks (default: the active

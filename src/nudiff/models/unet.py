@@ -57,6 +57,26 @@ def check_inputs(
     return c_noise.reshape(x.shape[0], noise_features).to(x.dtype)
 
 
+def with_coordinates(
+    x: torch.Tensor, coords: torch.Tensor | None, coord_channels: int
+) -> torch.Tensor:
+    """``x`` with ``coord_channels`` (0 or 2) coordinate channels appended: ``coords``
+    ``(B, 2, H, W)``, or the full grid of ``x`` when None (see
+    :func:`~nudiff.models.dit.coordinate_channels`)."""
+    if not coord_channels:
+        if coords is not None:
+            raise ValueError("coords given to a backbone without coordinate channels")
+        return x
+    b, _, h, w = x.shape
+    if coords is None:
+        from nudiff.models.dit import coordinate_channels
+
+        coords = coordinate_channels(b, h, w, device=x.device, dtype=x.dtype)
+    elif tuple(coords.shape) != (b, 2, h, w):
+        raise ValueError(f"coords must have shape {(b, 2, h, w)}, got {tuple(coords.shape)}")
+    return torch.cat([x, coords.to(x)], dim=1)
+
+
 class ResBlock(nn.Module):
     """Residual block with scale-shift (FiLM) noise conditioning.
 
@@ -161,9 +181,13 @@ class UNet(nn.Module):
         emb_mult: int = 4,
         norm_groups: int = 32,
         num_classes: int | None = None,
+        coord_channels: int = 0,
     ):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
+        if coord_channels not in (0, 2):
+            raise ValueError(f"coord_channels must be 0 or 2, got {coord_channels}")
+        self.coord_channels = coord_channels
         channel_mult, attn_levels = tuple(channel_mult), tuple(attn_levels)
         for name, value in [
             ("in_channels", in_channels),
@@ -207,7 +231,7 @@ class UNet(nn.Module):
         def attn(ch: int) -> Attention:
             return Attention(ch, head_channels, norm_groups)
 
-        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.conv_in = nn.Conv2d(in_channels + coord_channels, channels, 3, padding=1)
         # Encoder: remember the width of every feature map that is passed to the decoder.
         self.down = nn.ModuleList()
         skips, ch = [channels], channels
@@ -263,15 +287,22 @@ class UNet(nn.Module):
         return F.silu(emb)
 
     def forward(
-        self, x: torch.Tensor, c_noise: torch.Tensor, labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        c_noise: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        coords: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Denoise ``x`` ``(B, C_in, H, W)`` given ``c_noise`` ``(B,)`` | ``(B, F)`` and, for a
-        class-conditional net, ``labels`` ``(B,)`` (None: the null label).
+        class-conditional net, ``labels`` ``(B,)`` (None: the null label). With
+        ``coord_channels = 2`` the coordinate channels ``coords`` ``(B, 2, H, W)`` are appended
+        (None: the full grid of the input, :func:`~nudiff.models.dit.coordinate_channels`; a
+        patch-trained model gets its crops' coordinates).
 
         Returns ``(B, C_out, H, W)``.
         """
         emb = self.embed(self._check(x, c_noise), labels)
-        h = self.conv_in(x)
+        h = self.conv_in(with_coordinates(x, coords, self.coord_channels))
         hs = [h]
         for block in self.down:
             h = self._run(block, h, emb)

@@ -4,7 +4,34 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class PatchConfig(BaseModel):
+    """Patch Diffusion training (:mod:`nudiff.patch`): each step one patch ``size`` from
+    ``sizes`` (pixels, e.g. ``[R/4, R/2, R]``) drawn with ``probs`` (null: equal), every image
+    cropped at its own random aligned position with its coordinates on the full canvas;
+    ``batch_multiplier``: the step loads ``(R / size)^2`` times ``train.batch_size`` images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sizes: list[int] = Field(min_length=1)
+    probs: list[float] | None = None
+    batch_multiplier: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> PatchConfig:
+        if any(p < 1 for p in self.sizes):
+            raise ValueError(f"train.patch.sizes must be >= 1, got {self.sizes}")
+        if self.probs is not None:
+            if len(self.probs) != len(self.sizes):
+                raise ValueError(
+                    f"train.patch.probs needs one probability per size ({len(self.sizes)}), got "
+                    f"{len(self.probs)}"
+                )
+            if any(q < 0 for q in self.probs) or not sum(self.probs) > 0:
+                raise ValueError("train.patch.probs must be >= 0 and not all 0")
+        return self
 
 
 class TrainConfig(BaseModel):
@@ -42,6 +69,9 @@ class TrainConfig(BaseModel):
         None, gt=0, description="wall-clock budget of one run; stops with a checkpoint"
     )
     tensorboard: bool = True
+    patch: PatchConfig | None = Field(
+        None, description="Patch Diffusion: train on random crops (see PatchConfig)"
+    )
 
     @field_validator("betas")
     @classmethod

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 from pathlib import Path
 
 log = logging.getLogger("nudiff.train")
 
-FIELDS = ("step", "loss", "lr", "grad_norm", "images_per_s", "elapsed")
+FIELDS = ("step", "loss", "lr", "grad_norm", "images_per_s", "elapsed", "images_seen")
 
 
 class RunLogger:
@@ -39,7 +40,7 @@ class RunLogger:
         with open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, FIELDS)
             w.writeheader()
-            w.writerows({k: _fmt(r[k]) for k in FIELDS} for r in self.rows)
+            w.writerows({k: _fmt(r.get(k, math.nan)) for k in FIELDS} for r in self.rows)
         os.replace(tmp, self.csv_path)
         self._file = open(self.csv_path, "a", newline="")  # closed in close()
         self._csv = csv.DictWriter(self._file, FIELDS)
@@ -62,6 +63,7 @@ class RunLogger:
         grad_norm: float,
         images_per_s: float,
         elapsed: float,
+        images_seen: float = math.nan,
     ) -> None:
         row = {
             "step": step,
@@ -70,6 +72,7 @@ class RunLogger:
             "grad_norm": grad_norm,
             "images_per_s": images_per_s,
             "elapsed": elapsed,
+            "images_seen": images_seen,
         }
         self.rows.append(row)
         self._csv.writerow({k: _fmt(v) for k, v in row.items()})

@@ -86,6 +86,53 @@ class EpochBatchSampler(Sampler[list[int]]):
             epoch, start = epoch + 1, 0
 
 
+class StreamBatchSampler(Sampler[list[int]]):
+    """This rank's indices of global batches whose size depends on the step (patch training's
+    batch multiplier), forever, from step ``step`` at ``(epoch, position)`` on.
+
+    The data order is :class:`EpochBatchSampler`'s (a permutation per epoch seeded by
+    ``(seed, epoch)``), read as one stream: step ``k`` takes the next ``sizes(k)`` images
+    (running on into the next epoch; ``position`` counts images); rank ``r`` takes rows
+    ``[r * b, (r + 1) * b)`` of them, ``b = sizes(k) / world_size``.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        sizes,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch: int = 0,
+        position: int = 0,
+        step: int = 0,
+    ):
+        self.n, self.sizes, self.seed = n, sizes, seed
+        self.rank, self.world = rank, world_size
+        self.epoch, self.position, self.step = epoch, position, step
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(mix_seed(self.seed, _DATA, epoch))
+        return torch.randperm(self.n, generator=g)
+
+    def __iter__(self):
+        epoch, pos, step = self.epoch, self.position, self.step
+        perm = self._perm(epoch)
+        while True:
+            size = self.sizes(step)
+            rows = []
+            while len(rows) < size:
+                take = perm[pos : pos + size - len(rows)].tolist()
+                rows += take
+                pos += len(take)
+                if pos == self.n:
+                    epoch, pos = epoch + 1, 0
+                    perm = self._perm(epoch)
+            local = size // self.world
+            yield rows[self.rank * local : (self.rank + 1) * local]
+            step += 1
+
+
 def collate_images(items: list) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Stack dataset items: tensors ``(C, H, W)`` -> ``(B, C, H, W)``; ``(image, label)`` pairs
     -> images ``(B, C, H, W)`` and int64 labels ``(B,)``."""
@@ -167,7 +214,13 @@ class Trainer:
         self.generator = torch.Generator(self.device).manual_seed(mix_seed(config.seed, _NOISE))
         self._aug_generator = torch.Generator(self.device)
         self.local_batch = config.batch_size // self.world
+        # patch training loads a multiple of the batch on some steps (a function of the step)
+        self.variable_batch = (
+            callable(getattr(self.loss, "batch_multiplier", None))
+            and getattr(self.loss, "patch", None) is not None
+        )
         self.step = self.epoch = self.position = 0
+        self.images_seen = 0  # images loaded so far (patch training: images, not pixels)
         self.elapsed = 0.0  # seconds of training before this fit(), from the checkpoint
         self._window: list[float] = []  # losses since the last log row
         self.logger: RunLogger | None = None
@@ -221,17 +274,35 @@ class Trainer:
         trained = [p.grad is not None for p in self.ema.sources]
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        self.ema.update(
-            lambda updates: ema_beta(
-                cfg.batch_size,
-                updates * cfg.batch_size,
-                cfg.ema_halflife_images,
-                cfg.ema_warmup_ratio,
-            ),
-            trained,
-        )
+        images = self.batch_for_step(self.step)
+        if self.variable_batch:  # the half-life counts the images this step and before it
+            seen = self.images_seen
+            self.ema.update(
+                lambda updates: ema_beta(
+                    images, seen, cfg.ema_halflife_images, cfg.ema_warmup_ratio
+                ),
+                trained,
+            )
+        else:
+            self.ema.update(
+                lambda updates: ema_beta(
+                    cfg.batch_size,
+                    updates * cfg.batch_size,
+                    cfg.ema_halflife_images,
+                    cfg.ema_warmup_ratio,
+                ),
+                trained,
+            )
+        self.images_seen += images
         self.step += 1
         return total, norm
+
+    def batch_for_step(self, step: int) -> int:
+        """The global batch of step ``step``: ``train.batch_size``, times the loss's
+        ``batch_multiplier(step)`` in patch training."""
+        if not self.variable_batch:
+            return self.config.batch_size
+        return self.config.batch_size * int(self.loss.batch_multiplier(step))
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -241,8 +312,9 @@ class Trainer:
     def draw_noise(self) -> dict:
         """This rank's rows of ``loss.draw`` for the next global batch (entries that are not
         tensors, e.g. the scale a multi-scale loss trains this step, are shared by all rows)."""
-        batch = self.config.batch_size
-        lo = self.rank * self.local_batch
+        batch = self.batch_for_step(self.step)
+        local = batch // self.world
+        lo = self.rank * local
         out = {}
         for k, v in self.loss.draw(batch, self.generator, step=self.step).items():
             if not isinstance(v, torch.Tensor):
@@ -252,7 +324,7 @@ class Trainer:
                 raise ValueError(
                     f"loss.draw({batch}) returned {k!r} with leading dimension {v.shape[0]}"
                 )
-            out[k] = v[lo : lo + self.local_batch].to(self.device, non_blocking=True)
+            out[k] = v[lo : lo + local].to(self.device, non_blocking=True)
         return out
 
     # -------------------------------------------------------------------------------- fit
@@ -265,9 +337,9 @@ class Trainer:
         checkpoints is an error. Raises ``FloatingPointError`` on a non-finite loss, without
         checkpointing the bad state.
 
-        Returns ``{"steps", "final_loss", "images_per_s", "stopped", "checkpoint",
-        "losses"}``: ``stopped`` is ``"completed"`` or ``"time limit"``, ``losses`` the
-        ``(step, loss)`` of every step of this call.
+        Returns ``{"steps", "final_loss", "images_per_s", "images_seen", "stopped",
+        "checkpoint", "losses"}``: ``stopped`` is ``"completed"`` or ``"time limit"``,
+        ``losses`` the ``(step, loss)`` of every step of this call.
         """
         cfg, main = self.config, dist.is_main()
         if main:
@@ -303,7 +375,18 @@ class Trainer:
             collate_fn=collate_images,
             pin_memory=self.device.type == "cuda",
             generator=torch.Generator(),
-            batch_sampler=EpochBatchSampler(
+            batch_sampler=StreamBatchSampler(
+                len(self.dataset),
+                self.batch_for_step,
+                cfg.seed,
+                self.rank,
+                self.world,
+                self.epoch,
+                self.position,
+                self.step,
+            )
+            if self.variable_batch
+            else EpochBatchSampler(
                 len(self.dataset),
                 cfg.batch_size,
                 cfg.seed,
@@ -314,7 +397,7 @@ class Trainer:
             ),
         )
         per_epoch = len(self.dataset) // cfg.batch_size
-        start_step, t0 = self.step, time.perf_counter()
+        start_images, t0 = self.images_seen, time.perf_counter()
         deadline = t0 + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
         flags = torch.tensor([0.0, 1.0], device=self.device)  # stat[1] > 0: a rank is over time
         # under a wall-clock budget the step count's ETA means nothing: show the budget instead
@@ -329,16 +412,24 @@ class Trainer:
         )
         self._pbar, self._deadline = pbar, deadline
         self._losses: list[tuple[int, float]] = []
-        self._log_t, self._log_step = t0, self.step
+        self._log_t, self._log_step, self._log_images = t0, self.step, self.images_seen
         self._stop, saved, pending = False, None, None
         batches = iter(loader)
         try:
             while self.step < cfg.steps and not self._stop:
                 x0, labels = _images_and_labels(next(batches))
                 x0 = x0.to(self.device, non_blocking=True)
-                self.epoch, self.position = divmod(
-                    self.epoch * per_epoch + self.position + 1, per_epoch
-                )
+                if self.variable_batch:  # position counts images of the data stream
+                    self.epoch, self.position = divmod(
+                        self.epoch * len(self.dataset)
+                        + self.position
+                        + self.batch_for_step(self.step),
+                        len(self.dataset),
+                    )
+                else:
+                    self.epoch, self.position = divmod(
+                        self.epoch * per_epoch + self.position + 1, per_epoch
+                    )
                 noise = self.draw_noise()
                 if labels is not None:  # the data's; a loss that does not use them ignores them
                     noise["labels"] = labels.to(self.device, non_blocking=True)
@@ -383,7 +474,8 @@ class Trainer:
         return {
             "steps": self.step,
             "final_loss": self._losses[-1][1] if self._losses else None,
-            "images_per_s": (self.step - start_step) * cfg.batch_size / max(seconds, 1e-9),
+            "images_per_s": (self.images_seen - start_images) / max(seconds, 1e-9),
+            "images_seen": self.images_seen,
             "stopped": "time limit" if self._stop else "completed",
             "checkpoint": str(saved) if saved else None,
             "losses": self._losses,
@@ -415,9 +507,10 @@ class Trainer:
 
     def _log_row(self, lr: float, norm: torch.Tensor | None, elapsed: float) -> None:
         now = time.perf_counter()
-        images = (self.step - self._log_step) * self.config.batch_size
+        images = self.images_seen - self._log_images
         self.logger.log(
             step=self.step,
+            images_seen=self.images_seen,
             loss=sum(self._window) / len(self._window),
             lr=lr,
             grad_norm=float(norm) if norm is not None else math.nan,
@@ -425,6 +518,7 @@ class Trainer:
             elapsed=self.elapsed + elapsed,
         )
         self._window, self._log_t, self._log_step = [], now, self.step
+        self._log_images = self.images_seen
         if now - self._plot_t > 60:  # the curve at most once a minute
             self.logger.plot()
             self._plot_t = now
@@ -455,7 +549,8 @@ class Trainer:
             "step": self.step,
             "epoch": self.epoch,
             "position": self.position,
-            "images_seen": self.step * cfg.batch_size,
+            "images_seen": self.images_seen,
+            "data_stream": self.variable_batch,  # position counts images, not batches
             "batch_size": cfg.batch_size,
             "world_size": self.world,
             "elapsed": elapsed,
@@ -503,7 +598,13 @@ class Trainer:
         self.scheduler.load_state_dict(s["scheduler"])
         self.scaler.load_state_dict(s["scaler"])
         self.generator.set_state(s["generator"])
+        if bool(s.get("data_stream", False)) != self.variable_batch:
+            raise ValueError(
+                f"{path} was trained {'with' if s.get('data_stream') else 'without'} patch "
+                f"training's batch multiplier (train.patch), the config says otherwise"
+            )
         self.step, self.epoch, self.position = s["step"], s["epoch"], s["position"]
+        self.images_seen = int(s.get("images_seen", s["step"] * s["batch_size"]))
         self.elapsed, self._window = s["elapsed"], list(s["log_window"])
         if len(s["rng"]) == self.world:
             _set_rng_state(s["rng"][self.rank])
