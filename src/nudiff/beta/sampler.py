@@ -63,11 +63,12 @@ def sample_beta(
         for i, (a_t, a_s) in enumerate(tqdm(pairs, desc="beta", leave=False, disable=not progress)):
             t_logit = torch.full((1,), _logit(a_t), dtype=torch.float64, device=device)
             x0_hat = denoiser(logit_z, t_logit)
+            if callback is not None:  # the state at alpha_t and its denoised estimate
+                callback({"i": i, "alpha": a_t, "logit_z": logit_z, "x0": x0_hat})
             logit_p = logit_beta(
                 *process.reverse(x0_hat, a_t, a_s), source.randn(process.noise_shape(1)[1:])
             )
             logit_z = process.step(logit_z, logit_p)
-            if callback is not None:
-                callback({"i": i, "alpha": a_t, "logit_z": logit_z, "x0": x0_hat})
         images = process.from_unit(x0_hat)
-    return SampleResult(x0_hat.float(), images.float(), steps, time.perf_counter() - began)
+    images = images.float().clamp(-1, 1)  # float32 rounding at the range's ends
+    return SampleResult(x0_hat.float(), images, steps, time.perf_counter() - began)
