@@ -34,7 +34,7 @@ GAUSSIAN = [
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--steps", type=int, default=3000, help="training steps per model")
+    p.add_argument("--steps", type=int, default=6000, help="training steps per model")
     p.add_argument("--toys", default="toy1,toy2")
     p.add_argument("--losses", default="klub,elbo,gaussian")
     p.add_argument("--n-samples", type=int, default=100_000)
