@@ -146,8 +146,7 @@ class BetaProcessConfig(_Strict):
     def _range(self) -> BetaProcessConfig:
         if self.shift + self.scale >= 1:
             raise ValueError(
-                f"needs shift + scale < 1 (x0 inside (0, 1)), got "
-                f"{self.shift} + {self.scale}"
+                f"needs shift + scale < 1 (x0 inside (0, 1)), got {self.shift} + {self.scale}"
             )
         if self.logit_alpha_min >= self.logit_alpha_max:
             raise ValueError("needs logit_alpha_min < logit_alpha_max")

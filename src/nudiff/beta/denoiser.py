@@ -21,8 +21,6 @@ class BetaDenoiser(nn.Module):
     state dict), from which the sampler starts.
     """
 
-    family = "beta"
-
     def __init__(
         self, process: BetaProcess, backbone: nn.Module, data_mean: torch.Tensor | None = None
     ):

@@ -39,8 +39,6 @@ class BetaProcess:
         power: ``t``'s exponent in the schedule.
     """
 
-    family = "beta"
-
     def __init__(
         self,
         shape: tuple[int, int, int],

@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from nudiff.beta.gamma import logit_beta
-from nudiff.samplers.base import NoiseSource
+from nudiff.samplers import NoiseSource, SampleResult
 
 SAMPLER = "beta"
 
@@ -49,8 +49,6 @@ def sample_beta(
     Sample ``k`` uses the noise of ``(seed, start + k)`` (independent of the batch size). No
     host synchronisation inside the loop.
     """
-    from nudiff.samplers import SampleResult
-
     process = denoiser.process
     device = device or denoiser.data_mean.device
     source = NoiseSource(seed, start, n, device)
