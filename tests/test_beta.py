@@ -291,3 +291,5 @@ def test_beta_training_resumes_bit_identically_and_samples(tmp_path, capsys):
     assert "8 samples, 4 NFE" in capsys.readouterr().out
     assert main(["sample", run, "--out", str(png), "--n", "8", "--sampler", "ddim"]) == 2
     assert "samples with sampler 'beta', not the Gaussian sampler 'ddim'" in capsys.readouterr().err
+    assert main(["eval", "nll", run, "--n", "2"]) == 2
+    assert "needs a Gaussian process" in capsys.readouterr().err
