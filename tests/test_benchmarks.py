@@ -210,3 +210,20 @@ def test_patch_benchmark_rows(tmp_path, monkeypatch):
     assert all(row["images_seen"] == 8 * row["steps"] for row in full)  # no multiplier
     assert set(r["comparison"]) >= {"full_final_fd", "patch_final_fd", "target_met"}
     assert main(args) == 0  # a second call reuses every segment
+
+
+@pytest.mark.slow
+def test_beta_toy_benchmark_scores_klub_elbo_and_gaussian_on_both_toys(tmp_path):
+    out, js = tmp_path / "bench", tmp_path / "b.json"
+    args = ["bench", "beta-toy", "--steps", "3", "--n-samples", "500", "--sample-steps", "4"]
+    args += ["--out", str(out), "--json", str(js), "--set", "model.mlp={width: 16, depth: 1}"]
+    assert main(args) == 0
+    r = json.loads(js.read_text())
+    rows = {(row["data"], row["loss"]): row for row in r["rows"]}
+    assert sorted(rows) == sorted(
+        (d, l) for d in ("toy1", "toy2") for l in ("klub", "elbo", "gaussian")
+    )
+    for row in rows.values():
+        assert row["steps"] == 3 and 0 <= row["jsd2"] <= 2 * math.log(2) + 1e-9
+        assert 0 <= row["tv"] <= 1 and row["nfe"] >= 4
+    assert rows["toy1", "klub"]["outside_01"] == 0  # Beta samples never leave (0, 1)

@@ -91,9 +91,14 @@ def build_schedule(cfg: Config, basis: Basis) -> Schedule:
     return Sequential(label, **kw)
 
 
-def build_process(cfg: Config, dataset: Dataset | None = None) -> Process:
+def build_process(cfg: Config, dataset: Dataset | None = None):
     """The process. Data-dependent parts (PCA, data-matched prior) are fitted on ``dataset``
-    when given; otherwise they are placeholders to be filled by ``load_state_dict``."""
+    when given; otherwise they are placeholders to be filled by ``load_state_dict``. A
+    :class:`~nudiff.beta.process.BetaProcess` for ``process.family: beta``."""
+    if cfg.process.family == "beta":
+        from nudiff.beta.process import BetaProcess
+
+        return BetaProcess(data_shape(cfg), **cfg.process.beta.model_dump())
     basis = build_basis(cfg, dataset)
     prior = Prior.white(basis.shape)
     if cfg.process.prior.type == "data" and dataset is not None:
@@ -154,6 +159,17 @@ def build_backbone(
     m = cfg.model
     if m.backbone == "unet":
         return build_unet(cfg, in_channels, noise_features, width, resolution, out_channels)
+    if m.backbone == "mlp":
+        from nudiff.models.mlp import MLP
+
+        res = resolution or cfg.data.resolution
+        return MLP(
+            (in_channels, res, res),
+            width=width or m.mlp.width,
+            depth=m.mlp.depth,
+            noise_features=noise_features,
+            out_channels=out_channels,
+        )
     if m.backbone == "dit":
         from nudiff.models.dit import DiT
 
@@ -205,6 +221,8 @@ def build_denoiser(
     with ``model.sigma_data: data`` its per-component moments are measured on ``dataset``
     (without one they are placeholders for ``load_state_dict``)."""
     m = cfg.model
+    if cfg.process.family == "beta":
+        return build_beta_denoiser(cfg, process, dataset)
     if m.multiscale is not None:
         return build_multiscale(cfg, process, dataset)
     if cfg.conditional is not None:
@@ -216,6 +234,20 @@ def build_denoiser(
         return Denoiser(process, backbone, m.prediction, sigma_data=m.sigma_data, **kw)
     mean, std = _data_moments(cfg, process, dataset)
     return Denoiser(process, backbone, m.prediction, data_mean=mean, data_std=std, **kw)
+
+
+def build_beta_denoiser(cfg: Config, process, dataset: Dataset | None = None):
+    """A :class:`~nudiff.beta.denoiser.BetaDenoiser` around the configured backbone; its
+    per-pixel data mean (the sampler's start) is measured on ``stats_samples`` images of
+    ``dataset`` (without one, a placeholder for ``load_state_dict``)."""
+    from nudiff.beta.denoiser import BetaDenoiser
+
+    backbone = build_backbone(cfg, process.shape[0], BetaDenoiser.noise_features())
+    mean = None
+    if dataset is not None:
+        images = _sample_images(dataset, cfg.model.stats_samples, cfg.train.seed + 2)
+        mean = process.to_unit(images).mean(0)
+    return BetaDenoiser(process, backbone, mean)
 
 
 def build_multiscale(
@@ -303,6 +335,11 @@ def build_loss(
     cfg: Config, process: Process, denoiser: Denoiser | MultiScaleDenoiser
 ) -> DenoisingLoss | MultiScaleLoss:
     l = cfg.loss
+    if cfg.process.family == "beta":
+        from nudiff.beta.loss import BetaDiffusionLoss
+
+        b = l.beta
+        return BetaDiffusionLoss(process, b.type, b.w_cond, b.w_marg, b.s_ratio, b.t_min)
     if cfg.conditional is not None:
         from nudiff.conditional.estimators import ConditionalLoss
 

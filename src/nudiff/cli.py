@@ -334,13 +334,16 @@ BENCHMARKS = (
     "msf",
     "softness",
     "patch",
+    "beta-toy",
 )
 
 
 def _benchmark_module(name: str):
-    """``benchmarks/<name>.py`` of the source checkout this package is installed from."""
+    """``benchmarks/<name>.py`` of the source checkout this package is installed from (``-`` in
+    ``name`` read as ``_``)."""
     import importlib
 
+    name = name.replace("-", "_")
     root = Path(__file__).resolve().parents[2]
     if not (root / "benchmarks" / f"{name}.py").is_file():
         raise FileNotFoundError(

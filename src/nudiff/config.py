@@ -130,10 +130,38 @@ ScheduleConfig = Annotated[
 ]
 
 
+class BetaProcessConfig(_Strict):
+    """Beta diffusion's process (:class:`nudiff.beta.process.BetaProcess`): data mapped to
+    ``x0 = shift + scale (x + 1) / 2`` inside (0, 1), concentration ``eta``, ``logit alpha_t``
+    from ``logit_alpha_max`` at t = 0 to ``logit_alpha_min`` at t = 1 (as ``t^power``)."""
+
+    eta: float = Field(10_000.0, gt=0)
+    scale: float = Field(0.39, gt=0, lt=1)
+    shift: float = Field(0.60, gt=0, lt=1)
+    logit_alpha_max: float = 10.0
+    logit_alpha_min: float = -13.0
+    power: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> BetaProcessConfig:
+        if self.shift + self.scale >= 1:
+            raise ValueError(
+                f"needs shift + scale < 1 (x0 inside (0, 1)), got {self.shift} + {self.scale}"
+            )
+        if self.logit_alpha_min >= self.logit_alpha_max:
+            raise ValueError("needs logit_alpha_min < logit_alpha_max")
+        return self
+
+
 class ProcessConfig(_Strict):
+    """``family``: ``gaussian`` (the linear process: ``basis``, ``prior``, ``schedule``) or
+    ``beta`` (Beta diffusion: the ``beta`` section; pixels, no Gaussian schedule)."""
+
+    family: Literal["gaussian", "beta"] = "gaussian"
     basis: BasisConfig = BasisConfig()
     prior: PriorConfig = PriorConfig()
     schedule: ScheduleConfig = MultiSpeedConfig(type="multispeed")
+    beta: BetaProcessConfig | None = None
 
 
 # ------------------------------------------------------------------------------------ model
@@ -184,6 +212,14 @@ class LegoConfig(_Strict):
     joint_loss: bool = True
 
 
+class MLPConfig(_Strict):
+    """A residual MLP on the flattened data (:class:`nudiff.models.mlp.MLP`), for tiny data
+    such as the ``(1, 1, 1)`` toys."""
+
+    width: int = Field(128, ge=1)
+    depth: int = Field(3, ge=1)
+
+
 class StageConfig(_Strict):
     """One scale's own network in a multi-scale model: ``backbone`` (null: ``model.backbone``)
     and keys of its section that replace ``model.unet`` / ``model.dit`` / ``model.lego``'s."""
@@ -230,13 +266,14 @@ class ModelConfig(_Strict):
     prediction: Literal["edm", "eps", "x0", "v"] = "edm"
     sigma_data: Literal["data"] | Annotated[float, Field(gt=0)] = "data"
     stats_samples: int = Field(2_000, ge=2)
-    backbone: Literal["unet", "dit", "lego"] = "unet"
+    backbone: Literal["unet", "dit", "lego", "mlp"] = "unet"
     num_classes: Annotated[int, Field(ge=1)] | None = None
     label_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     noise_conditioning: Literal["log_snr_groups", "t"] = "log_snr_groups"
     unet: UNetConfig = UNetConfig()
     dit: DiTConfig = DiTConfig()
     lego: LegoConfig = LegoConfig()
+    mlp: MLPConfig = MLPConfig()
     multiscale: MultiScaleConfig | None = None
 
 
@@ -247,6 +284,18 @@ class SoftnessRange(_Strict):
 
     min: float = Field(gt=0)
     max: float = Field(gt=0)
+
+
+class BetaLossConfig(_Strict):
+    """Beta diffusion's objective: ``type`` ``klub`` (KL upper bounds) or ``elbo`` (the same
+    KLs with swapped arguments), ``w_cond`` x the conditional KL at ``s = s_ratio t`` plus
+    ``w_marg`` x the marginal KL, ``t`` uniform in ``[t_min, 1]``."""
+
+    type: Literal["klub", "elbo"] = "klub"
+    w_cond: float = Field(0.99, ge=0)
+    w_marg: float = Field(0.01, ge=0)
+    s_ratio: float = Field(0.95, gt=0, lt=1)
+    t_min: float = Field(1e-5, ge=0, lt=1)
 
 
 class LossConfig(_Strict):
@@ -264,6 +313,7 @@ class LossConfig(_Strict):
     t_sampling: Literal["uniform", "stratified", "interval"] = "stratified"
     softness: SoftnessRange | None = None
     t_interval: tuple[float, float] | None = None
+    beta: BetaLossConfig | None = None
 
     @model_validator(mode="after")
     def _interval(self) -> LossConfig:
@@ -312,6 +362,10 @@ class SampleConfig(_Strict):
     def _sampler(self) -> SampleConfig:
         from nudiff.samplers import sampler_options
 
+        if self.sampler == "beta":
+            if self.options:
+                raise ValueError("sample.sampler beta takes no sample.options")
+            return self
         allowed = sampler_options(self.sampler)  # raises for an unknown sampler
         unknown = sorted(set(self.options) - set(allowed))
         if unknown:
@@ -348,6 +402,15 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _combinations(self) -> Config:
         res = self.data.resolution
+        if self.process.family == "beta":
+            return self._check_beta()
+        if self.sample.sampler == "beta":
+            raise ValueError(
+                "sample.sampler beta needs process.family: beta; a Gaussian process takes "
+                "one of the Gaussian samplers"
+            )
+        if self.process.beta is not None or self.loss.beta is not None:
+            raise ValueError("process.beta and loss.beta need process.family: beta")
         if self.conditional is not None:
             self._check_conditional()
         self._check_guidance()
@@ -376,6 +439,39 @@ class Config(_Strict):
                 raise ValueError("sample.skip needs model.backbone: lego (without multiscale)")
             if self.sample.sampler == "dopri5":
                 raise ValueError("sample.skip needs a fixed-step sampler, not dopri5")
+        return self
+
+    def _check_beta(self) -> Config:
+        """Beta diffusion: pixels, one network, its own loss and sampler."""
+        p = self.process
+        if self.sample.sampler != "beta":
+            raise ValueError(
+                f"process.family: beta samples with sample.sampler: beta, not the Gaussian "
+                f"sampler {self.sample.sampler!r}"
+            )
+        if p.basis.type != "identity" or p.prior.type != "white":
+            raise ValueError(
+                "process.family: beta acts on pixels: it needs process.basis.type: identity "
+                f"and process.prior.type: white, got {p.basis.type} and {p.prior.type}"
+            )
+        unsupported = {
+            "model.multiscale": self.model.multiscale is not None,
+            "conditional": self.conditional is not None,
+            "model.num_classes": self.model.num_classes is not None,
+            "loss.softness": self.loss.softness is not None,
+            "sample.skip": self.sample.skip is not None,
+            "sample.budgets": self.sample.budgets is not None,
+        }
+        for key, present in unsupported.items():
+            if present:
+                raise ValueError(f"process.family: beta does not support {key}")
+        if self.model.backbone == "lego":
+            raise ValueError("process.family: beta takes model.backbone unet, dit or mlp")
+        if p.beta is None:
+            p.beta = BetaProcessConfig()
+        if self.loss.beta is None:
+            self.loss.beta = BetaLossConfig()
+        self._check_backbone(self.data.resolution)
         return self
 
     def _check_msf(self) -> None:
@@ -462,6 +558,8 @@ class Config(_Strict):
         """Raise unless the backbone of ``m`` (default ``model``) can run on ``res`` x ``res``
         images."""
         m = m or self.model
+        if m.backbone == "mlp":  # any size: it flattens the data
+            return
         if m.backbone == "unet":
             factor = 2 ** (len(m.unet.channel_mult) - 1)
             if res % factor:

@@ -34,6 +34,11 @@ def make_sample_fn(cfg: Config, process, dataset=None):
 
     def sample_fn(model: Denoiser, n: int, generator: torch.Generator) -> torch.Tensor:
         device = next(model.parameters()).device
+        if cfg.process.family == "beta":
+            from nudiff.beta.sampler import sample_beta
+
+            out = sample_beta(model, n, steps=cfg.sample.steps, seed=cfg.train.seed, device=device)
+            return out.images.clamp(-1, 1)
         if cfg.conditional is not None:
             from nudiff.data import load_batch
 
@@ -71,7 +76,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(cfg))
-        if not resume or not (run_dir / "schedule.png").exists():
+        if cfg.process.family == "gaussian" and (
+            not resume or not (run_dir / "schedule.png").exists()
+        ):
             plot_schedule(process, load_batch(dataset, [0])[0], run_dir / "schedule.png")
     augment = random_hflip if cfg.data.hflip else None
     trainer = Trainer(
@@ -262,6 +269,15 @@ def sample_model(
     sampler than the config's replace the config's. ``skip``: LEGO brick skipping; ``labels``
     ``(n,)``: classes of a class-conditional model, with classifier-free ``guidance`` (default:
     the config's ``sample.guidance``) in ``guidance_interval``."""
+    if cfg.process.family == "beta":
+        unused = {"grid": grid, "budgets": budgets, "options": options, "skip": skip}
+        unused.update(labels=labels, guidance=guidance, guidance_interval=guidance_interval)
+        given = sorted(k for k, v in unused.items() if v is not None)
+        if given:
+            raise ValueError(f"the beta sampler does not take {', '.join(given)}")
+        return _sample_beta(cfg, model, n, sampler, steps, seed, device, progress, batch_size)
+    if sampler == "beta":
+        raise ValueError("sampler beta needs a Beta-diffusion model (process.family: beta)")
     settings = sample_settings(cfg)
     if guidance is not None:
         settings.update(guidance=guidance)
@@ -301,6 +317,33 @@ def sample_model(
     # NFE counts network evaluations per sample: the same for every batch
     u, images = torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts])
     return SampleResult(u, images, parts[0].nfe, seconds, parts[0].skipped)
+
+
+def _sample_beta(cfg, model, n, sampler, steps, seed, device, progress, batch_size):
+    """:func:`sample_model` for a Beta-diffusion model: its own sampler only."""
+    from nudiff.beta.sampler import SAMPLER, sample_beta
+    from nudiff.config import ConfigError
+
+    if sampler not in (None, SAMPLER):
+        raise ConfigError(
+            f"a Beta-diffusion model (process.family: beta) samples with sampler {SAMPLER!r}, "
+            f"not the Gaussian sampler {sampler!r}"
+        )
+    steps = steps or cfg.sample.steps
+    parts = [
+        sample_beta(
+            model,
+            min(batch_size, n - start),
+            steps=steps,
+            seed=seed,
+            start=start,
+            device=device,
+            progress=progress,
+        )
+        for start in range(0, n, batch_size)
+    ]
+    u, images = torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts])
+    return SampleResult(u, images, steps, sum(p.seconds for p in parts))
 
 
 def sample_conditional(

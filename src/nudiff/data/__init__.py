@@ -20,6 +20,7 @@ from nudiff.data.labels import Labelled, dataset_labels
 from nudiff.data.loading import Split, holdout_split, load_batch
 from nudiff.data.npz import NpzDataset
 from nudiff.data.shapes import ShapesDataset
+from nudiff.data.toy import ToyDataset
 from nudiff.data.transforms import random_hflip
 
 
@@ -41,6 +42,7 @@ DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
         c.size, c.resolution, c.channels, c.seed, c.min_shapes, c.max_shapes
     ),
     "fields": _fields,
+    "toy": lambda c: ToyDataset(c.key or "toy1", c.size, c.seed),
     "npz": lambda c: NpzDataset(c.path, c.key, c.resolution, c.resize, c.channels),
     "folder": lambda c: ImageFolderDataset(c.path, c.resolution, c.channels),
     # a fresh machine gets the files; without internet torchvision's own error explains
@@ -81,6 +83,7 @@ __all__ = [
     "NpzDataset",
     "ShapesDataset",
     "Split",
+    "ToyDataset",
     "TorchvisionDataset",
     "build_dataset",
     "dataset_labels",

@@ -16,6 +16,8 @@ class DataConfig(BaseModel):
         shapes: procedural coloured shapes (``size``, ``seed``, ``min_shapes`` to
             ``max_shapes`` per image); the default, needs no files.
         fields: procedural Gaussian random fields with power spectrum ``~ 1/f**exponent``.
+        toy: the 1-D toys of Beta diffusion (``key``: ``toy1``, the default, or ``toy2``) as
+            ``(1, 1, 1)`` images: ``resolution: 1``, ``channels: 1``.
         npz: uint8 images from ``path``, array ``key`` (default ``x_train``); ``resize`` says
             how to reach ``resolution`` ("pad": centre on a background of -1, e.g. MNIST
             28 -> 32; "resize": centre-crop and bicubic resize).
@@ -34,7 +36,9 @@ class DataConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["shapes", "fields", "npz", "folder", "torchvision", "huggingface"] = "shapes"
+    name: Literal["shapes", "fields", "npz", "folder", "torchvision", "huggingface", "toy"] = (
+        "shapes"
+    )
     resolution: int = 32
     channels: int = 3
     size: int = 50_000
@@ -53,7 +57,11 @@ class DataConfig(BaseModel):
 
     @field_validator("resolution")
     @classmethod
-    def _resolution(cls, v: int) -> int:
+    def _resolution(cls, v: int, info) -> int:
+        if info.data.get("name") == "toy":
+            if v != 1:
+                raise ValueError(f"data.resolution must be 1 for the 1-D toy data, got {v}")
+            return v
         if v < 4:
             raise ValueError(f"data.resolution must be >= 4, got {v}")
         return v
@@ -90,7 +98,15 @@ class DataConfig(BaseModel):
                 f"data.min_shapes ({self.min_shapes}) must not exceed data.max_shapes "
                 f"({self.max_shapes})"
             )
-        if self.name in ("shapes", "fields") and self.holdout >= self.size:
+        if self.name == "toy":
+            from nudiff.data.toy import TOYS
+
+            if self.key not in (None, *TOYS) or self.channels != 1:
+                raise ValueError(
+                    f"data.name=toy takes data.key in {list(TOYS)} and data.channels: 1, got "
+                    f"key={self.key!r}, channels={self.channels}"
+                )
+        if self.name in ("shapes", "fields", "toy") and self.holdout >= self.size:
             raise ValueError(
                 f"data.holdout ({self.holdout}) must be smaller than data.size ({self.size})"
             )

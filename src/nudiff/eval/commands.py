@@ -96,6 +96,13 @@ def eval_nll(
     if n < 1 or batch_size < 1:
         raise ValueError(f"--n and --batch-size must be >= 1, got {n}, {batch_size}")
     cfg, model = load_run(run, ema=ema, device=device)
+    if cfg.process.family != "gaussian":
+        from nudiff.config import ConfigError
+
+        raise ConfigError(
+            f"nudiff eval nll needs a Gaussian process; {run} has process.family: "
+            f"{cfg.process.family} (its likelihood is not implemented)"
+        )
     images = _eval_images(cfg, data, n)
     if method == "elbo":
         settings = {"n_times": n_times}
