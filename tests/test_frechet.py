@@ -129,3 +129,14 @@ def test_fd_standard_error_matches_the_spread_over_independent_draws():
     assert frechet_standard_error(a, b, seed=1) == frechet_standard_error(a, b, seed=1)
     with pytest.raises(ValueError, match="rounds"):
         frechet_standard_error(a, b, rounds=1)
+
+
+def test_kid_default_subsets_are_half_the_smaller_set_so_their_std_is_not_zero():
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(500, 8)), rng.normal(size=(800, 8)) + 0.2
+    _, std = kid(x, y, subsets=20)
+    assert std > 0
+    assert kid(x, y, subsets=20) == kid(x, y, subsets=20, subset_size=250)
+    # subsets of whole sets are all the same set: no spread, the failure the default avoids
+    _, whole = kid(x, y[:500], subsets=20, subset_size=500)
+    assert whole < 1e-9 * std

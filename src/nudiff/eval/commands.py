@@ -194,7 +194,7 @@ def eval_fd(
         )
     f_gen, f_ref = extract_features(net, gen), extract_features(net, ref_images)
     fd = frechet_distance(*gaussian_stats(f_gen), *gaussian_stats(f_ref))
-    kid_mean, kid_std = kid(f_gen, f_ref, subsets=kid_subsets, subset_size=min(1000, n))
+    kid_mean, kid_std = kid(f_gen, f_ref, subsets=kid_subsets)
     return {
         "fd": fd,
         "kid": kid_mean,

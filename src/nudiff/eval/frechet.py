@@ -89,14 +89,15 @@ def kid(
     feat1: torch.Tensor | np.ndarray,
     feat2: torch.Tensor | np.ndarray,
     subsets: int = 100,
-    subset_size: int = 1000,
+    subset_size: int | None = None,
     seed: int = 0,
 ) -> tuple[float, float]:
     """Kernel Inception Distance: mean and std of the unbiased MMD^2 over random subsets.
 
     Kernel ``k(x, y) = (x . y / D + 1)^3`` on features ``(N1, D)`` and ``(N2, D)``. Each of
     ``subsets`` draws ``m = min(subset_size, N1, N2)`` rows of each set without replacement;
-    the draws depend only on ``seed``.
+    the draws depend only on ``seed``. The default ``subset_size`` is half the smaller set, at
+    most 1,000: subsets of a whole set would all be the same, and their std 0.
     """
     x = _as_features(feat1, "feat1")
     y = _as_features(feat2, "feat2")
@@ -104,6 +105,8 @@ def kid(
         raise ValueError(f"feature dimensions differ: {x.shape[1]} and {y.shape[1]}")
     if subsets < 1:
         raise ValueError(f"subsets must be >= 1, got {subsets}")
+    if subset_size is None:
+        subset_size = min(1000, max(2, min(x.shape[0], y.shape[0]) // 2))
     m = min(subset_size, x.shape[0], y.shape[0])
     if m < 2:
         raise ValueError(
