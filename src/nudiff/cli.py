@@ -61,7 +61,7 @@ def _quickstart(args) -> None:
     summary = train(cfg, args.out)
     result = sample_run(args.out, n=64, progress=True)
     grid = Path(args.out) / "samples.png"
-    save_samples(result, grid, None)
+    save_samples(result.images, grid, None)
     trained = f"trained {summary['steps']} steps"
     if summary["stopped"] == "time limit":  # a slow machine: fewer steps, blurrier samples
         trained = (
@@ -121,7 +121,7 @@ def _sample(args) -> None:
         guidance_interval=_interval(args.guidance_interval),
         overrides=args.set,
     )
-    save_samples(result, args.out, args.npz, nrow=nrow)
+    save_samples(result.images, args.out, args.npz, nrow=nrow)
     skipped = f" ({result.skipped} with bricks skipped)" if args.skip else ""
     print(
         f"{n} samples, {result.nfe} NFE{skipped}, {result.seconds:.2f} s "
@@ -131,9 +131,8 @@ def _sample(args) -> None:
 
 
 def _extend(args) -> None:
-    from nudiff.data import save_image_grid, to_uint8
     from nudiff.data.images import read_images
-    from nudiff.run import extend_run
+    from nudiff.run import extend_run, save_samples
 
     if args.n is not None and args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
@@ -153,12 +152,7 @@ def _extend(args) -> None:
         overrides=args.set,
         progress=True,
     )
-    save_image_grid(out.images.clamp(-1, 1), args.out, nrow=args.nrow, min_size=64)
-    if args.npz:
-        import numpy as np
-
-        Path(args.npz).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(args.npz, x_train=to_uint8(out.images))
+    save_samples(out.images, args.out, args.npz, nrow=args.nrow)
     w_in = images.shape[-1]
     print(
         f"{len(images)} images {w_in} -> {w_in + args.columns} columns (the first {out.kept} "
@@ -225,7 +219,7 @@ def _sample_conditional(args) -> None:
     samples = out.images.cpu().view(len(y), args.per_input, *out.images.shape[1:])
     grid, per_row = comparison_grid(model.task, y.cpu(), samples, truth)
     save_image_grid(grid, args.out, nrow=per_row)
-    save_samples(out, None, args.npz)
+    save_samples(out.images, None, args.npz)
     lpips, why = lpips_or_none(args.lpips) if truth is not None else (None, None)
     m = restoration_metrics(model.task, samples.clamp(-1, 1), truth, y.cpu(), lpips)
     scores = f"consistency MSE {m['consistency']:.3g}"

@@ -381,14 +381,15 @@ def sample_conditional(
 
 
 def save_samples(
-    result: SampleResult, png: str | Path | None, npz: str | Path | None, nrow: int | None = None
+    images: torch.Tensor, png: str | Path | None, npz: str | Path | None, nrow: int | None = None
 ) -> None:
+    """Images ``(B, C, H, W)`` in ``[-1, 1]`` as a PNG grid and/or uint8 ``x_train`` in an npz."""
     import numpy as np
 
     from nudiff.data import to_uint8
 
     if png:  # small images enlarged so a person can see them
-        save_image_grid(result.images.clamp(-1, 1), png, nrow=nrow, min_size=64)
+        save_image_grid(images.clamp(-1, 1), png, nrow=nrow, min_size=64)
     if npz:
         Path(npz).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(npz, x_train=to_uint8(result.images))
+        np.savez_compressed(npz, x_train=to_uint8(images))
