@@ -48,6 +48,28 @@ def _train(args) -> None:
         )
 
 
+def _distill_sid(args) -> None:
+    from nudiff.config import load_config
+    from nudiff.distill.run import distill, distill_config
+    from nudiff.train import distributed
+
+    saved = Path(args.out) / "config.yaml"
+    if args.resume and saved.is_file():  # the run's own config, as train --resume would use
+        cfg = load_config(saved, args.set)
+    else:
+        cfg = distill_config(args.teacher, args.set)
+    try:
+        s = distill(cfg, args.out, resume=args.resume)
+    finally:
+        distributed.cleanup()
+    if distributed.is_main():
+        print(
+            f"run folder {args.out}: {s['steps']} steps ({s['stopped']}), "
+            f"{s['images_per_s']:.1f} generated images/s; sample it with nudiff sample "
+            f"{args.out} (1 NFE)"
+        )
+
+
 def _quickstart(args) -> None:
     from nudiff.config import load_config
     from nudiff.run import sample_run, save_samples, train
@@ -363,6 +385,22 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     tr.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     tr.set_defaults(func=_train)
+
+    di = sub.add_parser("distill", help="distil a trained run into a fast generator")
+    di_sub = di.add_subparsers(dest="method", required=True)
+    sid = di_sub.add_parser(
+        "sid", help="SiD: data-free one-step distillation (score identity distillation)"
+    )
+    sid.add_argument("teacher", help="the teacher's run folder or checkpoint folder")
+    sid.add_argument("--out", required=True, help="run folder of the distilled generator")
+    sid.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a key of the distilled config (e.g. train.lr, distill.alpha)",
+    )
+    sid.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    sid.set_defaults(func=_distill_sid)
 
     qs = sub.add_parser("quickstart", help="train + sample on the built-in data (CPU minutes)")
     qs.add_argument("--out", default="runs/quickstart")

@@ -362,9 +362,9 @@ class SampleConfig(_Strict):
     def _sampler(self) -> SampleConfig:
         from nudiff.samplers import sampler_options
 
-        if self.sampler == "beta":
+        if self.sampler in ("beta", "onestep"):  # Beta diffusion's; a distilled generator's
             if self.options:
-                raise ValueError("sample.sampler beta takes no sample.options")
+                raise ValueError(f"sample.sampler {self.sampler} takes no sample.options")
             return self
         allowed = sampler_options(self.sampler)  # raises for an unknown sampler
         unknown = sorted(set(self.options) - set(allowed))
@@ -390,6 +390,26 @@ class ConditionalConfig(_Strict):
     anneal_steps: int = Field(0, ge=0)
 
 
+class SiDConfig(_Strict):
+    """SiD distillation of a teacher run into a one-step generator (:mod:`nudiff.distill.sid`);
+    written by ``nudiff distill sid``. ``teacher``: the teacher's checkpoint folder.
+    ``init_log_snr``: the generator's input level as a mean log-SNR (SiD's sigma_init = 2.5:
+    ``-2 log 2.5``); ``alpha``, ``scale``: the generator loss's; ``t_max``, ``sigma_min``,
+    ``sigma_max``, ``rho``: its noise levels (SiD's rho-7 scale); ``guidance``: classifier-free
+    guidance of a class-conditional teacher in the generator loss."""
+
+    method: Literal["sid"] = "sid"
+    teacher: str
+    alpha: float = Field(1.2, gt=0)
+    scale: float = Field(100.0, gt=0)
+    init_log_snr: float = -1.8325814637483102  # -2 log 2.5
+    t_max: float = Field(0.8, gt=0, le=1)
+    sigma_min: float = Field(0.002, gt=0)
+    sigma_max: float = Field(80.0, gt=0)
+    rho: float = Field(7.0, gt=0)
+    guidance: float = Field(1.0, ge=0)
+
+
 class Config(_Strict):
     data: DataConfig = DataConfig()
     process: ProcessConfig = ProcessConfig()
@@ -398,10 +418,12 @@ class Config(_Strict):
     train: TrainConfig = TrainConfig()
     sample: SampleConfig = SampleConfig()
     conditional: ConditionalConfig | None = None
+    distill: SiDConfig | None = None
 
     @model_validator(mode="after")
     def _combinations(self) -> Config:
         res = self.data.resolution
+        self._check_distill()
         if self.process.family == "beta":
             return self._check_beta()
         if self.sample.sampler == "beta":
@@ -440,6 +462,27 @@ class Config(_Strict):
             if self.sample.sampler == "dopri5":
                 raise ValueError("sample.skip needs a fixed-step sampler, not dopri5")
         return self
+
+    def _check_distill(self) -> None:
+        """A distilled run samples with its generator (``onestep``), and only Gaussian
+        teachers without a conditioning input distil data-free."""
+        if self.distill is None:
+            if self.sample.sampler == "onestep":
+                raise ValueError("sample.sampler onestep needs a distilled run (distill: ...)")
+            return
+        if self.process.family != "gaussian":
+            raise ValueError("distill: SiD distils Gaussian-process teachers (process.family)")
+        if self.conditional is not None:
+            raise ValueError(
+                "distill: a conditional-task teacher needs data for its condition; SiD here is "
+                "data-free (class-conditional teachers are supported)"
+            )
+        if self.sample.sampler != "onestep":
+            raise ValueError(
+                f"a distilled run samples with sample.sampler: onestep, not {self.sample.sampler!r}"
+            )
+        if self.distill.sigma_min >= self.distill.sigma_max:
+            raise ValueError("distill.sigma_min must be below distill.sigma_max")
 
     def _check_beta(self) -> Config:
         """Beta diffusion: pixels, one network, its own loss and sampler."""

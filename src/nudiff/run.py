@@ -122,6 +122,12 @@ def load_run(
         cfg, state = at_resolution(cfg, state, resolution)
     process = build_process(cfg)  # data-fitted buffers come from the state dict
     model = build_denoiser(cfg, process)
+    if cfg.distill is not None:  # a distilled run: its one-step generator
+        from nudiff.distill.run import load_generator
+
+        if resolution is not None and resolution != cfg.data.resolution:
+            raise ValueError("a distilled generator samples at its training resolution only")
+        return cfg, load_generator(cfg, model, state).to(device).eval()
     model.load_state_dict(state)
     return cfg, model.to(device).eval()
 
@@ -269,6 +275,15 @@ def sample_model(
     sampler than the config's replace the config's. ``skip``: LEGO brick skipping; ``labels``
     ``(n,)``: classes of a class-conditional model, with classifier-free ``guidance`` (default:
     the config's ``sample.guidance``) in ``guidance_interval``."""
+    if cfg.distill is not None:
+        unused = {"grid": grid, "budgets": budgets, "options": options, "skip": skip}
+        unused.update(guidance=guidance, guidance_interval=guidance_interval)
+        given = sorted(k for k, v in unused.items() if v is not None)
+        if given:
+            raise ValueError(f"a distilled generator does not take {', '.join(given)}")
+        return _sample_generator(cfg, model, n, sampler, steps, seed, device, labels, batch_size)
+    if sampler == "onestep":
+        raise ValueError("sampler onestep needs a distilled run (nudiff distill sid)")
     if cfg.process.family == "beta":
         unused = {"grid": grid, "budgets": budgets, "options": options, "skip": skip}
         unused.update(labels=labels, guidance=guidance, guidance_interval=guidance_interval)
@@ -317,6 +332,38 @@ def sample_model(
     # NFE counts network evaluations per sample: the same for every batch
     u, images = torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts])
     return SampleResult(u, images, parts[0].nfe, seconds, parts[0].skipped)
+
+
+def _sample_generator(cfg, generator, n, sampler, steps, seed, device, labels, batch_size):
+    """:func:`sample_model` for a distilled run: ``steps`` generator calls (1 by default)."""
+    from nudiff.config import ConfigError
+    from nudiff.distill.sid import ReferenceTime, sample_one_step
+
+    if sampler not in (None, "onestep"):
+        raise ConfigError(f"a distilled run samples with sampler 'onestep', not {sampler!r}")
+    steps = steps or cfg.sample.steps
+    if cfg.model.num_classes and labels is None:  # the classes in turn
+        labels = torch.arange(n) % cfg.model.num_classes
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        if labels.numel() != n:
+            raise ValueError(f"need one label per sample ({n}), got {labels.numel()}")
+    ref = ReferenceTime(generator.process).to(device) if steps > 1 else None
+    parts = [
+        sample_one_step(
+            generator,
+            min(batch_size, n - start),
+            steps=steps,
+            seed=seed,
+            start=start,
+            labels=None if labels is None else labels[start : start + batch_size],
+            device=device,
+            reference=ref,
+        )
+        for start in range(0, n, batch_size)
+    ]
+    u, images = torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts])
+    return SampleResult(u, images, steps, sum(p.seconds for p in parts))
 
 
 def _sample_beta(cfg, model, n, sampler, steps, seed, device, progress, batch_size):

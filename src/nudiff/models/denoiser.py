@@ -117,6 +117,7 @@ class Denoiser(nn.Module):
         guidance_interval: tuple[float, float] | None = None,
         process: Process | None = None,
         crop=None,
+        exact_inactive: bool = True,
     ) -> torch.Tensor:
         """``u``: ``(B, C, H, W)`` noisy whitened components; ``t``: ``(B,)``, or ``(1,)`` for a
         time shared by the batch (samplers: the coefficients are then computed once, not per
@@ -144,17 +145,28 @@ class Denoiser(nn.Module):
         per-image crops ``(B, C, p, p)`` of the full canvas. The coefficients, prior and data
         moments are the crops of the full ones, the noise conditioning is the full process's
         (the state of the whole image at ``t``), the backbone sees the crops' coordinates on
-        the full canvas. Sampling calls without a crop: the full canvas with the full grid."""
+        the full canvas. Sampling calls without a crop: the full canvas with the full grid.
+
+        ``exact_inactive=False``: the network's answer for every component, also those fully
+        noised at ``t`` (a one-step generator, :mod:`nudiff.distill.sid`, must produce them)."""
         if crop is not None:
             if labels is not None and guidance != 1:
                 raise ValueError("guidance does not apply to patch training calls")
-            return self._estimate(u, t, all_bricks, labels, process, crop)
+            return self._estimate(u, t, all_bricks, labels, process, crop, exact_inactive)
         if labels is None or (guidance == 1 and guidance_interval is None):
-            return self._estimate(u, t, all_bricks, labels, process)
+            return self._estimate(u, t, all_bricks, labels, process, None, exact_inactive)
         t = as_times(t, u)
         null = torch.full_like(labels, self.num_classes)
         t2 = t if t.shape[0] == 1 else torch.cat([t, t])
-        both = self._estimate(torch.cat([u, u]), t2, all_bricks, torch.cat([labels, null]), process)
+        both = self._estimate(
+            torch.cat([u, u]),
+            t2,
+            all_bricks,
+            torch.cat([labels, null]),
+            process,
+            None,
+            exact_inactive,
+        )
         cond, uncond = both.chunk(2, dim=-4)
         w = torch.as_tensor(guidance, dtype=u.dtype, device=u.device)
         if guidance_interval is not None:
@@ -170,6 +182,7 @@ class Denoiser(nn.Module):
         labels: torch.Tensor | None,
         process: Process | None = None,
         crop=None,
+        exact_inactive: bool = True,
     ) -> torch.Tensor:
         t = as_times(t, u)
         if t.shape[0] not in (1, u.shape[0]):
@@ -205,6 +218,8 @@ class Denoiser(nn.Module):
             x0 = m + sd * out
         else:
             x0 = to_x0(out, self.prediction, u, alpha, sigma)
+        if not exact_inactive:
+            return x0
         # unconditional where: testing for any inactive component would sync with the device
         inactive = process.inactive_log_snr(log_snr)
         return torch.where(inactive, alpha * u / (alpha**2 + sigma**2), x0)

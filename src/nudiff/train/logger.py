@@ -23,8 +23,13 @@ class RunLogger:
     """
 
     def __init__(
-        self, run_dir: str | os.PathLike, resume_step: int | None = None, tensorboard: bool = True
+        self,
+        run_dir: str | os.PathLike,
+        resume_step: int | None = None,
+        tensorboard: bool = True,
+        extra_fields: tuple[str, ...] = (),
     ):
+        self.fields = FIELDS + tuple(extra_fields)  # e.g. each phase's loss of a phased loss
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.run_dir / "log.csv"
@@ -38,12 +43,12 @@ class RunLogger:
                 ]
         tmp = self.csv_path.with_name(".log.csv.tmp")
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, FIELDS)
+            w = csv.DictWriter(f, self.fields)
             w.writeheader()
-            w.writerows({k: _fmt(r.get(k, math.nan)) for k in FIELDS} for r in self.rows)
+            w.writerows({k: _fmt(r.get(k, math.nan)) for k in self.fields} for r in self.rows)
         os.replace(tmp, self.csv_path)
         self._file = open(self.csv_path, "a", newline="")  # closed in close()
-        self._csv = csv.DictWriter(self._file, FIELDS)
+        self._csv = csv.DictWriter(self._file, self.fields)
         self.tb = None
         if tensorboard:
             try:
@@ -64,6 +69,7 @@ class RunLogger:
         images_per_s: float,
         elapsed: float,
         images_seen: float = math.nan,
+        **extra: float,
     ) -> None:
         row = {
             "step": step,
@@ -73,12 +79,13 @@ class RunLogger:
             "images_per_s": images_per_s,
             "elapsed": elapsed,
             "images_seen": images_seen,
+            **extra,
         }
         self.rows.append(row)
         self._csv.writerow({k: _fmt(v) for k, v in row.items()})
         self._file.flush()
         if self.tb is not None:
-            for k in FIELDS[1:]:
+            for k in self.fields[1:]:
                 self.tb.add_scalar(f"train/{k}", row[k], step)
 
     def plot(self) -> None:

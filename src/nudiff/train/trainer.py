@@ -147,9 +147,14 @@ class Trainer:
 
     Args:
         model: the trainable module; its whole ``state_dict`` (buffers included) is saved.
-        loss: a :class:`~nudiff.train.protocols.Loss`; moved to the device if a module.
+        loss: a :class:`~nudiff.train.protocols.Loss`; moved to the device if a module. A
+            :class:`~nudiff.train.protocols.PhasedLoss` (``phases(model)``: named parameter
+            lists) trains several networks in turn: every step runs each phase's loss, backward
+            pass and optimiser step (one AdamW and LR schedule per phase), then the EMA.
         dataset: items ``(C, H, W)`` float tensors in ``[-1, 1]``, or tuples of which the first
-            element is one; must be deterministic (put randomness in ``augment``).
+            element is one; must be deterministic (put randomness in ``augment``). ``None``: a
+            data-free objective (distillation), called with ``x0 = None``; the batch is then
+            the loss's draws.
         config: :class:`TrainConfig`.
         sample_fn: ``(model, n, generator) -> (n, C, H, W)`` in ``[-1, 1]``; called with the EMA
             model every ``sample_every`` steps to write ``RUN/samples/step_XXXXXX.png``.
@@ -176,7 +181,7 @@ class Trainer:
         self.device = dist.setup(device)
         self.rank, self.world = dist.rank(), dist.world_size()
         config.check_world(self.world)
-        if len(dataset) < config.batch_size:
+        if dataset is not None and len(dataset) < config.batch_size:
             raise ValueError(
                 f"the dataset has {len(dataset)} images, fewer than "
                 f"train.batch_size={config.batch_size}"
@@ -198,16 +203,25 @@ class Trainer:
         self.ema = EMA(self.model)  # after DDP has broadcast rank 0's weights
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         cuda = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(
-            self.params,
-            lr=config.lr,
-            betas=config.betas,
-            weight_decay=config.weight_decay,
-            fused=cuda or None,
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(config, s)
-        )
+        # phases: (name, parameters); None names the single phase of an ordinary loss
+        if callable(getattr(self.loss, "phases", None)):
+            self.phases = [(k, list(v)) for k, v in self.loss.phases(self.model).items()]
+        else:
+            self.phases = [(None, self.params)]
+        self.optimizers = [
+            torch.optim.AdamW(
+                params,
+                lr=config.lr,
+                betas=config.betas,
+                weight_decay=config.weight_decay,
+                fused=cuda or None,
+            )
+            for _, params in self.phases
+        ]
+        self.schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(config, s))
+            for opt in self.optimizers
+        ]
         amp = config.mixed_precision if cuda else "no"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
@@ -223,57 +237,89 @@ class Trainer:
         self.images_seen = 0  # images loaded so far (patch training: images, not pixels)
         self.elapsed = 0.0  # seconds of training before this fit(), from the checkpoint
         self._window: list[float] = []  # losses since the last log row
+        self._phase_window: list[list[float]] = []  # each phase's, of a phased loss
+        self.phased = self.phases[0][0] is not None
+        self.phase_names = [name for name, _ in self.phases] if self.phased else []
         self.logger: RunLogger | None = None
         self._plot_t = -math.inf
         self._deadline = math.inf  # wall-clock end of the current fit() (max_minutes)
 
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser of a single-phase loss (the last phase's otherwise)."""
+        return self.optimizers[-1]
+
+    @property
+    def scheduler(self):
+        return self.schedulers[-1]
+
     # ------------------------------------------------------------------------------- step
     def train_step(
-        self, x0: torch.Tensor, noise: dict[str, torch.Tensor], need_grad_norm: bool = True
+        self,
+        x0: torch.Tensor | None,
+        noise: dict[str, torch.Tensor],
+        need_grad_norm: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimiser step on this rank's rows of a global batch; advances :attr:`step`.
 
-        ``x0``: ``(B_local, C, H, W)`` on the device; ``noise``: the matching rows of
-        ``loss.draw`` (leading dimension ``B_local``). Accumulates ``grad_accum`` micro-batches
-        (DDP averages gradients on the last one only), clips, steps AdamW, the LR schedule and
-        the EMA. Returns the mean loss of these rows and the gradient norm before clipping
-        (``None`` if not clipping and not ``need_grad_norm``) as 0-dim device tensors: nothing
-        here waits for the device.
+        ``x0``: ``(B_local, C, H, W)`` on the device (None: a data-free loss); ``noise``: the
+        matching rows of ``loss.draw`` (leading dimension ``B_local``). Per phase: accumulates
+        ``grad_accum`` micro-batches (DDP averages gradients on the last one only), clips,
+        steps the phase's AdamW and LR schedule; then the EMA. Returns the loss of these rows
+        (summed over phases; each phase's is kept in :attr:`phase_losses`) and the last
+        phase's gradient norm before clipping (``None`` if not clipping and not
+        ``need_grad_norm``) as 0-dim device tensors: nothing here waits for the device.
         """
         cfg, n_micro = self.config, self.config.grad_accum
-        xs = x0.tensor_split(n_micro)
+        xs = [None] * n_micro if x0 is None else x0.tensor_split(n_micro)
         parts = {
             k: v.tensor_split(n_micro) if isinstance(v, torch.Tensor) else [v] * n_micro
             for k, v in noise.items()
         }
-        total = torch.zeros((), device=self.device)
-        for i, x in enumerate(xs):
-            sync = i == n_micro - 1 or self.ddp is self.model
-            with nullcontext() if sync else self.ddp.no_sync():
-                with self._autocast():
-                    per_sample = self.loss(self.ddp, x, {k: v[i] for k, v in parts.items()})
-                if per_sample.shape != (x.shape[0],):
-                    raise ValueError(
-                        f"the loss must return one value per sample, shape "
-                        f"({x.shape[0]},); got {tuple(per_sample.shape)}"
-                    )
-                micro = per_sample.float().mean() / n_micro
-                self.scaler.scale(micro).backward()
-            total += micro.detach()
-        self.scaler.unscale_(self.optimizer)
+        losses = torch.zeros(len(self.phases), device=self.device)
+        trained = [False] * len(self.ema.sources)
         norm = None
-        if cfg.grad_clip > 0:
-            norm = nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
-        elif need_grad_norm:
-            grads = [p.grad for p in self.params if p.grad is not None]
-            norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
-        self.scaler.step(self.optimizer)
+        for j, ((phase, params), opt, sched) in enumerate(
+            zip(self.phases, self.optimizers, self.schedulers, strict=True)
+        ):
+            self.model.zero_grad(set_to_none=True)  # an earlier phase's gradients are not ours
+            kw = {} if phase is None else {"phase": phase}
+            for i, x in enumerate(xs):
+                sync = i == n_micro - 1 or self.ddp is self.model
+                rows = {k: v[i] for k, v in parts.items()}
+                with nullcontext() if sync else self.ddp.no_sync():
+                    with self._autocast():
+                        per_sample = self.loss(self.ddp, x, rows, **kw)
+                    n = _rows(x, rows)
+                    if per_sample.shape != (n,):
+                        raise ValueError(
+                            f"the loss must return one value per sample, shape ({n},); got "
+                            f"{tuple(per_sample.shape)}"
+                        )
+                    micro = per_sample.float().mean() / n_micro
+                    self.scaler.scale(micro).backward()
+                losses[j] += micro.detach()
+            self.scaler.unscale_(opt)
+            norm = None
+            if cfg.grad_clip > 0:
+                norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            elif need_grad_norm:
+                grads = [p.grad for p in params if p.grad is not None]
+                norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+            self.scaler.step(opt)
+            # parameters without a gradient (a multi-scale model's networks of other scales)
+            # were not trained: their averages wait for their own steps
+            mine = {id(p) for p in params}
+            trained = [
+                done or (id(p) in mine and p.grad is not None)
+                for done, p in zip(trained, self.ema.sources, strict=True)
+            ]
+            opt.zero_grad(set_to_none=True)
+            sched.step()
         self.scaler.update()
-        # parameters without a gradient (a multi-scale model's networks of other scales) were
-        # not trained: their averages wait for their own steps
-        trained = [p.grad is not None for p in self.ema.sources]
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
+        self.model.zero_grad(set_to_none=True)
+        self.phase_losses = losses
+        total = losses.sum()
         images = self.batch_for_step(self.step)
         if self.variable_batch:  # the half-life counts the images this step and before it
             seen = self.images_seen
@@ -367,36 +413,15 @@ class Trainer:
                     cfg.mixed_precision,
                     self.device,
                 )
-            self.logger = RunLogger(self.run_dir, self.step if resumed else None, cfg.tensorboard)
-        self.model.train()
-        loader = DataLoader(
-            self.dataset,
-            num_workers=cfg.num_workers,
-            collate_fn=collate_images,
-            pin_memory=self.device.type == "cuda",
-            generator=torch.Generator(),
-            batch_sampler=StreamBatchSampler(
-                len(self.dataset),
-                self.batch_for_step,
-                cfg.seed,
-                self.rank,
-                self.world,
-                self.epoch,
-                self.position,
-                self.step,
+            self.logger = RunLogger(
+                self.run_dir,
+                self.step if resumed else None,
+                cfg.tensorboard,
+                tuple(f"loss_{name}" for name in self.phase_names),
             )
-            if self.variable_batch
-            else EpochBatchSampler(
-                len(self.dataset),
-                cfg.batch_size,
-                cfg.seed,
-                self.rank,
-                self.world,
-                self.epoch,
-                self.position,
-            ),
-        )
-        per_epoch = len(self.dataset) // cfg.batch_size
+        self.model.train()
+        loader = self._loader() if self.dataset is not None else None
+        per_epoch = len(self.dataset) // cfg.batch_size if self.dataset is not None else 1
         start_images, t0 = self.images_seen, time.perf_counter()
         deadline = t0 + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
         flags = torch.tensor([0.0, 1.0], device=self.device)  # stat[1] > 0: a rank is over time
@@ -414,12 +439,17 @@ class Trainer:
         self._losses: list[tuple[int, float]] = []
         self._log_t, self._log_step, self._log_images = t0, self.step, self.images_seen
         self._stop, saved, pending = False, None, None
-        batches = iter(loader)
+        batches = iter(loader) if loader is not None else None
         try:
             while self.step < cfg.steps and not self._stop:
-                x0, labels = _images_and_labels(next(batches))
-                x0 = x0.to(self.device, non_blocking=True)
-                if self.variable_batch:  # position counts images of the data stream
+                x0, labels = (
+                    _images_and_labels(next(batches)) if batches is not None else (None, None)
+                )
+                if x0 is not None:
+                    x0 = x0.to(self.device, non_blocking=True)
+                if batches is None:  # data-free: no data position to keep
+                    pass
+                elif self.variable_batch:  # position counts images of the data stream
                     self.epoch, self.position = divmod(
                         self.epoch * len(self.dataset)
                         + self.position
@@ -433,7 +463,7 @@ class Trainer:
                 noise = self.draw_noise()
                 if labels is not None:  # the data's; a loss that does not use them ignores them
                     noise["labels"] = labels.to(self.device, non_blocking=True)
-                if self.augment is not None:
+                if self.augment is not None and x0 is not None:
                     self._aug_generator.manual_seed(
                         mix_seed(cfg.seed, _AUGMENT, self.step, self.rank)
                     )
@@ -441,7 +471,12 @@ class Trainer:
                 lr = self.scheduler.get_last_lr()[0]
                 log_now = (self.step + 1) % cfg.log_every == 0
                 loss, norm = self.train_step(x0, noise, need_grad_norm=log_now)
-                stat = torch.stack([loss, flags[int(time.perf_counter() > deadline)]])
+                stat = torch.cat(
+                    [
+                        torch.stack([loss, flags[int(time.perf_counter() > deadline)]]),
+                        self.phase_losses if self.phased else self.phase_losses[:0],
+                    ]
+                )
                 dist.all_reduce_sum_(stat)  # global loss sum; any rank over time stops all
                 pbar.update(1)
                 # read the previous step's loss now, so the host never waits for this one
@@ -481,9 +516,40 @@ class Trainer:
             "losses": self._losses,
         }
 
+    def _loader(self) -> DataLoader:
+        """This rank's batches from the data position of :attr:`step` on."""
+        cfg = self.config
+        return DataLoader(
+            self.dataset,
+            num_workers=cfg.num_workers,
+            collate_fn=collate_images,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator(),
+            batch_sampler=StreamBatchSampler(
+                len(self.dataset),
+                self.batch_for_step,
+                cfg.seed,
+                self.rank,
+                self.world,
+                self.epoch,
+                self.position,
+                self.step,
+            )
+            if self.variable_batch
+            else EpochBatchSampler(
+                len(self.dataset),
+                cfg.batch_size,
+                cfg.seed,
+                self.rank,
+                self.world,
+                self.epoch,
+                self.position,
+            ),
+        )
+
     def _settle(self, step: int, stat: torch.Tensor) -> None:
         """Read a step's global loss and stop flag (the one host sync per step)."""
-        total, over = stat.tolist()
+        total, over, *phases = stat.tolist()
         value = total / self.world
         if not math.isfinite(value):
             good = latest_valid_checkpoint(self.run_dir)
@@ -503,6 +569,8 @@ class Trainer:
             postfix["budget_left"] = f"{left // 60}:{left % 60:02d}"
         self._pbar.set_postfix(postfix, refresh=False)
         self._window.append(value)
+        if phases:
+            self._phase_window.append([v / self.world for v in phases])
         self._stop = self._stop or over > 0
 
     def _log_row(self, lr: float, norm: torch.Tensor | None, elapsed: float) -> None:
@@ -512,12 +580,18 @@ class Trainer:
             step=self.step,
             images_seen=self.images_seen,
             loss=sum(self._window) / len(self._window),
+            **{
+                f"loss_{name}": sum(w[j] for w in self._phase_window) / len(self._phase_window)
+                for j, name in enumerate(self.phase_names)
+                if self._phase_window
+            },
             lr=lr,
             grad_norm=float(norm) if norm is not None else math.nan,
             images_per_s=images / max(now - self._log_t, 1e-9),
             elapsed=self.elapsed + elapsed,
         )
         self._window, self._log_t, self._log_step = [], now, self.step
+        self._phase_window = []
         self._log_images = self.images_seen
         if now - self._plot_t > 60:  # the curve at most once a minute
             self.logger.plot()
@@ -555,8 +629,10 @@ class Trainer:
             "world_size": self.world,
             "elapsed": elapsed,
             "log_window": list(self._window),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            "phase_window": [list(w) for w in self._phase_window],
+            "phases": self.phase_names,
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "schedulers": [sched.state_dict() for sched in self.schedulers],
             "scaler": self.scaler.state_dict(),
             "ema_updates": list(self.ema.updates),
             "generator": self.generator.get_state(),
@@ -594,8 +670,20 @@ class Trainer:
         self.ema.load_state_dict(ck.ema)
         # checkpoints from before per-parameter counts: every parameter trained every step
         self.ema.updates = list(s.get("ema_updates", [s["step"]] * len(self.ema.updates)))
-        self.optimizer.load_state_dict(s["optimizer"])
-        self.scheduler.load_state_dict(s["scheduler"])
+        if list(s.get("phases", [])) != self.phase_names:
+            raise ValueError(
+                f"{path} was trained with loss phases {s.get('phases', [])}, this loss has "
+                f"{self.phase_names}"
+            )
+        # checkpoints from before phased losses hold one optimiser and schedule
+        for opt, state in zip(
+            self.optimizers, s.get("optimizers", [s.get("optimizer")]), strict=True
+        ):
+            opt.load_state_dict(state)
+        for sched, state in zip(
+            self.schedulers, s.get("schedulers", [s.get("scheduler")]), strict=True
+        ):
+            sched.load_state_dict(state)
         self.scaler.load_state_dict(s["scaler"])
         self.generator.set_state(s["generator"])
         if bool(s.get("data_stream", False)) != self.variable_batch:
@@ -606,6 +694,7 @@ class Trainer:
         self.step, self.epoch, self.position = s["step"], s["epoch"], s["position"]
         self.images_seen = int(s.get("images_seen", s["step"] * s["batch_size"]))
         self.elapsed, self._window = s["elapsed"], list(s["log_window"])
+        self._phase_window = [list(w) for w in s.get("phase_window", [])]
         if len(s["rng"]) == self.world:
             _set_rng_state(s["rng"][self.rank])
         else:
@@ -625,6 +714,13 @@ class Trainer:
         torch.manual_seed(s)
         np.random.seed(s % 2**32)
         random.seed(s)
+
+
+def _rows(x0: torch.Tensor | None, noise: dict) -> int:
+    """The number of samples of a micro-batch: the images', or (data-free) the draws'."""
+    if x0 is not None:
+        return x0.shape[0]
+    return next(v.shape[0] for v in noise.values() if isinstance(v, torch.Tensor))
 
 
 def _images_and_labels(batch) -> tuple[torch.Tensor, torch.Tensor | None]:

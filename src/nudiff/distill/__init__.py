@@ -1,0 +1,19 @@
+"""Distillation of trained nudiff models into fast generators (SiD: :mod:`nudiff.distill.sid`)."""
+
+from nudiff.distill.sid import (
+    OneStepGenerator,
+    ReferenceTime,
+    SiDLoss,
+    SiDModel,
+    sample_one_step,
+    sid_generator_loss,
+)
+
+__all__ = [
+    "OneStepGenerator",
+    "ReferenceTime",
+    "SiDLoss",
+    "SiDModel",
+    "sample_one_step",
+    "sid_generator_loss",
+]

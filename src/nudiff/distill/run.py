@@ -1,0 +1,132 @@
+"""Distilled runs: the config of a SiD run, its networks, training and loading.
+
+A distilled run folder is an ordinary run folder: ``config.yaml`` is the teacher's config plus a
+``distill`` section (which names the teacher's checkpoint) and distillation's ``train`` and
+``sample`` settings; its checkpoints hold the generator and the fake score (the teacher is
+read from its own checkpoint, not copied). ``nudiff sample RUN`` samples the generator.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from nudiff.config import Config, dump_config, parse_overrides, parse_yaml, set_key, validate
+from nudiff.distill.sid import OneStepGenerator, ReferenceTime, SiDLoss, SiDModel, sample_one_step
+
+#: distillation's training settings over the teacher's (SiD: Adam betas (0, 0.999), no
+#: warm-up, no clipping; the LR is SiD's CIFAR-10 one); ``--set`` overrides them
+DISTILL_TRAIN = {
+    "lr": 1e-5,
+    "betas": [0.0, 0.999],
+    "warmup_steps": 0,
+    "lr_schedule": "constant",
+    "grad_clip": 0.0,
+    "weight_decay": 0.0,
+    "ema_halflife_images": 20_000,
+    "ema_warmup_ratio": 0.05,
+    "patch": None,
+}
+
+
+def distill_config(teacher: str | Path, overrides: list[str] | None = None) -> Config:
+    """The config of a SiD run of the teacher run (or checkpoint folder) ``teacher``: the
+    teacher's config, ``distill: {method: sid, teacher: <its checkpoint folder>}``,
+    :data:`DISTILL_TRAIN`, ``sample: {sampler: onestep, steps: 1}``, then ``overrides``."""
+    from nudiff.train.checkpoint import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(teacher)
+    tree = parse_yaml((ckpt / "config.yaml").read_text(), str(ckpt / "config.yaml")) or {}
+    if tree.get("distill") is not None:
+        raise ValueError(f"{teacher} is a distilled run; distil its teacher instead")
+    tree["distill"] = {"method": "sid", "teacher": str(ckpt.resolve())}
+    tree.setdefault("train", {}).update(DISTILL_TRAIN)
+    tree["sample"] = {**tree.get("sample", {}), "sampler": "onestep", "steps": 1}
+    for key in ("options", "budgets", "grid", "skip"):
+        tree["sample"].pop(key, None)
+    for key, value in parse_overrides(overrides):
+        set_key(tree, key, value)
+    return validate(tree)
+
+
+def _generator_network(denoiser: nn.Module) -> nn.Module:
+    """The network a generator starts from: the denoiser, or a multi-scale model's
+    full-resolution (finest) stage."""
+    scales = getattr(denoiser, "scales", None)
+    return copy.deepcopy(scales[0] if scales is not None else denoiser)
+
+
+def sid_model(cfg: Config, teacher: nn.Module, reference: ReferenceTime) -> SiDModel:
+    """Generator and fake score, both initialised from ``teacher``."""
+    t_init = float(reference.time(torch.tensor(cfg.distill.init_log_snr)))
+    generator = OneStepGenerator(_generator_network(teacher), t_init)
+    fake = copy.deepcopy(teacher)
+    return SiDModel(generator, fake).requires_grad_(True).train()
+
+
+def build_sid(cfg: Config, device=None) -> tuple[SiDModel, SiDLoss]:
+    """The trainable SiD model and its loss, from the teacher named in ``cfg.distill``."""
+    from nudiff.build import build_loss
+    from nudiff.run import load_run
+
+    tcfg, teacher = load_run(cfg.distill.teacher, device=device)
+    if tcfg.model.model_dump() != cfg.model.model_dump():
+        raise ValueError("distill: the config's model section must be the teacher's")
+    process = teacher.process
+    reference = ReferenceTime(process)
+    model = sid_model(cfg, teacher, reference)
+    d = cfg.distill
+    loss = SiDLoss(
+        process,
+        teacher,
+        build_loss(cfg, process, model.fake),
+        alpha=d.alpha,
+        scale=d.scale,
+        t_max=d.t_max,
+        sigma_min=d.sigma_min,
+        sigma_max=d.sigma_max,
+        rho=d.rho,
+        num_classes=cfg.model.num_classes,
+        guidance=d.guidance,
+        reference=reference,
+    )
+    return model, loss
+
+
+def distill(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
+    """Train the SiD run ``cfg`` into ``run_dir`` (the generic trainer, data-free, two
+    phases); returns the trainer's summary."""
+    from nudiff.train.trainer import Trainer
+
+    run_dir = Path(run_dir)
+    torch.manual_seed(cfg.train.seed)
+    model, loss = build_sid(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    labels = cfg.model.num_classes
+
+    def sample_fn(m: SiDModel, n: int, generator: torch.Generator) -> torch.Tensor:
+        y = torch.arange(n) % labels if labels else None
+        return sample_one_step(m.generator, n, seed=cfg.train.seed, labels=y).images.clamp(-1, 1)
+
+    trainer = Trainer(
+        model,
+        loss,
+        None,
+        cfg.train,
+        run_dir,
+        sample_fn=sample_fn,
+        resolved_config=cfg.model_dump(mode="json", by_alias=True),
+    )
+    return trainer.fit(resume=resume)
+
+
+def load_generator(cfg: Config, denoiser: nn.Module, state: dict) -> OneStepGenerator:
+    """The generator of a distilled run from its checkpoint ``state``; ``denoiser``: the
+    teacher's architecture (weights unused)."""
+    model = sid_model(cfg, denoiser, ReferenceTime(denoiser.process))
+    model.load_state_dict(state)
+    return model.generator
