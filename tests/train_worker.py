@@ -161,6 +161,25 @@ def _ddp_lego(out: Path) -> None:
     distributed.cleanup()
 
 
+# SiD distillation of a tiny multi-scale teacher (``OUT/../teacher``): data-free, two phases
+SID_TINY = [
+    "train.batch_size=4",
+    "train.steps=2",
+    "train.checkpoint_every=2",
+    "train.sample_every=0",
+    "train.tensorboard=false",
+    "train.max_minutes=null",
+]
+
+
+def _ddp_sid(out: Path) -> None:
+    from nudiff.distill.run import distill, distill_config
+    from nudiff.train import distributed
+
+    distill(distill_config(out.parent / "teacher", SID_TINY), out)
+    distributed.cleanup()
+
+
 def _slow_save(run: Path) -> None:
     """Checkpoint every 2 steps; record what each save is given, then write each file slowly,
     so that the test can SIGKILL the process in the middle of a write."""
@@ -187,6 +206,7 @@ if __name__ == "__main__":
         "ddp": _ddp,
         "ddp-multiscale": _ddp_multiscale,
         "ddp-lego": _ddp_lego,
+        "ddp-sid": _ddp_sid,
         "slow-save": _slow_save,
     }
     modes[sys.argv[1]](Path(sys.argv[2]))

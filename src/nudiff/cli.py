@@ -351,6 +351,7 @@ BENCHMARKS = (
     "softness",
     "patch",
     "beta-toy",
+    "sid",
 )
 
 

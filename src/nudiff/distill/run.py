@@ -99,13 +99,15 @@ def build_sid(cfg: Config, device=None) -> tuple[SiDModel, SiDLoss]:
 def distill(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
     """Train the SiD run ``cfg`` into ``run_dir`` (the generic trainer, data-free, two
     phases); returns the trainer's summary."""
+    from nudiff.train import distributed
     from nudiff.train.trainer import Trainer
 
     run_dir = Path(run_dir)
     torch.manual_seed(cfg.train.seed)
     model, loss = build_sid(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(cfg))
     labels = cfg.model.num_classes
 
     def sample_fn(m: SiDModel, n: int, generator: torch.Generator) -> torch.Tensor:
