@@ -39,6 +39,9 @@ DISTILL_SETS = ("train.batch_size=32", "train.lr=3e-5", "train.ema_halflife_imag
 def add_arguments(p) -> None:
     p.add_argument("--teacher", default=None, help="teacher run folder (default: train one)")
     p.add_argument("--teacher-minutes", type=float, default=20.0)
+    p.add_argument(
+        "--teacher-set", action="append", default=[], help="override for the teacher's config"
+    )
     p.add_argument("--budget-minutes", type=float, default=20.0, help="distillation minutes")
     p.add_argument("--n-samples", type=int, default=2000)
     p.add_argument("--data", default=None, help="the MNIST .npz (default: the config's)")
@@ -81,7 +84,7 @@ def run(args) -> dict:
         tcfg, _ = load_run(teacher)
     else:
         teacher = out / "teacher"
-        tcfg = budget_config(TEACHER, args.teacher_minutes, args.data)
+        tcfg = budget_config(TEACHER, args.teacher_minutes, args.data, args.teacher_set)
         print(f"== teacher: training {args.teacher_minutes:g} min into {teacher}", flush=True)
         taught = train_or_reuse(tcfg, teacher)
     features, feature_info = feature_net(

@@ -227,3 +227,25 @@ def test_beta_toy_benchmark_scores_klub_elbo_and_gaussian_on_both_toys(tmp_path)
         assert row["steps"] == 3 and 0 <= row["jsd2"] <= 2 * math.log(2) + 1e-9
         assert 0 <= row["tv"] <= 1 and row["nfe"] >= 4
     assert rows["toy1", "klub"]["outside_01"] == 0  # Beta samples never leave (0, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
+def test_sid_benchmark_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the configs read ../shared/data
+    out, js = tmp_path / "bench", tmp_path / "s.json"
+    teacher = [TINY_UNET, "train.batch_size=8", "sample.steps=4"]
+    args = ["bench", "sid", "--teacher-minutes", "0.02", "--budget-minutes", "0.02"]
+    args += ["--n-samples", "40", "--feature-steps", "3", "--out", str(out), "--json", str(js)]
+    args += sum((["--teacher-set", s] for s in teacher), [])
+    args += ["--set", "train.batch_size=4"]
+    assert main(args) == 0
+    r = json.loads(js.read_text())
+    rows = {row["model"]: row for row in r["rows"]}
+    assert sorted(rows) == ["sid", "teacher"]
+    assert rows["teacher"]["nfe"] == 5 and rows["sid"]["nfe"] == 1  # 4 steps + final call
+    assert rows["sid"]["distill_minutes"] > 0 and r["distillation"]["steps"] >= 1
+    for row in rows.values():
+        assert math.isfinite(row["fd"]) and row["fd_se"] > 0 and row["ms_per_sample"] > 0
+    assert set(r["comparison"]) == {"fd_ratio", "speedup", "target_met"}
+    assert (out / "sid_samples.png").is_file() and (out / "teacher_samples.png").is_file()
