@@ -1,4 +1,5 @@
-"""``nudiff`` command line: train | quickstart | sample | eval | features | schedule | bench."""
+"""``nudiff`` command line: train | quickstart | sample | extend | distill | eval | features |
+data | schedule | bench."""
 
 from __future__ import annotations
 
