@@ -30,6 +30,7 @@ optimiser (SiD: betas ``(0, 0.999)``); the trainer keeps an EMA of the generator
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from torch import nn
@@ -285,8 +286,6 @@ def sample_one_step(
     the same images whatever ``n``'s batching (``start``: index of the first sample).
 
     Returns a :class:`~nudiff.samplers.SampleResult` (NFE = ``steps``)."""
-    import time
-
     from nudiff.samplers import SampleResult
     from nudiff.samplers.base import NoiseSource
 
