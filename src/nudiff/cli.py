@@ -330,6 +330,7 @@ BENCHMARKS = (
     "softness",
     "patch",
     "beta-toy",
+    "ndm",
 )
 
 

@@ -19,7 +19,8 @@ so the integrand is
 whose first term is the linear model's (``eval/elbo.py``'s ``elbo_weight``, ``-1/2 SNR'``); with
 ``F = identity`` the other two vanish exactly. The end terms depend on ``F`` too:
 
-    L_rec   = sum_i 1/2 log(2 pi e sigma_0^2 / alpha_0^2) + alpha_0^2 (u - F(u, t_min))^2 / (2 sigma_0^2)
+    L_rec   = sum_i 1/2 log(2 pi e sigma_0^2 / alpha_0^2)
+                    + alpha_0^2 (u - F(u, t_min))^2 / (2 sigma_0^2),
     L_prior = sum_i KL(N(alpha_1 F(u, 1), sigma_1^2) || N(0, alpha_1^2 + sigma_1^2)),
 
 (the decoder ``p(u | z_tmin) = N(z / alpha_0, sigma_0^2 / alpha_0^2)`` of the linear bound;
