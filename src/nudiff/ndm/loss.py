@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -68,8 +66,3 @@ class NDMLoss(nn.Module):
             diff = discrete_term(transform, model, process, u0, t, s, eps) * self.steps
         return (rec + prior + diff).flatten(1).mean(1)
 
-
-def nats_to_bpd(nats_per_dim: float) -> float:
-    """A loss in nats per whitened dimension (white prior, data in ``[-1, 1)``) as bits/dim of
-    dequantised uint8 data."""
-    return nats_per_dim / math.log(2) + 7.0
