@@ -65,4 +65,3 @@ class NDMLoss(nn.Module):
             t, s = discrete_grid(process, self.steps, noise["k"].to(u0.device), u0)
             diff = discrete_term(transform, model, process, u0, t, s, eps) * self.steps
         return (rec + prior + diff).flatten(1).mean(1)
-
