@@ -296,3 +296,24 @@ def test_train_sample_and_evaluate_an_ndm_run(tmp_path, monkeypatch):
         assert main(args + extra) == 0
         out = json.loads(js.read_text())
         assert out["n"] == 4 and math.isfinite(out["nll_bpd"]), out
+
+
+def test_dequantised_training_images_stay_in_their_8_bit_cell():
+    """``loss.ndm.dequantize``: the loss sees ``(k + U) / 128 - 1``, inside the level's cell."""
+    process = Process(Identity(SHAPE), VPCosine())
+    den = Denoiser(process, MLP(SHAPE, 16, 1), "edm", noise_conditioning="t")
+    model = NDM(den, IdentityTransform())
+    levels = torch.randint(0, 256, (8, *SHAPE))
+    x = levels.float() / 127.5 - 1
+    seen = []
+    model.denoiser.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    loss = NDMLoss(process, dequantize=True)
+    noise = loss.draw(8, torch.Generator().manual_seed(0))
+    plain = NDMLoss(process)(model, x, noise)
+    value = loss(model, x, noise)
+    assert torch.isfinite(value).all() and not torch.equal(value, plain)
+    alpha, sigma = process.coefficients(noise["t"], x)
+    u = (seen[-1] - sigma * noise["eps"]) / alpha  # the dequantised image the loss noised
+    cell = (u + 1) * 128 - levels
+    assert cell.min() > -1e-3 and cell.max() < 1 + 1e-3
+    assert load_config("configs/mnist32_ndm.yaml", ["loss.ndm.dequantize=true"]).loss.ndm.dequantize

@@ -359,7 +359,7 @@ def build_loss(
     if cfg.process.transform is not None:
         from nudiff.ndm.loss import NDMLoss
 
-        return NDMLoss(process, l.ndm.bound, l.ndm.steps)
+        return NDMLoss(process, l.ndm.bound, l.ndm.steps, l.ndm.dequantize)
     if cfg.process.family == "beta":
         from nudiff.beta.loss import BetaDiffusionLoss
 

@@ -317,10 +317,12 @@ class BetaLossConfig(_Strict):
 class NDMLossConfig(_Strict):
     """The NDM objective (with ``process.transform``): ``bound`` ``continuous`` (``t`` drawn
     in the importance density of the ELBO evaluator, dF/dt by JVP) or ``discrete`` (the
-    ``steps``-step bound)."""
+    ``steps``-step bound). ``dequantize``: train on 8-bit images dequantised uniformly as the
+    likelihood evaluation sees them (``(k + U) / 128 - 1``), not on the levels themselves."""
 
     bound: Literal["continuous", "discrete"] = "continuous"
     steps: int = Field(1000, ge=1)
+    dequantize: bool = False
 
 
 class LossConfig(_Strict):

@@ -25,16 +25,26 @@ class NDMLoss(nn.Module):
     ``bound``: ``continuous`` draws ``t`` stratified over the batch in the importance density
     of :func:`nudiff.eval.elbo.time_density` (uniform in log-SNR for a scalar schedule, weight
     ``1 / density``: unbiased, as VDM); ``discrete`` draws one of ``steps`` steps per image
-    (stratified) and weighs its KL by ``steps``. Follows the trainer's protocol (:meth:`draw`,
-    then :meth:`forward` on a slice)."""
+    (stratified) and weighs its KL by ``steps``. ``dequantize``: train on 8-bit images
+    dequantised as the likelihood evaluation sees them, ``x = (k + U) / 128 - 1`` with ``k``
+    the pixel's level (``U ~ U[0, 1)`` drawn with the batch); otherwise on the levels
+    themselves, where a likelihood-trained model can grow arbitrarily sharp. Follows the
+    trainer's protocol (:meth:`draw`, then :meth:`forward` on a slice)."""
 
-    def __init__(self, process: Process, bound: str = "continuous", steps: int = 1000):
+    def __init__(
+        self,
+        process: Process,
+        bound: str = "continuous",
+        steps: int = 1000,
+        dequantize: bool = False,
+    ):
         super().__init__()
         if bound not in BOUNDS:
             raise ValueError(f"bound must be one of {BOUNDS}, got {bound!r}")
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         self.process, self.bound, self.steps = process, bound, int(steps)
+        self.dequantize = bool(dequantize)
         self._density = time_density(process) if bound == "continuous" else None
 
     def draw(self, n: int, generator: torch.Generator, step: int = 0) -> dict[str, torch.Tensor]:
@@ -48,12 +58,18 @@ class NDMLoss(nn.Module):
             k = (v * self.steps).floor().long().clamp(0, self.steps - 1) + 1
             out = {"k": k.to(device)}
         out["eps"] = torch.randn((n, *self.process.shape), generator=generator, device=device)
+        if self.dequantize:
+            shape = (n, *self.process.shape)
+            out["dequant"] = torch.rand(shape, generator=generator, device=device)
         return out
 
     def forward(self, model: nn.Module, x0: torch.Tensor, noise: dict) -> torch.Tensor:
         """``model``: the :class:`~nudiff.ndm.NDM` (or a DDP wrapper around it)."""
         ndm = getattr(model, "module", model)
         transform, process = ndm.transform, self.process
+        if self.dequantize:  # the 8-bit level of each pixel, spread uniformly over its cell
+            level = ((x0.clamp(-1, 1) + 1) * 127.5).round()
+            x0 = (level + noise["dequant"].to(x0)) / 128 - 1
         u0 = process.encode(x0)
         eps = noise["eps"].to(u0)
         rec, prior = end_terms(transform, process, u0)
