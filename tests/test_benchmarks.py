@@ -249,3 +249,23 @@ def test_sid_benchmark_rows(tmp_path, monkeypatch):
         assert math.isfinite(row["fd"]) and row["fd_se"] > 0 and row["ms_per_sample"] > 0
     assert set(r["comparison"]) == {"fd_ratio", "speedup", "target_met"}
     assert (out / "sid_samples.png").is_file() and (out / "teacher_samples.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
+def test_ndm_benchmark_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the configs read ../shared/data
+    out, js = tmp_path / "bench", tmp_path / "ndm.json"
+    sets = [TINY_UNET, "process.transform.width=8", "train.batch_size=8", "model.stats_samples=64"]
+    args = ["bench", "ndm", "--budget-steps", "2", "--n-nelbo", "8", "--nelbo-times", "2"]
+    args += ["--n-ode", "4", "--ode-tol", "1e-2", "--n-fd", "20", "--sample-steps", "2"]
+    args += ["--feature-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
+    assert main(args) == 0
+    r = json.loads(js.read_text())
+    assert [row["transform"] for row in r["rows"]] == ["identity", "learned"]
+    for row in r["rows"]:
+        assert row["steps"] == 2 and row["n_nelbo"] == 8 and row["n_ode"] == 4
+        assert row["n_fd"] == 20 and row["train_minutes"] > 0
+        for key in ("nelbo_bpd", "nelbo_se", "ode_bpd", "ode_se", "fd", "fd_se"):
+            assert math.isfinite(row[key]), (key, row)
+    assert set(r["learned_minus_fixed"]) == {"nelbo_bpd", "ode_bpd", "fd"}

@@ -354,6 +354,11 @@ def test_distill_config_errors(tmp_path):
             ROOT / "configs" / "quickstart.yaml",
             ["distill={teacher: x}", "sample.sampler=ddim"],
         )
+    with pytest.raises(ConfigError, match="Neural Diffusion Model"):
+        load_config(
+            ROOT / "configs" / "mnist32_ndm.yaml",
+            ["distill={teacher: x}", "sample.sampler=onestep"],
+        )
     assert main(["distill", "sid", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
 
 

@@ -223,6 +223,8 @@ def build_denoiser(
     m = cfg.model
     if cfg.process.family == "beta":
         return build_beta_denoiser(cfg, process, dataset)
+    if cfg.process.transform is not None:
+        return build_ndm(cfg, process, dataset)
     if m.multiscale is not None:
         return build_multiscale(cfg, process, dataset)
     if cfg.conditional is not None:
@@ -234,6 +236,25 @@ def build_denoiser(
         return Denoiser(process, backbone, m.prediction, sigma_data=m.sigma_data, **kw)
     mean, std = _data_moments(cfg, process, dataset)
     return Denoiser(process, backbone, m.prediction, data_mean=mean, data_std=std, **kw)
+
+
+def build_ndm(cfg: Config, process: Process, dataset: Dataset | None = None):
+    """A Neural Diffusion Model (:class:`~nudiff.ndm.NDM`): the configured denoiser and the
+    ``process.transform`` (a learned one around its own backbone with one noise feature,
+    ``t``)."""
+    from nudiff.ndm import NDM, IdentityTransform, LearnedTransform
+
+    t = cfg.process.transform
+    denoiser = build_denoiser(
+        cfg.model_copy(update={"process": cfg.process.model_copy(update={"transform": None})}),
+        process,
+        dataset,
+    )
+    if t.type == "identity":
+        return NDM(denoiser, IdentityTransform())
+    model = cfg.model.model_copy(update={"backbone": t.backbone or cfg.model.backbone})
+    backbone = build_backbone(cfg.model_copy(update={"model": model}), process.shape[0], 1, t.width)
+    return NDM(denoiser, LearnedTransform(process, backbone))
 
 
 def build_beta_denoiser(cfg: Config, process, dataset: Dataset | None = None):
@@ -335,6 +356,10 @@ def build_loss(
     cfg: Config, process: Process, denoiser: Denoiser | MultiScaleDenoiser
 ) -> DenoisingLoss | MultiScaleLoss:
     l = cfg.loss
+    if cfg.process.transform is not None:
+        from nudiff.ndm.loss import NDMLoss
+
+        return NDMLoss(process, l.ndm.bound, l.ndm.steps, l.ndm.dequantize)
     if cfg.process.family == "beta":
         from nudiff.beta.loss import BetaDiffusionLoss
 

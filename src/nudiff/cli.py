@@ -292,6 +292,7 @@ def _eval_nll(args) -> None:
         n_probes=args.probes,
         method=args.method,
         n_times=args.times,
+        discrete_steps=args.discrete_steps,
     )
     _print_json(result, args.json, ("method", "nll_bpd", "stderr", "n", "nfe_mean", "seconds"))
 
@@ -353,6 +354,7 @@ BENCHMARKS = (
     "patch",
     "beta-toy",
     "sid",
+    "ndm",
 )
 
 
@@ -549,10 +551,14 @@ def build_parser() -> argparse.ArgumentParser:
     nll.add_argument(
         "--method",
         default="ode",
-        choices=["ode", "elbo"],
-        help="ode: the PF-ODE density (dopri5); elbo: the variational bound (an upper bound)",
+        choices=["ode", "elbo", "elbo-discrete"],
+        help="ode: the PF-ODE density (dopri5); elbo: the continuous-time variational bound (an "
+        "upper bound); elbo-discrete: the --discrete-steps-step bound (NDM models use theirs)",
     )
     nll.add_argument("--times", type=int, default=64, help="elbo: denoiser calls per image")
+    nll.add_argument(
+        "--discrete-steps", type=int, default=1000, help="elbo-discrete: the bound's steps T"
+    )
     nll.add_argument("--divergence", default="auto", choices=["auto", "exact", "hutchinson"])
     nll.add_argument("--probes", type=int, default=1, help="Hutchinson probes per image")
     nll.add_argument("--rtol", type=float, default=1e-5)

@@ -153,15 +153,31 @@ class BetaProcessConfig(_Strict):
         return self
 
 
+class TransformConfig(_Strict):
+    """A Neural Diffusion Model's transform (:mod:`nudiff.ndm`): ``z_t = alpha(t) F(u, t) +
+    sigma(t) eps`` per whitened component. ``identity``: ``F = u`` (the linear process, trained
+    on the same NDM bound: the fixed-transform baseline); ``learned``: ``F(u, t) = u + t N(u,
+    t)`` with ``N`` a ``backbone`` network (null: ``model.backbone``; unet, dit or mlp,
+    configured by its ``model`` section) of base width ``width`` (null: that section's),
+    conditioned on ``t``."""
+
+    type: Literal["identity", "learned"] = "learned"
+    backbone: Literal["unet", "dit", "mlp"] | None = None
+    width: int | None = Field(None, ge=1)
+
+
 class ProcessConfig(_Strict):
     """``family``: ``gaussian`` (the linear process: ``basis``, ``prior``, ``schedule``) or
-    ``beta`` (Beta diffusion: the ``beta`` section; pixels, no Gaussian schedule)."""
+    ``beta`` (Beta diffusion: the ``beta`` section; pixels, no Gaussian schedule).
+    ``transform``: a Neural Diffusion Model (:class:`TransformConfig`; null: none), trained on
+    the NDM bound (``loss.ndm``)."""
 
     family: Literal["gaussian", "beta"] = "gaussian"
     basis: BasisConfig = BasisConfig()
     prior: PriorConfig = PriorConfig()
     schedule: ScheduleConfig = MultiSpeedConfig(type="multispeed")
     beta: BetaProcessConfig | None = None
+    transform: TransformConfig | None = None
 
 
 # ------------------------------------------------------------------------------------ model
@@ -298,6 +314,17 @@ class BetaLossConfig(_Strict):
     t_min: float = Field(1e-5, ge=0, lt=1)
 
 
+class NDMLossConfig(_Strict):
+    """The NDM objective (with ``process.transform``): ``bound`` ``continuous`` (``t`` drawn
+    in the importance density of the ELBO evaluator, dF/dt by JVP) or ``discrete`` (the
+    ``steps``-step bound). ``dequantize``: train on 8-bit images dequantised uniformly as the
+    likelihood evaluation sees them (``(k + U) / 128 - 1``), not on the levels themselves."""
+
+    bound: Literal["continuous", "discrete"] = "continuous"
+    steps: int = Field(1000, ge=1)
+    dequantize: bool = False
+
+
 class LossConfig(_Strict):
     """``weighting`` of the squared x0 error per component: ``uniform`` (uniform in the
     prediction target's space), ``likelihood`` (g^2 / sigma^2 on the eps error: the ELBO),
@@ -314,6 +341,7 @@ class LossConfig(_Strict):
     softness: SoftnessRange | None = None
     t_interval: tuple[float, float] | None = None
     beta: BetaLossConfig | None = None
+    ndm: NDMLossConfig | None = None
 
     @model_validator(mode="after")
     def _interval(self) -> LossConfig:
@@ -433,6 +461,10 @@ class Config(_Strict):
             )
         if self.process.beta is not None or self.loss.beta is not None:
             raise ValueError("process.beta and loss.beta need process.family: beta")
+        if self.process.transform is not None:
+            self._check_ndm()
+        elif self.loss.ndm is not None:
+            raise ValueError("loss.ndm needs process.transform (a Neural Diffusion Model)")
         if self.conditional is not None:
             self._check_conditional()
         self._check_guidance()
@@ -477,6 +509,11 @@ class Config(_Strict):
                 "distill: a conditional-task teacher needs data for its condition; SiD here is "
                 "data-free (class-conditional teachers are supported)"
             )
+        if self.process.transform is not None:
+            raise ValueError(
+                "distill: SiD needs a linear process; a Neural Diffusion Model "
+                "(process.transform) is not supported"
+            )
         if self.sample.sampler != "onestep":
             raise ValueError(
                 f"a distilled run samples with sample.sampler: onestep, not {self.sample.sampler!r}"
@@ -504,6 +541,8 @@ class Config(_Strict):
             "loss.softness": self.loss.softness is not None,
             "sample.skip": self.sample.skip is not None,
             "sample.budgets": self.sample.budgets is not None,
+            "process.transform": p.transform is not None,
+            "loss.ndm": self.loss.ndm is not None,
         }
         for key, present in unsupported.items():
             if present:
@@ -516,6 +555,36 @@ class Config(_Strict):
             self.loss.beta = BetaLossConfig()
         self._check_backbone(self.data.resolution)
         return self
+
+    def _check_ndm(self) -> None:
+        """A Neural Diffusion Model: one unconditional network on a scalar schedule."""
+        transform, schedule = self.process.transform, self.process.schedule
+        unsupported = {
+            "model.multiscale": self.model.multiscale is not None,
+            "conditional": self.conditional is not None,
+            "model.num_classes": self.model.num_classes is not None,
+            "loss.softness": self.loss.softness is not None,
+            "train.patch": self.train.patch is not None,
+            "sample.skip": self.sample.skip is not None,
+            "model.backbone: lego": self.model.backbone == "lego",
+        }
+        for key, present in unsupported.items():
+            if present:
+                raise ValueError(f"process.transform (NDM) does not support {key}")
+        if transform.type == "learned":
+            if schedule.type not in SCALAR_SCHEDULES:
+                raise ValueError(
+                    f"process.transform: learned needs a schedule whose every component moves "
+                    f"at every t (g > 0): one of {', '.join(SCALAR_SCHEDULES)}, got "
+                    f"{schedule.type}"
+                )
+            if self.sample.sampler not in NDM_SAMPLERS:
+                raise ValueError(
+                    f"process.transform: learned samples with sample.sampler one of "
+                    f"{', '.join(NDM_SAMPLERS)}, got {self.sample.sampler!r}"
+                )
+        if self.loss.ndm is None:
+            self.loss.ndm = NDMLossConfig()
 
     def _check_msf(self) -> None:
         basis, schedule = self.process.basis, self.process.schedule
@@ -710,6 +779,12 @@ class Config(_Strict):
                 f"sample.budgets needs one entry per scale ({n}, coarsest first) for "
                 f"model.multiscale, got {len(self.sample.budgets)}"
             )
+
+
+#: schedules with one alpha, sigma for all components (a learned NDM transform needs g > 0)
+SCALAR_SCHEDULES = ("vp-cosine", "vp-linear", "ve", "edm", "rectified-flow")
+#: the samplers of an NDM with a learned transform (:data:`nudiff.ndm.sampler.NDM_SAMPLERS`)
+NDM_SAMPLERS = ("ddim", "ancestral", "dopri5")
 
 
 def stage_model(m: ModelConfig, scale: int) -> ModelConfig:

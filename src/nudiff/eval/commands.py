@@ -86,10 +86,13 @@ def eval_nll(
     progress: bool = True,
     method: str = "ode",
     n_times: int = 64,
+    discrete_steps: int = 1000,
 ) -> dict:
     """NLL in bits/dim of a run on ``n`` images (see :func:`nudiff.eval.likelihood.nll_bpd`):
     ``method`` ``ode`` (PF-ODE; ``divergence``, ``rtol``, ``atol``, ``n_probes``) or ``elbo``
-    (the variational bound with ``n_times`` denoiser calls per image)."""
+    (the variational bound with ``n_times`` denoiser calls per image) or ``elbo-discrete``
+    (the ``discrete_steps``-step bound, ``n_times`` draws per image). An NDM run
+    (``process.transform``) is scored with its own bound and PF-ODE."""
     from nudiff.eval.likelihood import nll_bpd
     from nudiff.run import load_run
 
@@ -106,6 +109,8 @@ def eval_nll(
     images = _eval_images(cfg, data, n)
     if method == "elbo":
         settings = {"n_times": n_times}
+    elif method == "elbo-discrete":
+        settings = {"n_times": n_times, "steps": discrete_steps}
     else:
         settings = {"divergence": divergence, "rtol": rtol, "atol": atol, "n_probes": n_probes}
     out = nll_bpd(

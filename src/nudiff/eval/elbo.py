@@ -72,6 +72,19 @@ def time_density(process: Process, cells: int = 2048, uniform: float = 0.01):
     return edges, (1 - uniform) * probs + uniform / cells
 
 
+def importance_times(density, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Times with :func:`time_density` ``density`` (``(edges, probs)``) at CDF values ``v``
+    ``(B,)`` float64 in ``[0, 1)``: the cell the CDF puts ``v`` in, uniform inside it. Returns
+    float64 ``t`` and ``1 / density(t)`` (the importance weight of one draw)."""
+    edges, probs = density
+    cdf = torch.cat([probs.new_zeros(1), probs.cumsum(0)])
+    cdf[-1] = 1.0
+    cell = (torch.searchsorted(cdf, v, right=True) - 1).clamp(0, len(probs) - 1)
+    inside = (v - cdf[cell]) / probs[cell]
+    t = edges[cell] + inside.clamp(0, 1) * (edges[cell + 1] - edges[cell])
+    return t, (edges[cell + 1] - edges[cell]) / probs[cell]
+
+
 @torch.no_grad()
 def elbo_log_likelihood(
     denoiser,
@@ -98,17 +111,13 @@ def elbo_log_likelihood(
     kl = 0.5 * ((sigma1**2 + alpha1**2 * u0**2) / var - 1 - torch.log(sigma1**2 / var))
     prior = kl.expand_as(u0).flatten(1).sum(1)
 
-    edges, probs = time_density(process)
-    cdf = torch.cat([probs.new_zeros(1), probs.cumsum(0)])
-    cdf[-1] = 1.0
+    density = time_density(process)
     diffusion = torch.zeros(b, dtype=u0.dtype, device=u0.device)
     for k in range(n_times):
         # stratified in the density's CDF, then uniform inside the cell
         v = (k + torch.rand(b, generator=generator, dtype=torch.float64)) / n_times
-        cell = (torch.searchsorted(cdf, v, right=True) - 1).clamp(0, len(probs) - 1)
-        inside = (v - cdf[cell]) / probs[cell]
-        t64 = edges[cell] + inside.clamp(0, 1) * (edges[cell + 1] - edges[cell])
-        weight = (edges[cell + 1] - edges[cell]) / probs[cell] / n_times  # 1 / (K density)
+        t64, weight = importance_times(density, v)
+        weight = weight / n_times  # 1 / (K density)
         t = t64.to(u0.device, u0.dtype)
         eps = torch.randn(u0.shape, generator=generator, dtype=u0.dtype).to(u0.device)
         x0 = denoiser(process.marginal(u0, t, eps), t)

@@ -75,12 +75,16 @@ def ode_log_likelihood(
     atol: float = 1e-5,
     generator: torch.Generator | None = None,
     exact_max_dim: int = 256,
+    velocity: Callable | None = None,
 ) -> Likelihood:
     """Model log-density (nats) of continuous images ``x`` ``(B, C, H, W)`` -> ``(B,)``.
 
     ``denoiser(u, t)`` returns the x0 estimate of whitened components (a trained
     :class:`~nudiff.models.Denoiser`, or the exact :class:`~nudiff.oracle.GaussianOracle`).
     ``divergence="auto"`` is exact up to ``exact_max_dim`` dimensions, Hutchinson above.
+    ``velocity(u, t)``: the PF-ODE's ``du/dt`` at time ``t`` ``(1,)`` (default: the linear
+    process's, :meth:`~nudiff.process.Process.pf_ode_velocity` of the denoiser's estimate;
+    an NDM's is :func:`nudiff.ndm.sampler.ndm_velocity`).
     """
     from torchdiffeq import odeint
 
@@ -105,12 +109,12 @@ def ode_log_likelihood(
         nfe += 1
         u = state[0]
 
-        def velocity(z):
+        def field(z):
+            if velocity is not None:
+                return velocity(z, t.view(1))
             return process.pf_ode_velocity(z, t.view(1), denoiser(z, t.view(1)))
 
-        v, div = (
-            _divergence_exact(velocity, u) if exact else _divergence_hutchinson(velocity, u, eps)
-        )
+        v, div = _divergence_exact(field, u) if exact else _divergence_hutchinson(field, u, eps)
         return v, div
 
     t0 = torch.tensor(process.t_min, dtype=u0.dtype, device=u0.device)
@@ -155,13 +159,21 @@ def nll_bpd(
 ) -> dict:
     """NLL in bits/dim of uint8 images ``(N, C, H, W)``: mean, standard error over images, the
     NFE per batch and the time. ``method``: ``ode`` (the PF-ODE density; ``kwargs`` go to
-    :func:`ode_log_likelihood`) or ``elbo`` (the variational bound, an upper bound on the
-    SDE model's NLL; ``kwargs`` go to :func:`nudiff.eval.elbo.elbo_log_likelihood`)."""
+    :func:`ode_log_likelihood`), ``elbo`` (the variational bound, an upper bound on the
+    SDE model's NLL; ``kwargs`` go to :func:`nudiff.eval.elbo.elbo_log_likelihood`) or
+    ``elbo-discrete`` (the T-step bound; ``kwargs`` ``n_times``, ``steps``). An NDM model
+    (:class:`~nudiff.ndm.NDM`) uses its own bound and PF-ODE (:mod:`nudiff.ndm.likelihood`)."""
     from tqdm.auto import tqdm
 
     from nudiff.eval.elbo import elbo_log_likelihood
 
     methods = {"ode": ode_log_likelihood, "elbo": elbo_log_likelihood}
+    from nudiff.ndm import NDM
+
+    if isinstance(denoiser, NDM) or method == "elbo-discrete":
+        from nudiff.ndm.likelihood import NDM_METHODS
+
+        methods = NDM_METHODS
     if method not in methods:
         raise ValueError(f"method must be one of {sorted(methods)}, got {method!r}")
 

@@ -149,6 +149,7 @@ def sample(
         if sampler == "dopri5":
             raise ValueError("brick skipping needs a fixed-step sampler, not dopri5")
         denoiser = SkippingDenoiser(denoiser, skip, ts)
+    fn = _ndm_sampler(denoiser, sampler) or SAMPLERS[sampler]
     source = NoiseSource(seed, start, n, device)
     began = time.perf_counter()
     if multiscale:
@@ -174,7 +175,7 @@ def sample(
             * process.prior_variance().to(device, dtype)[0].sqrt()
         )
         noise = source if sampler in STOCHASTIC else None
-        u0 = SAMPLERS[sampler](
+        u0 = fn(
             model,
             process,
             u,
@@ -187,6 +188,25 @@ def sample(
         images = process.decode(u0)
     skipped = denoiser.skipped_calls if skip is not None else 0
     return SampleResult(u0, images, model.nfe, time.perf_counter() - began, skipped)
+
+
+def _ndm_sampler(denoiser, sampler: str):
+    """The NDM version of ``sampler`` for an NDM with a learned transform (None otherwise: an
+    identity transform samples with the linear samplers, which it equals)."""
+    from nudiff.ndm import NDM
+
+    if not isinstance(denoiser, NDM) or denoiser.identity:
+        return None
+    from functools import partial
+
+    from nudiff.ndm.sampler import NDM_SAMPLERS
+
+    if sampler not in NDM_SAMPLERS:
+        raise ValueError(
+            f"an NDM with a learned transform samples with {', '.join(NDM_SAMPLERS)}, not "
+            f"{sampler!r}"
+        )
+    return partial(NDM_SAMPLERS[sampler], transform=denoiser.transform)
 
 
 def check_labels(denoiser, labels, n: int) -> torch.Tensor:
