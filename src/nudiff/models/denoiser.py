@@ -149,23 +149,19 @@ class Denoiser(nn.Module):
 
         ``exact_inactive=False``: the network's answer for every component, also those fully
         noised at ``t`` (a one-step generator, :mod:`nudiff.distill.sid`, must produce them)."""
+        # only a generator's call passes the flag: subclasses (exact oracles) need not take it
+        kw = {} if exact_inactive else {"exact_inactive": False}
         if crop is not None:
             if labels is not None and guidance != 1:
                 raise ValueError("guidance does not apply to patch training calls")
-            return self._estimate(u, t, all_bricks, labels, process, crop, exact_inactive)
+            return self._estimate(u, t, all_bricks, labels, process, crop, **kw)
         if labels is None or (guidance == 1 and guidance_interval is None):
-            return self._estimate(u, t, all_bricks, labels, process, None, exact_inactive)
+            return self._estimate(u, t, all_bricks, labels, process, **kw)
         t = as_times(t, u)
         null = torch.full_like(labels, self.num_classes)
         t2 = t if t.shape[0] == 1 else torch.cat([t, t])
         both = self._estimate(
-            torch.cat([u, u]),
-            t2,
-            all_bricks,
-            torch.cat([labels, null]),
-            process,
-            None,
-            exact_inactive,
+            torch.cat([u, u]), t2, all_bricks, torch.cat([labels, null]), process, **kw
         )
         cond, uncond = both.chunk(2, dim=-4)
         w = torch.as_tensor(guidance, dtype=u.dtype, device=u.device)
