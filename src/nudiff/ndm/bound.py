@@ -42,6 +42,7 @@ import torch
 
 from nudiff.eval.elbo import Bound, elbo_weight, importance_times, time_density
 from nudiff.process import Process
+from nudiff.samplers.base import posterior_variance
 
 BOUNDS = ("continuous", "discrete")
 
@@ -92,9 +93,7 @@ def discrete_term(transform, denoiser, process: Process, u0, t, s, eps) -> torch
     """``KL(q(z_s | z_t, x) || q(z_s | z_t, x_hat))`` per element ``(B, C, H, W)``."""
     alpha_t, sigma_t = process.coefficients(t, u0)
     alpha_s, sigma_s = process.coefficients(s, u0)
-    a = alpha_t / alpha_s
-    r2 = (sigma_t**2 - a**2 * sigma_s**2).clamp_min(0)
-    var = r2 * sigma_s**2 / sigma_t**2
+    _, var = posterior_variance(alpha_t, sigma_t, alpha_s, sigma_s)
     c = (sigma_s**2 - var).clamp_min(0).sqrt() / sigma_t
     f_xt = transform(u0, t)
     x0 = denoiser(alpha_t * f_xt + sigma_t * eps, t)

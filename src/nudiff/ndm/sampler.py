@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 
 from nudiff.process import Process
-from nudiff.samplers.base import NoiseSource, check_grid, emit, steps_iter
+from nudiff.samplers.base import NoiseSource, check_grid, emit, posterior_variance, steps_iter
+from nudiff.samplers.ode import integrate_dopri5
 
 
 def ndm_velocity(denoiser, transform, process: Process, z: torch.Tensor, t) -> torch.Tensor:
@@ -36,7 +37,7 @@ def ndm_velocity(denoiser, transform, process: Process, z: torch.Tensor, t) -> t
     return dalpha * f + alpha * df + dsigma * (z - alpha * f) / sigma
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sample_ndm_ddim(
     model,
     process: Process,
@@ -60,9 +61,7 @@ def sample_ndm_ddim(
         x0 = model(u, t)
         alpha_t, sigma_t = process.coefficients(t.view(1), u)
         alpha_s, sigma_s = process.coefficients(s.view(1), u)
-        a = alpha_t / alpha_s
-        r2 = (sigma_t**2 - a**2 * sigma_s**2).clamp_min(0)
-        c = eta * (r2 * sigma_s**2 / sigma_t**2).sqrt()
+        c = eta * posterior_variance(alpha_t, sigma_t, alpha_s, sigma_s)[1].sqrt()
         f = transform(
             torch.cat([x0, x0]), torch.cat([t.view(1), s.view(1)]).repeat_interleave(len(u))
         )
@@ -100,25 +99,15 @@ def sample_ndm_dopri5(
     atol: float = 1e-4,
 ):
     """Adaptive Dormand-Prince 5(4) (torchdiffeq) on the NDM PF-ODE from ``ts[0]`` to
-    ``ts[-1]``; ``dF/dt`` by forward-mode JVP at every evaluation."""
-    from torchdiffeq import odeint
-
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be > 0, got {rtol} and {atol}")
-    ts = check_grid(ts).to(u)
-    t0, t1 = ts[0], ts[-1]
-    jumps = [b for b in process.schedule.breakpoints() if float(t1) < b < float(t0)]
+    ``ts[-1]``; ``dF/dt`` by forward-mode JVP at every evaluation (hence ``no_grad``, not
+    inference mode)."""
 
     def velocity(t, z):
         return ndm_velocity(model, transform, process, z, t.reshape(1))
 
-    options = {"step_t": t1.reshape(1)}
-    if jumps:
-        options["jump_t"] = torch.tensor(jumps, dtype=u.dtype, device=u.device)
-    span = torch.stack([t0, t1])
-    u = odeint(velocity, u, span, rtol=rtol, atol=atol, method="dopri5", options=options)[-1]
-    emit(callback, 0, t1, u, None)
-    return model(u, t1) if denoise_final else u
+    return integrate_dopri5(
+        velocity, model, process, u, ts, callback, denoise_final, rtol=rtol, atol=atol
+    )
 
 
 NDM_SAMPLERS = {

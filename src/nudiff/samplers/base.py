@@ -60,6 +60,15 @@ class NoiseSource:
         return torch.cat(blocks)[self.offset : self.offset + self.n]
 
 
+def posterior_variance(alpha_t, sigma_t, alpha_s, sigma_s):
+    """The DDPM posterior ``q(u_s | u_t, u_0)`` per component, ``s < t``: ``r^2 = sigma_t^2 -
+    (alpha_t / alpha_s)^2 sigma_s^2``, the forward transition's variance (0 for a frozen
+    component), and the posterior variance ``r^2 sigma_s^2 / sigma_t^2``."""
+    a = alpha_t / alpha_s
+    r2 = (sigma_t**2 - a**2 * sigma_s**2).clamp_min(0)
+    return r2, r2 * sigma_s**2 / sigma_t**2
+
+
 def check_grid(ts: torch.Tensor) -> torch.Tensor:
     ts = torch.as_tensor(ts)
     if ts.dim() != 1 or ts.numel() < 2:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from nudiff.process import Process
-from nudiff.samplers.base import NoiseSource, check_grid, emit, steps_iter
+from nudiff.samplers.base import NoiseSource, check_grid, emit, posterior_variance, steps_iter
 
 #: the shortest previous step, relative to the current one, that higher orders extrapolate from
 _MIN_RATIO = 0.05
@@ -64,9 +64,7 @@ def sample_ddim(
         x0 = model(u, t)
         alpha_s, sigma_s, alpha_t, sigma_t, _ = _coefficients(process, t, s, u)
         # posterior std of q(u_s | u_t, u_0) (zero for a frozen component)
-        a = alpha_t / alpha_s
-        r2 = (sigma_t**2 - a**2 * sigma_s**2).clamp_min(0)
-        c = eta * (r2 * sigma_s**2 / sigma_t**2).sqrt()
+        c = eta * posterior_variance(alpha_t, sigma_t, alpha_s, sigma_s)[1].sqrt()
         keep = (sigma_s**2 - c**2).clamp_min(0).sqrt() / sigma_t
         u = keep.to(u) * u + (alpha_s - keep * alpha_t).to(u) * x0
         if eta > 0:

@@ -58,6 +58,20 @@ def sample_dopri5(
     """Adaptive Dormand-Prince 5(4) on the PF-ODE through torchdiffeq, from ``ts[0]`` to
     ``ts[-1]`` (the interior of ``ts`` is ignored). The solver restarts at the schedule's
     breakpoints, where the velocity has kinks. NFE is whatever the tolerances need."""
+
+    def velocity(t, x):
+        return _velocity(model, process, x, t)[0]
+
+    return integrate_dopri5(
+        velocity, model, process, u, ts, callback, denoise_final, rtol=rtol, atol=atol
+    )
+
+
+def integrate_dopri5(
+    velocity, model, process: Process, u, ts, callback, denoise_final, rtol, atol
+) -> torch.Tensor:
+    """dopri5 on ``du/dt = velocity(t, u)`` from ``ts[0]`` to ``ts[-1]``, restarting at the
+    schedule's breakpoints; :func:`sample_dopri5`'s integrator, shared with the NDM's ODE."""
     from torchdiffeq import odeint
 
     if not (rtol > 0 and atol > 0):
@@ -65,10 +79,6 @@ def sample_dopri5(
     ts = check_grid(ts).to(u)
     t0, t1 = ts[0], ts[-1]
     jumps = [b for b in process.schedule.breakpoints() if float(t1) < b < float(t0)]
-
-    def velocity(t, x):
-        return _velocity(model, process, x, t)[0]
-
     span = torch.stack([t0, t1])
     # step_t = t1: the last step ends on t1 instead of stepping past it and interpolating, so
     # the model is never evaluated beyond the grid (a multi-scale model's segment end)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nudiff.process import Process
-from nudiff.samplers.base import NoiseSource, check_grid, emit, steps_iter
+from nudiff.samplers.base import NoiseSource, check_grid, emit, posterior_variance, steps_iter
 
 
 def ancestral_step(process: Process, u, x0, t, s, noise: torch.Tensor | None):
@@ -17,12 +17,11 @@ def ancestral_step(process: Process, u, x0, t, s, noise: torch.Tensor | None):
     """
     alpha_t, sigma_t = process.coefficients(t.view(1), u)
     alpha_s, sigma_s = process.coefficients(s.view(1), u)
-    a = alpha_t / alpha_s
-    r2 = (sigma_t**2 - a**2 * sigma_s**2).clamp_min(0)
-    mean = (a * sigma_s**2 / sigma_t**2) * u + (alpha_s * r2 / sigma_t**2) * x0
+    r2, var = posterior_variance(alpha_t, sigma_t, alpha_s, sigma_s)
+    mean = (alpha_t / alpha_s * sigma_s**2 / sigma_t**2) * u + (alpha_s * r2 / sigma_t**2) * x0
     if noise is None:
         return mean
-    return mean + (r2 * sigma_s**2 / sigma_t**2).sqrt() * noise
+    return mean + var.sqrt() * noise
 
 
 @torch.inference_mode()

@@ -208,6 +208,11 @@ class Trainer:
             self.phases = [(k, list(v)) for k, v in self.loss.phases(self.model).items()]
         else:
             self.phases = [(None, self.params)]
+        # which averaged parameters each phase trains (a phase's EMA flags, fixed for the run)
+        self._phase_masks = [
+            [id(p) in ids for p in self.ema.sources]
+            for ids in ({id(p) for p in params} for _, params in self.phases)
+        ]
         self.optimizers = [
             torch.optim.AdamW(
                 params,
@@ -278,9 +283,8 @@ class Trainer:
         }
         losses = torch.zeros(len(self.phases), device=self.device)
         trained = [False] * len(self.ema.sources)
-        norm = None
-        for j, ((phase, params), opt, sched) in enumerate(
-            zip(self.phases, self.optimizers, self.schedulers, strict=True)
+        for j, ((phase, params), opt, sched, mask) in enumerate(
+            zip(self.phases, self.optimizers, self.schedulers, self._phase_masks, strict=True)
         ):
             self.model.zero_grad(set_to_none=True)  # an earlier phase's gradients are not ours
             kw = {} if phase is None else {"phase": phase}
@@ -309,12 +313,10 @@ class Trainer:
             self.scaler.step(opt)
             # parameters without a gradient (a multi-scale model's networks of other scales)
             # were not trained: their averages wait for their own steps
-            mine = {id(p) for p in params}
             trained = [
-                done or (id(p) in mine and p.grad is not None)
-                for done, p in zip(trained, self.ema.sources, strict=True)
+                done or (m and p.grad is not None)
+                for done, m, p in zip(trained, mask, self.ema.sources, strict=True)
             ]
-            opt.zero_grad(set_to_none=True)
             sched.step()
         self.scaler.update()
         self.model.zero_grad(set_to_none=True)
