@@ -368,7 +368,7 @@ def build_loss(
     if cfg.conditional is not None:
         from nudiff.conditional.estimators import ConditionalLoss
 
-        return ConditionalLoss(denoiser, l.t_sampling)
+        return ConditionalLoss(denoiser, l.t_sampling, l.log_snr_mean, l.log_snr_std)
     joint = cfg.model.backbone == "lego" and cfg.model.lego.joint_loss
     if isinstance(denoiser, MultiScaleDenoiser):
         ms = cfg.model.multiscale
@@ -384,6 +384,9 @@ def build_loss(
             joint=cfg.model.lego.joint_loss,  # for the scales whose network is LEGO
             num_classes=cfg.model.num_classes,
             label_dropout=cfg.model.label_dropout,
+            t_sampling="log-normal" if l.t_sampling == "log-normal" else "stratified",
+            log_snr_mean=l.log_snr_mean,
+            log_snr_std=l.log_snr_std,
         )
     return DenoisingLoss(
         process,
@@ -400,6 +403,8 @@ def build_loss(
         softness=(l.softness.min, l.softness.max) if l.softness is not None else None,
         seed=cfg.train.seed,
         patch=build_patch_sizes(cfg, process),
+        log_snr_mean=l.log_snr_mean,
+        log_snr_std=l.log_snr_std,
     )
 
 

@@ -329,7 +329,9 @@ class LossConfig(_Strict):
     """``weighting`` of the squared x0 error per component: ``uniform`` (uniform in the
     prediction target's space), ``likelihood`` (g^2 / sigma^2 on the eps error: the ELBO),
     ``min-snr`` (min(SNR, min_snr_gamma)); ``band_weights`` multiplies per basis group.
-    ``t_sampling``: uniform | stratified (over the global batch) | interval (``t_interval``).
+    ``t_sampling``: uniform | stratified (over the global batch) | interval (``t_interval``) |
+    log-normal (EDM's noise levels: the mean log-SNR over components ~ N(``log_snr_mean``,
+    ``log_snr_std``^2), stratified; EDM's ``ln sigma ~ N(-1.2, 1.2^2)`` is the default 2.4, 2.4).
     ``softness``: ``{min, max}`` trains one model over that range of the soft-conditioning
     schedule's softness (one draw per batch, uniform in 1 / softness); sampling then takes any
     ``process.schedule.softness`` inside it."""
@@ -337,7 +339,9 @@ class LossConfig(_Strict):
     weighting: Literal["uniform", "likelihood", "min-snr"] = "uniform"
     min_snr_gamma: float = Field(5.0, gt=0)
     band_weights: list[float] | None = None
-    t_sampling: Literal["uniform", "stratified", "interval"] = "stratified"
+    t_sampling: Literal["uniform", "stratified", "interval", "log-normal"] = "stratified"
+    log_snr_mean: float = 2.4
+    log_snr_std: float = Field(2.4, gt=0)
     softness: SoftnessRange | None = None
     t_interval: tuple[float, float] | None = None
     beta: BetaLossConfig | None = None
@@ -463,6 +467,11 @@ class Config(_Strict):
             raise ValueError("process.beta and loss.beta need process.family: beta")
         if self.process.transform is not None:
             self._check_ndm()
+            if self.loss.t_sampling == "log-normal":
+                raise ValueError(
+                    "loss.t_sampling: log-normal does not apply to a Neural Diffusion Model, "
+                    "whose bound draws t in its own importance density"
+                )
         elif self.loss.ndm is not None:
             raise ValueError("loss.ndm needs process.transform (a Neural Diffusion Model)")
         if self.conditional is not None:
@@ -543,6 +552,7 @@ class Config(_Strict):
             "sample.budgets": self.sample.budgets is not None,
             "process.transform": p.transform is not None,
             "loss.ndm": self.loss.ndm is not None,
+            "loss.t_sampling: log-normal": self.loss.t_sampling == "log-normal",
         }
         for key, present in unsupported.items():
             if present:

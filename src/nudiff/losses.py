@@ -20,6 +20,40 @@ from torch import nn
 from nudiff.models.multiscale import MultiScaleDenoiser, pool_image
 from nudiff.patch import Crop, PatchSizes, crop_alignment
 from nudiff.process import Process
+from nudiff.schedules.reference import ReferenceTime
+
+#: the ways to draw training times (see :func:`sample_times`)
+TIME_SAMPLING = ("uniform", "stratified", "interval", "log-normal")
+
+
+class LogNormalTimes(nn.Module):
+    """EDM's log-normal noise levels for any schedule: training times whose reference log-SNR
+    (the mean over components, :class:`~nudiff.schedules.reference.ReferenceTime`) is normal,
+    ``N(mean, std^2)``, truncated to the times drawn.
+
+    EDM draws ``ln sigma ~ N(-1.2, 1.2^2)``, i.e. log-SNR ``-2 ln sigma ~ N(2.4, 2.4^2)``: the
+    defaults. Training then spends its steps on the noise levels that decide what samples look
+    like, rather than uniformly over a log-SNR range whose ends are almost pure data or noise.
+
+    Call with uniforms ``r`` (any shape; stratified ``r`` gives stratified levels) and the
+    interval ``[lo, hi]`` of times; returns float32 times of ``r``'s shape."""
+
+    def __init__(self, process: Process, mean: float = 2.4, std: float = 2.4):
+        super().__init__()
+        if not std > 0:
+            raise ValueError(f"the log-SNR std must be > 0, got {std}")
+        self.mean, self.std = float(mean), float(std)
+        self.reference = ReferenceTime(process)
+
+    def forward(self, r: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+        ref = self.reference
+        ends = ref.log_snr(torch.tensor([hi, lo], dtype=torch.float64, device=ref.t.device))
+        cdf = torch.special.ndtr((ends - self.mean) / self.std)
+        lam = self.mean + self.std * torch.special.ndtri(cdf[0] + r.double() * (cdf[1] - cdf[0]))
+        # an interval far in a tail has no mass in float64: uniform in log-SNR there instead
+        flat = ends[0] + r.double() * (ends[1] - ends[0])
+        lam = torch.where((cdf[1] - cdf[0] > 1e-12) & lam.isfinite(), lam, flat)
+        return ref.time(lam).clamp(lo, hi).float()
 
 
 def sample_times(
@@ -28,19 +62,25 @@ def sample_times(
     generator: torch.Generator,
     t_min: float = 0.0,
     interval: tuple[float, float] | None = None,
+    density: LogNormalTimes | None = None,
 ) -> torch.Tensor:
     """Training times ``(n,)`` in ``[t_min, 1]``, or in ``interval`` when given: ``uniform``,
     ``stratified`` (one draw per ``1/n`` stratum, shuffled so any slice of the batch is spread
-    over t), or ``interval`` (uniform in ``interval``, which it requires)."""
-    if mode not in ("uniform", "stratified", "interval"):
-        raise ValueError(f"t sampling must be uniform, stratified or interval; got {mode!r}")
+    over t), ``interval`` (uniform in ``interval``, which it requires) or ``log-normal``
+    (stratified in ``density``, which it requires)."""
+    if mode not in TIME_SAMPLING:
+        raise ValueError(f"t sampling must be one of {', '.join(TIME_SAMPLING)}; got {mode!r}")
     if mode == "interval" and interval is None:
         raise ValueError("interval is required for mode='interval'")
+    if mode == "log-normal" and density is None:
+        raise ValueError("a LogNormalTimes density is required for mode='log-normal'")
     lo, hi = interval if interval is not None else (t_min, 1.0)
     device = generator.device  # draws happen where the trainer's generator lives
     r = torch.rand(n, generator=generator, dtype=torch.float64, device=device)
-    if mode == "stratified":
+    if mode in ("stratified", "log-normal"):
         r = (torch.randperm(n, generator=generator, device=device).double() + r) / n
+    if mode == "log-normal":
+        return density(r, lo, hi)
     return (lo + (hi - lo) * r).float()
 
 
@@ -48,12 +88,16 @@ class DenoisingLoss(nn.Module):
     """Per-sample loss ``(B,)`` of a :class:`~nudiff.models.denoiser.Denoiser` on images.
 
     Follows the trainer's protocol: :meth:`draw` draws ``t`` and ``eps`` for the global batch
-    from the trainer's generator; :meth:`forward` evaluates a slice of it. ``joint``: the model
-    is a LEGO denoiser and the loss is the mean of its bricks' losses (LEGO's joint loss: every
-    brick is a denoiser of its own, so sampling may stop after any of them). ``num_classes``: the
-    model is class-conditional; the data's labels (``noise["labels"]``, put there by the
-    trainer) are replaced by the null label on a ``label_dropout`` share of the rows, which
-    trains the unconditional model of classifier-free guidance in the same network.
+    from the trainer's generator; :meth:`forward` evaluates a slice of it. ``t_sampling``: see
+    :func:`sample_times`; ``log-normal`` draws EDM's levels (:class:`LogNormalTimes` with
+    ``log_snr_mean`` and ``log_snr_std``) inside ``t_interval`` or ``[t_min, 1]``.
+
+    ``joint``: the model is a LEGO denoiser and the loss is the mean of its bricks' losses
+    (LEGO's joint loss: every brick is a denoiser of its own, so sampling may stop after any of
+    them). ``num_classes``: the model is class-conditional; the data's labels
+    (``noise["labels"]``, put there by the trainer) are replaced by the null label on a
+    ``label_dropout`` share of the rows, which trains the unconditional model of classifier-free
+    guidance in the same network.
 
     ``softness`` ``(min, max)`` (a GUD soft-conditioning process): one model over a range of
     softness. Each batch draws ``a = 1 / softness`` uniformly in ``[1 / max, 1 / min]`` (``max``
@@ -85,6 +129,8 @@ class DenoisingLoss(nn.Module):
         num_classes: int | None = None,
         label_dropout: float = 0.0,
         softness: tuple[float, float] | None = None,
+        log_snr_mean: float = 2.4,
+        log_snr_std: float = 2.4,
         seed: int = 0,
         patch: PatchSizes | None = None,
     ):
@@ -119,6 +165,9 @@ class DenoisingLoss(nn.Module):
             "sigma_data", torch.as_tensor(sigma_data, dtype=torch.float32), persistent=False
         )
         self.t_sampling, self.t_interval, self.joint = t_sampling, t_interval, bool(joint)
+        self.density = None
+        if t_sampling == "log-normal":
+            self.density = LogNormalTimes(process, log_snr_mean, log_snr_std)
         index, names = process.basis.groups()
         bw = torch.ones(len(names)) if band_weights is None else torch.as_tensor(band_weights)
         if bw.numel() != len(names):
@@ -129,7 +178,9 @@ class DenoisingLoss(nn.Module):
         self.register_buffer("band_weight", bw.float()[index], persistent=False)
 
     def draw(self, n: int, generator: torch.Generator, step: int = 0) -> dict[str, torch.Tensor]:
-        t = sample_times(n, self.t_sampling, generator, self.process.t_min, self.t_interval)
+        t = sample_times(
+            n, self.t_sampling, generator, self.process.t_min, self.t_interval, self.density
+        )
         shape = self.process.shape
         if self.patch is not None:
             size = self.patch.size_for_step(step)
@@ -246,10 +297,11 @@ class MultiScaleLoss(nn.Module):
 
     The scale of step ``k`` is ``k mod n_scales`` (``round-robin``) or drawn with probabilities
     ``scale_weights`` from a generator seeded by ``(seed, k)`` (``random``): a function of the
-    step, so resuming replays it. Its times are stratified in the scale's interval
-    ``[T_{s-1}, T_s]``, the bands finished at the scale are dropped (the network sees the
-    ``2^d_s``-pooled image), and the loss is a :class:`DenoisingLoss` on the scale's sub-process
-    with the band weights of its bands.
+    step, so resuming replays it. Its times are drawn in the scale's interval
+    ``[T_{s-1}, T_s]`` (``t_sampling``: stratified, or EDM's ``log-normal`` levels of the
+    scale's sub-process truncated to it), the bands finished at the scale are dropped (the
+    network sees the ``2^d_s``-pooled image), and the loss is a :class:`DenoisingLoss` on the
+    scale's sub-process with the band weights of its bands.
 
     Args:
         model: the multi-scale denoiser (its scales' processes and data stds are used).
@@ -261,6 +313,8 @@ class MultiScaleLoss(nn.Module):
         joint: the scales with a LEGO backbone train the mean of every brick's loss (see
             :class:`DenoisingLoss`).
         num_classes, label_dropout: class-conditional scales (see :class:`DenoisingLoss`).
+        t_sampling, log_snr_mean, log_snr_std: ``stratified`` or ``log-normal`` (see
+            :class:`LogNormalTimes`).
     """
 
     def __init__(
@@ -276,9 +330,16 @@ class MultiScaleLoss(nn.Module):
         joint: bool = False,
         num_classes: int | None = None,
         label_dropout: float = 0.0,
+        t_sampling: str = "stratified",
+        log_snr_mean: float = 2.4,
+        log_snr_std: float = 2.4,
     ):
         super().__init__()
         n = len(model.scales)
+        if t_sampling not in ("stratified", "log-normal"):
+            raise ValueError(
+                f"a multi-scale loss draws t stratified or log-normal, got {t_sampling!r}"
+            )
         if scale_sampling not in ("round-robin", "random"):
             raise ValueError(
                 f"scale_sampling must be round-robin or random, got {scale_sampling!r}"
@@ -306,11 +367,13 @@ class MultiScaleLoss(nn.Module):
                 d.data_std if hasattr(d, "data_std") else 0.5,
                 min_snr_gamma,
                 None if band_weights is None else list(band_weights[model.dropped[s] :]),
-                "stratified",
+                t_sampling,
                 model.interval(s),
                 joint=joint and hasattr(getattr(d, "backbone", None), "active_bricks"),
                 num_classes=num_classes,
                 label_dropout=label_dropout,
+                log_snr_mean=log_snr_mean,
+                log_snr_std=log_snr_std,
             )
             for s, d in enumerate(model.scales)
         )

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from nudiff.conditional.tasks import Inpainting, SuperResolution, Task
-from nudiff.losses import sample_times
+from nudiff.losses import LogNormalTimes, sample_times
 from nudiff.process import Process
 from nudiff.schedules import ScalarSchedule, VPCosine, as_times
 
@@ -166,9 +166,20 @@ class ConditionalLoss(nn.Module):
     estimators add ``y``'s elements to the mean (the loss summed over the x and y parts).
     """
 
-    def __init__(self, model: ConditionalDenoiser, t_sampling: str = "stratified"):
+    def __init__(
+        self,
+        model: ConditionalDenoiser,
+        t_sampling: str = "stratified",
+        log_snr_mean: float = 2.4,
+        log_snr_std: float = 2.4,
+    ):
         super().__init__()
         self.t_sampling = t_sampling
+        self.density = (
+            LogNormalTimes(model.process, log_snr_mean, log_snr_std)
+            if t_sampling == "log-normal"
+            else None
+        )
         self.process, self.task = model.process, model.task
         self.y_values_shape = split_condition(model.task, torch.zeros(1, *model.y_shape))[0].shape[
             1:
@@ -177,7 +188,7 @@ class ConditionalLoss(nn.Module):
 
     def draw(self, n: int, generator: torch.Generator, step: int = 0) -> dict:
         dev = generator.device
-        t = sample_times(n, self.t_sampling, generator, self.process.t_min)
+        t = sample_times(n, self.t_sampling, generator, self.process.t_min, density=self.density)
         out = {
             "t": t,
             "eps": torch.randn((n, *self.process.shape), generator=generator, device=dev),

@@ -37,55 +37,10 @@ from torch import nn
 from torch.func import functional_call
 
 from nudiff.process import Process
+from nudiff.schedules.reference import ReferenceTime
 
-#: log-SNRs are clipped to +-LAMBDA_CLIP before averaging: beyond it a component is data (or
-#: noise) to float precision
-LAMBDA_CLIP = 20.0
 #: SiD's sigma_init = 2.5 as a log-SNR
 SID_INIT_LOG_SNR = -2 * math.log(2.5)
-
-
-def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
-    """Piecewise-linear interpolation of ``fp(xp)`` at ``x`` (``xp`` increasing; clamped)."""
-    x = x.to(xp.dtype).clamp(xp[0], xp[-1])
-    i = torch.searchsorted(xp, x).clamp(1, len(xp) - 1)
-    x0, x1 = xp[i - 1], xp[i]
-    w = (x - x0) / (x1 - x0)
-    return fp[i - 1] + w * (fp[i] - fp[i - 1])
-
-
-class ReferenceTime(nn.Module):
-    """The mean log-SNR over components, ``lambda_ref(t)`` (each clipped to +-20), tabulated on
-    ``points`` times in ``[t_min, 1]`` and inverted: the one noise level that stands for a
-    per-component state (for a scalar schedule it is the schedule's log-SNR)."""
-
-    def __init__(self, process: Process, points: int = 4097):
-        super().__init__()
-        t = torch.linspace(process.t_min, 1.0, points, dtype=torch.float64)
-        lam = torch.cat(
-            [
-                process.schedule.log_snr(c)
-                .double()
-                .clamp(-LAMBDA_CLIP, LAMBDA_CLIP)
-                .flatten(1)
-                .mean(1)
-                .cpu()
-                for c in t.split(256)
-            ]
-        )
-        # non-increasing per component, so in the mean; a tiny slope makes the inverse a function
-        lam = torch.cummin(lam, 0).values - 1e-9 * (t - t[0])
-        self.register_buffer("t", t, persistent=False)
-        self.register_buffer("neg_lam", -lam, persistent=False)  # increasing, for searchsorted
-
-    def log_snr(self, t: torch.Tensor) -> torch.Tensor:
-        """``lambda_ref`` at times ``t`` (any shape), float64."""
-        return -_interp(t, self.t, self.neg_lam)
-
-    def time(self, log_snr: torch.Tensor) -> torch.Tensor:
-        """The time ``(any shape)`` at which ``lambda_ref`` equals ``log_snr`` (clamped to the
-        schedule's range), float64."""
-        return _interp(-torch.as_tensor(log_snr, dtype=torch.float64), self.neg_lam, self.t)
 
 
 def sid_generator_loss(
