@@ -301,7 +301,8 @@ TINY = [
 
 
 def test_multiscale_training_resumes_bit_identically(tmp_path):
-    """Two steps of each scale: 6 steps == 3 steps + resume to 6 (weights, EMA, counts)."""
+    """6 steps == 3 steps + resume to 6 (weights, EMA, counts), with the quick start's random
+    scale draws (here scales 1, 0, 1, 0, 2, 1)."""
     from safetensors.torch import load_file
 
     config = str(ROOT / "configs" / "quickstart.yaml")
@@ -320,7 +321,14 @@ def test_multiscale_training_resumes_bit_identically(tmp_path):
     state = torch.load(
         tmp_path / "b" / "checkpoints" / "step_000006" / "state.pt", weights_only=True
     )
-    assert sorted(set(state["ema_updates"])) == [2]  # each network: 2 of the 6 steps
+    cfg = load_config(config, TINY)
+    data = build_data(cfg)
+    model = build_denoiser(cfg, build_process(cfg, data), data)
+    loss = build_loss(cfg, model.process, model)
+    drawn = [loss.scale_for_step(k) for k in range(6)]
+    assert len(set(drawn)) == 3  # every network trained, and resumed, at least once
+    scale_of = [int(n.split(".")[1]) for n, _ in model.named_parameters()]
+    assert state["ema_updates"] == [drawn.count(s) for s in scale_of]  # its own steps only
     assert main(["sample", str(tmp_path / "b"), "--n", "2", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").is_file()
 
