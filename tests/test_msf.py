@@ -123,6 +123,9 @@ def _tiny_msf(*extra):
         [
             "data.size=64",
             "model.sigma_data=0.5",
+            # the quick start's scale weights are for its 3 scales; MSF has 2
+            "model.multiscale.scale_sampling=round-robin",
+            "model.multiscale.scale_weights=null",
             "process.schedule={type: msf, split: 0.5}",
             "model.unet={channels: 16, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}",
             "model.multiscale.stages=[{unet: {channels: 8}}, {}]",
@@ -207,7 +210,11 @@ def test_bad_msf_configs_are_clear_errors(overrides, message):
 def test_schedule_levels_set_the_basis_levels():
     cfg = load_config(
         ROOT / "configs" / "quickstart.yaml",
-        ["process.basis={type: haar}", "process.schedule={type: msf, levels: 1}"],
+        [
+            "process.basis={type: haar}",
+            "process.schedule={type: msf, levels: 1}",
+            "model.multiscale.scale_weights=null",
+        ],
     )
     assert cfg.process.basis.levels == 1 and cfg.scale_levels() == [0, 1]
 

@@ -101,6 +101,8 @@ def _ddp(out: Path) -> None:
 # the multi-scale quick-start model, tiny: 3 steps train each of its 3 scales once
 MULTISCALE_TINY = [
     "data.size=64",
+    "model.multiscale.scale_sampling=round-robin",
+    "model.multiscale.scale_weights=null",
     "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}",
     "train.batch_size=8",
     "train.steps=3",
