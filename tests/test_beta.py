@@ -293,3 +293,7 @@ def test_beta_training_resumes_bit_identically_and_samples(tmp_path, capsys):
     assert "samples with sampler 'beta', not the Gaussian sampler 'ddim'" in capsys.readouterr().err
     assert main(["eval", "nll", run, "--n", "2"]) == 2
     assert "needs a Gaussian process" in capsys.readouterr().err
+    from nudiff.run import sample_run
+
+    with pytest.raises(ValueError, match="beta sampler does not take guidance, labels"):
+        sample_run(run, 2, labels=[0, 1], guidance=2.0)

@@ -342,6 +342,8 @@ def test_distilling_a_multiscale_teacher_resumes_exactly_and_samples(tmp_path):
     torch.testing.assert_close(sample_model(cfg, gen, 5).images, out.images)  # batch-invariant
     assert sample_model(cfg, gen, 2, steps=2).nfe == 2
     assert main(["sample", str(b), "--n", "2", "--sampler", "ddim"]) == 2
+    with pytest.raises(ValueError, match="distilled generator does not take budgets, grid"):
+        sample_model(cfg, gen, 2, grid="uniform", budgets=[1, 1, 1])
 
 
 def test_distill_config_errors(tmp_path):

@@ -14,6 +14,8 @@ no learnable signal (the denoiser answers them exactly) and get weight 0.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -44,16 +46,37 @@ class LogNormalTimes(nn.Module):
             raise ValueError(f"the log-SNR std must be > 0, got {std}")
         self.mean, self.std = float(mean), float(std)
         self.reference = ReferenceTime(process)
+        self._ends: dict[tuple[float, float], tuple[float, float, float, float]] = {}
+
+    @classmethod
+    def for_mode(cls, mode: str, process: Process, mean: float, std: float):
+        """The density of t-sampling ``mode``: a :class:`LogNormalTimes` for ``log-normal``,
+        None for the modes that need none."""
+        return cls(process, mean, std) if mode == "log-normal" else None
+
+    def _truncation(self, lo: float, hi: float) -> tuple[float, float, float, float]:
+        """Log-SNRs at ``hi`` and ``lo`` and the normal's CDF there, once per interval: a
+        loss draws in one interval, so training steps reuse them without a device round trip."""
+        if (lo, hi) not in self._ends:
+            ref = self.reference
+            ends = ref.log_snr(torch.tensor([hi, lo], dtype=torch.float64, device=ref.t.device))
+            lam_lo, lam_hi = ends.tolist()
+            cdf_lo, cdf_hi = (
+                0.5 * math.erfc((self.mean - v) / (self.std * math.sqrt(2)))
+                for v in (lam_lo, lam_hi)
+            )
+            self._ends[lo, hi] = (lam_lo, lam_hi, cdf_lo, cdf_hi)
+        return self._ends[lo, hi]
 
     def forward(self, r: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-        ref = self.reference
-        ends = ref.log_snr(torch.tensor([hi, lo], dtype=torch.float64, device=ref.t.device))
-        cdf = torch.special.ndtr((ends - self.mean) / self.std)
-        lam = self.mean + self.std * torch.special.ndtri(cdf[0] + r.double() * (cdf[1] - cdf[0]))
-        # an interval far in a tail has no mass in float64: uniform in log-SNR there instead
-        flat = ends[0] + r.double() * (ends[1] - ends[0])
-        lam = torch.where((cdf[1] - cdf[0] > 1e-12) & lam.isfinite(), lam, flat)
-        return ref.time(lam).clamp(lo, hi).float()
+        lam_lo, lam_hi, cdf_lo, cdf_hi = self._truncation(lo, hi)
+        r = r.double()
+        if cdf_hi - cdf_lo > 1e-12:
+            lam = self.mean + self.std * torch.special.ndtri(cdf_lo + r * (cdf_hi - cdf_lo))
+            lam = lam.clamp(lam_lo, lam_hi)  # ndtri is inf at the CDF's ends
+        else:  # an interval far in a tail has no mass in float64: uniform in log-SNR there
+            lam = lam_lo + r * (lam_hi - lam_lo)
+        return self.reference.time(lam).clamp(lo, hi).float()
 
 
 def sample_times(
@@ -165,9 +188,7 @@ class DenoisingLoss(nn.Module):
             "sigma_data", torch.as_tensor(sigma_data, dtype=torch.float32), persistent=False
         )
         self.t_sampling, self.t_interval, self.joint = t_sampling, t_interval, bool(joint)
-        self.density = None
-        if t_sampling == "log-normal":
-            self.density = LogNormalTimes(process, log_snr_mean, log_snr_std)
+        self.density = LogNormalTimes.for_mode(t_sampling, process, log_snr_mean, log_snr_std)
         index, names = process.basis.groups()
         bw = torch.ones(len(names)) if band_weights is None else torch.as_tensor(band_weights)
         if bw.numel() != len(names):

@@ -275,21 +275,16 @@ def sample_model(
     sampler than the config's replace the config's. ``skip``: LEGO brick skipping; ``labels``
     ``(n,)``: classes of a class-conditional model, with classifier-free ``guidance`` (default:
     the config's ``sample.guidance``) in ``guidance_interval``."""
+    # settings of the Gaussian samplers that a generator or the Beta sampler cannot honour
+    gaussian_only = {"grid": grid, "budgets": budgets, "options": options, "skip": skip}
+    gaussian_only.update(guidance=guidance, guidance_interval=guidance_interval)
     if cfg.distill is not None:
-        unused = {"grid": grid, "budgets": budgets, "options": options, "skip": skip}
-        unused.update(guidance=guidance, guidance_interval=guidance_interval)
-        given = sorted(k for k, v in unused.items() if v is not None)
-        if given:
-            raise ValueError(f"a distilled generator does not take {', '.join(given)}")
+        _reject_settings("a distilled generator", gaussian_only)
         return _sample_generator(cfg, model, n, sampler, steps, seed, device, labels, batch_size)
     if sampler == "onestep":
         raise ValueError("sampler onestep needs a distilled run (nudiff distill sid)")
     if cfg.process.family == "beta":
-        unused = {"grid": grid, "budgets": budgets, "options": options, "skip": skip}
-        unused.update(labels=labels, guidance=guidance, guidance_interval=guidance_interval)
-        given = sorted(k for k, v in unused.items() if v is not None)
-        if given:
-            raise ValueError(f"the beta sampler does not take {', '.join(given)}")
+        _reject_settings("the beta sampler", {**gaussian_only, "labels": labels})
         return _sample_beta(cfg, model, n, sampler, steps, seed, device, progress, batch_size)
     if sampler == "beta":
         raise ValueError("sampler beta needs a Beta-diffusion model (process.family: beta)")
@@ -298,10 +293,7 @@ def sample_model(
         settings.update(guidance=guidance)
     if guidance_interval is not None:
         settings.update(guidance_interval=guidance_interval)
-    if labels is not None:
-        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-        if labels.numel() != n:
-            raise ValueError(f"need one label per sample ({n}), got {labels.numel()}")
+    labels = _per_sample_labels(labels, n)
     if skip is not None:
         settings.update(skip=skip)
     if sampler not in (None, settings["sampler"]):
@@ -314,56 +306,77 @@ def sample_model(
         settings.update(grid=grid)
     if options is not None:
         settings.update(options=options)
-    parts, seconds = [], 0.0
-    for start in range(0, n, batch_size):
-        out = sample(
+    return _in_batches(
+        n,
+        batch_size,
+        lambda start, size: sample(
             model,
             model.process,
-            min(batch_size, n - start),
+            size,
             **settings,
-            labels=None if labels is None else labels[start : start + batch_size],
+            labels=None if labels is None else labels[start : start + size],
             seed=seed,
             start=start,
             device=device,
             progress=progress,
-        )
-        parts.append(out)
-        seconds += out.seconds
-    # NFE counts network evaluations per sample: the same for every batch
+        ),
+    )
+
+
+def _reject_settings(who: str, settings: dict) -> None:
+    """A clear error naming the ``settings`` given (not None) that ``who`` does not take."""
+    given = sorted(k for k, v in settings.items() if v is not None)
+    if given:
+        raise ValueError(f"{who} does not take {', '.join(given)}")
+
+
+def _per_sample_labels(labels, n: int) -> torch.Tensor | None:
+    """``labels`` as a long tensor ``(n,)`` (None stays None)."""
+    if labels is None:
+        return None
+    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+    if labels.numel() != n:
+        raise ValueError(f"need one label per sample ({n}), got {labels.numel()}")
+    return labels
+
+
+def _in_batches(n: int, batch_size: int, draw) -> SampleResult:
+    """``draw(start, size) -> SampleResult`` over consecutive batches of ``n`` samples,
+    concatenated. Samplers seed each sample by ``(seed, start + i)``, so the result does not
+    depend on ``batch_size``; NFE counts network evaluations per sample, the same for every
+    batch."""
+    parts = [draw(start, min(batch_size, n - start)) for start in range(0, n, batch_size)]
     u, images = torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts])
-    return SampleResult(u, images, parts[0].nfe, seconds, parts[0].skipped)
+    return SampleResult(u, images, parts[0].nfe, sum(p.seconds for p in parts), parts[0].skipped)
 
 
 def _sample_generator(cfg, generator, n, sampler, steps, seed, device, labels, batch_size):
     """:func:`sample_model` for a distilled run: ``steps`` generator calls (1 by default)."""
     from nudiff.config import ConfigError
-    from nudiff.distill.sid import ReferenceTime, sample_one_step
+    from nudiff.distill.sid import sample_one_step
+    from nudiff.schedules.reference import ReferenceTime
 
     if sampler not in (None, "onestep"):
         raise ConfigError(f"a distilled run samples with sampler 'onestep', not {sampler!r}")
     steps = steps or cfg.sample.steps
     if cfg.model.num_classes and labels is None:  # the classes in turn
         labels = torch.arange(n) % cfg.model.num_classes
-    if labels is not None:
-        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-        if labels.numel() != n:
-            raise ValueError(f"need one label per sample ({n}), got {labels.numel()}")
+    labels = _per_sample_labels(labels, n)
     ref = ReferenceTime(generator.process).to(device) if steps > 1 else None
-    parts = [
-        sample_one_step(
+    return _in_batches(
+        n,
+        batch_size,
+        lambda start, size: sample_one_step(
             generator,
-            min(batch_size, n - start),
+            size,
             steps=steps,
             seed=seed,
             start=start,
-            labels=None if labels is None else labels[start : start + batch_size],
+            labels=None if labels is None else labels[start : start + size],
             device=device,
             reference=ref,
-        )
-        for start in range(0, n, batch_size)
-    ]
-    u, images = torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts])
-    return SampleResult(u, images, steps, sum(p.seconds for p in parts))
+        ),
+    )
 
 
 def _sample_beta(cfg, model, n, sampler, steps, seed, device, progress, batch_size):
@@ -377,20 +390,13 @@ def _sample_beta(cfg, model, n, sampler, steps, seed, device, progress, batch_si
             f"not the Gaussian sampler {sampler!r}"
         )
     steps = steps or cfg.sample.steps
-    parts = [
-        sample_beta(
-            model,
-            min(batch_size, n - start),
-            steps=steps,
-            seed=seed,
-            start=start,
-            device=device,
-            progress=progress,
-        )
-        for start in range(0, n, batch_size)
-    ]
-    u, images = torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts])
-    return SampleResult(u, images, steps, sum(p.seconds for p in parts))
+    return _in_batches(
+        n,
+        batch_size,
+        lambda start, size: sample_beta(
+            model, size, steps=steps, seed=seed, start=start, device=device, progress=progress
+        ),
+    )
 
 
 def sample_conditional(

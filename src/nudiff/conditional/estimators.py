@@ -175,11 +175,7 @@ class ConditionalLoss(nn.Module):
     ):
         super().__init__()
         self.t_sampling = t_sampling
-        self.density = (
-            LogNormalTimes(model.process, log_snr_mean, log_snr_std)
-            if t_sampling == "log-normal"
-            else None
-        )
+        self.density = LogNormalTimes.for_mode(t_sampling, model.process, log_snr_mean, log_snr_std)
         self.process, self.task = model.process, model.task
         self.y_values_shape = split_condition(model.task, torch.zeros(1, *model.y_shape))[0].shape[
             1:
