@@ -108,3 +108,26 @@ def test_multiscale_loss_draws_log_normal_levels_per_scale():
 def test_log_normal_config_errors(config, overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(ROOT / "configs" / config, ["loss.t_sampling=log-normal", *overrides])
+
+
+def test_multiscale_loss_honours_uniform_times_in_each_scale():
+    cfg = load_config(
+        ROOT / "configs" / "quickstart.yaml", ["loss.t_sampling=uniform", "model.sigma_data=0.5"]
+    )
+    process = build_process(cfg)
+    model = build_denoiser(cfg, process)
+    loss = build_loss(cfg, process, model)
+    assert [s.t_sampling for s in loss.losses] == ["uniform"] * len(model.scales)
+    g = torch.Generator().manual_seed(0)
+    noise = loss.draw(4000, g, step=0)
+    lo, hi = model.interval(noise["scale"])
+    t = noise["t"].double()
+    assert ((t >= lo) & (t <= hi)).all()
+    assert abs(t.mean() - (lo + hi) / 2) < 4 * (hi - lo) / (12 * 4000) ** 0.5  # U(lo, hi)
+    assert abs(t.std() / ((hi - lo) / 12**0.5) - 1) < 0.05
+    # not stratified: i.i.d. draws stray ~1/sqrt(n) from one per 1/n stratum, stratified 0.5/n
+    u = ((t - lo) / (hi - lo)).sort().values
+    centres = (torch.arange(4000, dtype=torch.float64) + 0.5) / 4000
+    assert (u - centres).abs().max() > 10 / 4000
+    with pytest.raises(ValueError, match="stratified, uniform or log-normal"):
+        type(loss)(model, t_sampling="interval")

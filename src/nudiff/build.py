@@ -384,7 +384,7 @@ def build_loss(
             joint=cfg.model.lego.joint_loss,  # for the scales whose network is LEGO
             num_classes=cfg.model.num_classes,
             label_dropout=cfg.model.label_dropout,
-            t_sampling="log-normal" if l.t_sampling == "log-normal" else "stratified",
+            t_sampling=l.t_sampling,
             log_snr_mean=l.log_snr_mean,
             log_snr_std=l.log_snr_std,
         )

@@ -319,8 +319,8 @@ class MultiScaleLoss(nn.Module):
     The scale of step ``k`` is ``k mod n_scales`` (``round-robin``) or drawn with probabilities
     ``scale_weights`` from a generator seeded by ``(seed, k)`` (``random``): a function of the
     step, so resuming replays it. Its times are drawn in the scale's interval
-    ``[T_{s-1}, T_s]`` (``t_sampling``: stratified, or EDM's ``log-normal`` levels of the
-    scale's sub-process truncated to it), the bands finished at the scale are dropped (the
+    ``[T_{s-1}, T_s]`` (``t_sampling``: stratified, uniform, or EDM's ``log-normal`` levels
+    of the scale's sub-process truncated to it), the bands finished at the scale are dropped (the
     network sees the ``2^d_s``-pooled image), and the loss is a :class:`DenoisingLoss` on the
     scale's sub-process with the band weights of its bands.
 
@@ -334,8 +334,8 @@ class MultiScaleLoss(nn.Module):
         joint: the scales with a LEGO backbone train the mean of every brick's loss (see
             :class:`DenoisingLoss`).
         num_classes, label_dropout: class-conditional scales (see :class:`DenoisingLoss`).
-        t_sampling, log_snr_mean, log_snr_std: ``stratified`` or ``log-normal`` (see
-            :class:`LogNormalTimes`).
+        t_sampling, log_snr_mean, log_snr_std: ``stratified``, ``uniform`` or ``log-normal``
+            (see :class:`LogNormalTimes`), in each scale's interval.
     """
 
     def __init__(
@@ -357,9 +357,10 @@ class MultiScaleLoss(nn.Module):
     ):
         super().__init__()
         n = len(model.scales)
-        if t_sampling not in ("stratified", "log-normal"):
+        if t_sampling not in ("stratified", "uniform", "log-normal"):
             raise ValueError(
-                f"a multi-scale loss draws t stratified or log-normal, got {t_sampling!r}"
+                f"a multi-scale loss draws t stratified, uniform or log-normal in each scale's "
+                f"interval, got {t_sampling!r}"
             )
         if scale_sampling not in ("round-robin", "random"):
             raise ValueError(

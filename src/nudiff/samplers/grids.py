@@ -26,13 +26,13 @@ import torch
 
 from nudiff.process import Process
 from nudiff.schedules import ScalarSchedule
+from nudiff.schedules.reference import LAMBDA_CLIP
 
 GRIDS = ("auto", "uniform", "log-snr", "edm")
 
 # the fine grid on which P is tabulated and inverted; log-SNRs are clipped to +-LAMBDA_CLIP,
 # beyond which a component is data (or noise) to float precision and needs no steps
 FINE = 4097
-LAMBDA_CLIP = 20.0
 
 
 def _fine_times(process: Process, t_max: float) -> np.ndarray:
