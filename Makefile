@@ -1,18 +1,38 @@
-# The README's two commands: `make quickstart` and `make test`.
+# The README's two commands: `make quickstart` and `make test`. Both create and use the project
+# virtual environment .venv (so they work with a distribution's own python3, which refuses
+# `pip install` outside one), installing torch==2.13.0 first when the environment has no torch.
+# GPU users: create .venv with their CUDA build of torch before, or point VENV at an
+# environment that has it (make quickstart VENV=/path/to/env).
 PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH ?= torch==2.13.0
 
-.PHONY: setup quickstart test test-fast lint
+.PHONY: setup quickstart test test-fast lint wheel-check
 
-setup:
-	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install torch==2.13.0
-	$(PYTHON) -m pip install -q -e ".[dev]"
+$(PY):
+	@$(PYTHON) -m venv $(VENV) || { echo "could not create $(VENV): on Debian/Ubuntu install python3-venv (apt install python3-venv)"; exit 1; }
+
+setup: $(PY)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]"
 
 quickstart: setup
-	$(PYTHON) -m nudiff quickstart --out runs/quickstart --overwrite
+	$(PY) -m nudiff quickstart --out runs/quickstart --overwrite
 
+# torch-fidelity without its dependencies: the FID tests need only its Inception network, and
+# its torchvision would replace the CPU build of torch
 test: setup
-	$(PYTHON) -m ruff check src tests benchmarks
-	$(PYTHON) -m pytest -q
+	$(PY) -m pip install -q --no-deps "torch-fidelity>=0.3"
+	$(PY) -m ruff check src tests
+	$(PY) -m pytest -q
+	bash scripts/check_wheel.sh $(PY)
 
-test-fast:
-	$(PYTHON) -m pytest -q -m "not slow" -x
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" -x
+
+lint: setup
+	$(PY) -m ruff check src tests
+
+wheel-check: setup
+	bash scripts/check_wheel.sh $(PY)

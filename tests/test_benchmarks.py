@@ -24,7 +24,7 @@ def test_quickstart_benchmark_scores_the_full_and_the_half_budget(tmp_path):
     out, js = tmp_path / "bench", tmp_path / "q.json"
     sets = [TINY_UNET, "train.steps=4", "train.checkpoint_every=2", "sample.steps=3"]
     args = ["bench", "quickstart", "--out", str(out), "--json", str(js), "--n-samples", "40"]
-    args += ["--n-train", "200", "--feature-steps", "3", *_sets(sets)]
+    args += ["--n-feature-images", "200", "--feature-train-steps", "3", *_sets(sets)]
     assert main(args) == 0
     r = json.loads(js.read_text())
     assert r["steps"] == 4 and r["half_steps"] == 2 and r["stopped"] == "completed"
@@ -44,8 +44,8 @@ def test_multiscale_vs_uniform_scores_both_models_at_every_budget(tmp_path, monk
     monkeypatch.chdir(ROOT)  # the configs read ../shared/data
     out, js = tmp_path / "bench", tmp_path / "m.json"
     sets = [TINY_UNET, "train.batch_size=8", "train.checkpoint_every=1000", "sample.steps=4"]
-    args = ["bench", "multiscale_vs_uniform", "--budgets", "0.02,0.04", "--n-samples", "40"]
-    args += ["--feature-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
+    args = ["bench", "multiscale-vs-uniform", "--train-minutes", "0.02,0.04", "--n-samples", "40"]
+    args += ["--feature-train-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
     assert main(args) == 0
     r = json.loads(js.read_text())
     assert r["budgets_minutes"] == [0.02, 0.04] and r["data_vs_data_fd"] >= 0
@@ -71,12 +71,11 @@ def test_multiscale_vs_uniform_scores_both_models_at_every_budget(tmp_path, monk
 
 
 def test_multiscale_vs_uniform_budgets_are_checked():
-    from nudiff.cli import _benchmark_module
+    from nudiff.bench.multiscale_vs_uniform import parse_budgets as parse
 
-    parse = _benchmark_module("multiscale_vs_uniform").parse_budgets
     assert parse("5,10,20") == [5.0, 10.0, 20.0]
     for bad in ("10,5", "0,5", "5,x", "5,5"):
-        with pytest.raises(ValueError, match="--budgets"):
+        with pytest.raises(ValueError, match="--train-minutes"):
             parse(bad)
 
 
@@ -92,8 +91,9 @@ def test_lego_benchmark_rows(tmp_path, monkeypatch):
         "train.batch_size=8",
         "sample.steps=4",
     ]
-    args = ["bench", "lego", "--budget-minutes", "0.02", "--n-samples", "40", "--n-large", "8"]
-    args += ["--feature-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
+    args = ["bench", "lego", "--train-minutes", "0.02", "--n-samples", "40"]
+    args += ["--n-samples-large", "8", "--feature-train-steps", "3"]
+    args += ["--out", str(out), "--json", str(js), *_sets(sets)]
     assert main(args) == 0
     r = json.loads(js.read_text())
     rows = {(row["backbone"], row["skip"], row["resolution"], row["n"]): row for row in r["rows"]}
@@ -126,8 +126,9 @@ def test_guidance_benchmark_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the config reads ../shared/data
     out, js = tmp_path / "bench", tmp_path / "g.json"
     sets = [TINY_UNET, "train.batch_size=8", "sample.steps=3"]
-    args = ["bench", "guidance", "--budget-minutes", "0.02", "--per-class", "3"]
-    args += ["--guidance", "1,3", "--feature-steps", "3", "--out", str(out), "--json", str(js)]
+    args = ["bench", "guidance", "--train-minutes", "0.02", "--per-class", "3"]
+    args += ["--guidance", "1,3", "--feature-train-steps", "3"]
+    args += ["--out", str(out), "--json", str(js)]
     assert main([*args, *_sets(sets)]) == 0
     r = json.loads(js.read_text())
     assert [row["guidance"] for row in r["rows"]] == [1.0, 3.0] and r["n_samples"] == 30
@@ -143,8 +144,8 @@ def test_msf_benchmark_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the configs read ../shared/data
     out, js = tmp_path / "bench", tmp_path / "m.json"
     sets = [TINY_UNET, "train.batch_size=8", "sample.steps=4", "sample.budgets=null"]
-    args = ["bench", "msf", "--budget-minutes", "0.02", "--n-samples", "40"]
-    args += ["--feature-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
+    args = ["bench", "msf", "--train-minutes", "0.02", "--n-samples", "40"]
+    args += ["--feature-train-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
     assert main(args) == 0
     r = json.loads(js.read_text())
     single, msf = r["rows"]
@@ -174,9 +175,9 @@ def test_softness_benchmark_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the config reads ../shared/data
     out, js = tmp_path / "bench", tmp_path / "s.json"
     sets = [TINY_UNET, "train.batch_size=8", "sample.steps=3"]
-    args = ["bench", "softness", "--budget-minutes", "0.02", "--values", "0.5,inf"]
+    args = ["bench", "softness", "--train-minutes", "0.02", "--values", "0.5,inf"]
     args += ["--n-samples", "20", "--n-elbo", "4", "--n-ode", "2", "--times", "4"]
-    args += ["--feature-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
+    args += ["--feature-train-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
     assert main(args) == 0
     r = json.loads(js.read_text())
     assert [row["softness"] for row in r["rows"]] == [0.5, math.inf] and r["steps"] > 0
@@ -194,8 +195,8 @@ def test_patch_benchmark_rows(tmp_path, monkeypatch):
     out, js, png = tmp_path / "bench", tmp_path / "p.json", tmp_path / "p.png"
     unet = TINY_UNET.replace("attn_levels: []}", "attn_levels: [], coord_channels: 2}")
     sets = [unet, "train.batch_size=8", "sample.steps=3"]
-    args = ["bench", "patch", "--budget-minutes", "0.04", "--checkpoints", "2"]
-    args += ["--n-samples", "40", "--train-size", "500", "--feature-steps", "3"]
+    args = ["bench", "patch", "--train-minutes", "0.04", "--checkpoints", "2"]
+    args += ["--n-samples", "40", "--n-train-images", "500", "--feature-train-steps", "3"]
     args += ["--out", str(out), "--json", str(js), "--plot", str(png), *_sets(sets)]
     assert main(args) == 0
     r = json.loads(js.read_text())
@@ -215,7 +216,7 @@ def test_patch_benchmark_rows(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_beta_toy_benchmark_scores_klub_elbo_and_gaussian_on_both_toys(tmp_path):
     out, js = tmp_path / "bench", tmp_path / "b.json"
-    args = ["bench", "beta-toy", "--steps", "3", "--n-samples", "500", "--sample-steps", "4"]
+    args = ["bench", "beta-toy", "--train-steps", "3", "--n-samples", "500", "--steps", "4"]
     args += ["--out", str(out), "--json", str(js), "--set", "model.mlp={width: 16, depth: 1}"]
     assert main(args) == 0
     r = json.loads(js.read_text())
@@ -235,8 +236,9 @@ def test_sid_benchmark_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the configs read ../shared/data
     out, js = tmp_path / "bench", tmp_path / "s.json"
     teacher = [TINY_UNET, "train.batch_size=8", "sample.steps=4"]
-    args = ["bench", "sid", "--teacher-minutes", "0.02", "--budget-minutes", "0.02"]
-    args += ["--n-samples", "40", "--feature-steps", "3", "--out", str(out), "--json", str(js)]
+    args = ["bench", "sid", "--teacher-train-minutes", "0.02", "--train-minutes", "0.02"]
+    args += ["--n-samples", "40", "--feature-train-steps", "3"]
+    args += ["--out", str(out), "--json", str(js)]
     args += sum((["--teacher-set", s] for s in teacher), [])
     args += ["--set", "train.batch_size=4"]
     assert main(args) == 0
@@ -257,9 +259,9 @@ def test_ndm_benchmark_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the configs read ../shared/data
     out, js = tmp_path / "bench", tmp_path / "ndm.json"
     sets = [TINY_UNET, "process.transform.width=8", "train.batch_size=8", "model.stats_samples=64"]
-    args = ["bench", "ndm", "--budget-steps", "2", "--n-nelbo", "8", "--nelbo-times", "2"]
-    args += ["--n-ode", "4", "--ode-tol", "1e-2", "--n-fd", "20", "--sample-steps", "2"]
-    args += ["--feature-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
+    args = ["bench", "ndm", "--train-steps", "2", "--n-elbo", "8", "--times", "2"]
+    args += ["--n-ode", "4", "--ode-tolerance", "1e-2", "--n-samples", "20", "--steps", "2"]
+    args += ["--feature-train-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
     assert main(args) == 0
     r = json.loads(js.read_text())
     assert [row["transform"] for row in r["rows"]] == ["identity", "learned"]

@@ -286,12 +286,12 @@ def test_beta_training_resumes_bit_identically_and_samples(tmp_path, capsys):
     assert mean["data_mean"].item() == pytest.approx(0.1 + 0.8 * 3 / 7, abs=0.03)
     png, npz = tmp_path / "s.png", tmp_path / "s.npz"
     run = str(tmp_path / "a")
-    assert main(["sample", run, "--out", str(png), "--npz", str(npz), "--n", "8"]) == 0
+    assert main(["sample", run, "--out", str(png), "--npz", str(npz), "--n-samples", "8"]) == 0
     assert png.is_file() and np.load(npz)["x_train"].shape[0] == 8
     assert "8 samples, 4 NFE" in capsys.readouterr().out
-    assert main(["sample", run, "--out", str(png), "--n", "8", "--sampler", "ddim"]) == 2
+    assert main(["sample", run, "--out", str(png), "--n-samples", "8", "--sampler", "ddim"]) == 2
     assert "samples with sampler 'beta', not the Gaussian sampler 'ddim'" in capsys.readouterr().err
-    assert main(["eval", "nll", run, "--n", "2"]) == 2
+    assert main(["eval", "nll", run, "--n-images", "2"]) == 2
     assert "needs a Gaussian process" in capsys.readouterr().err
     from nudiff.run import sample_run
 

@@ -182,8 +182,17 @@ def test_conditional_benchmark_smoke_run_writes_its_table(tmp_path, monkeypatch)
         "sample.steps=3",
     ]
     out = tmp_path / "bench"
-    args = ["bench", "conditional", "--tasks", "inpaint-center", "--budget-steps", "2"]
-    args += ["--n-eval", "40", "--per-input", "2", "--feature-steps", "3", "--out", str(out)]
+    args = ["bench", "conditional", "--tasks", "inpaint-center", "--train-steps", "2"]
+    args += [
+        "--n-images",
+        "40",
+        "--per-input",
+        "2",
+        "--feature-train-steps",
+        "3",
+        "--out",
+        str(out),
+    ]
     args += ["--json", str(tmp_path / "c.json"), *sum((["--set", s] for s in sets), [])]
     assert main(args) == 0
     rows = json.loads((tmp_path / "c.json").read_text())["rows"]

@@ -155,7 +155,7 @@ def test_train_resume_sample_end_to_end(tmp_path, capsys):
             [
                 "sample",
                 str(run),
-                "--n",
+                "--n-samples",
                 "5",
                 "--steps",
                 "3",
@@ -177,7 +177,7 @@ def test_train_resume_sample_end_to_end(tmp_path, capsys):
     # NFE is per sample (3 Euler steps + the final denoising), not summed over batches
     assert "5 samples, 4 NFE" in capsys.readouterr().out
     # sampler options, grids and per-interval budgets from the command line
-    args = ["sample", str(run), "--n", "2", "--out", str(png)]
+    args = ["sample", str(run), "--n-samples", "2", "--out", str(png)]
     assert main([*args, "--sampler", "ddim", "--steps", "3", "--opt", "eta=1"]) == 0
     assert "2 samples, 4 NFE" in capsys.readouterr().out
     # the quick start's model has 3 scales: one Heun step each (2 NFE) + the final denoising
@@ -185,7 +185,7 @@ def test_train_resume_sample_end_to_end(tmp_path, capsys):
     assert "2 samples, 7 NFE" in capsys.readouterr().out
     assert main([*args, "--sampler", "heun", "--steps", "2"]) == 2
     assert "a multi-scale model with 3 scales needs >= 3 steps" in capsys.readouterr().err
-    assert main([*args, "--sampler", "dpmpp-2m", "--budgets", "2,1,1"]) == 0
+    assert main([*args, "--sampler", "dpmpp-2m", "--interval-steps", "2,1,1"]) == 0
     assert "2 samples, 5 NFE" in capsys.readouterr().out
     assert main([*args, "--sampler", "heun", "--opt", "eta=1"]) == 2
     assert "unknown option(s) ['eta'] for sampler 'heun'" in capsys.readouterr().err

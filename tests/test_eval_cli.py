@@ -23,13 +23,23 @@ def tiny_run(tmp_path_factory):
 
 def test_eval_nll_on_the_held_out_split(tiny_run, tmp_path, capsys):
     out = tmp_path / "nll.json"
-    args = ["eval", "nll", str(tiny_run), "--n", "3", "--batch-size", "3", "--json", str(out)]
+    args = [
+        "eval",
+        "nll",
+        str(tiny_run),
+        "--n-images",
+        "3",
+        "--batch-size",
+        "3",
+        "--json",
+        str(out),
+    ]
     assert main([*args, "--rtol", "1e-2", "--atol", "1e-2"]) == 0
     result = json.loads(out.read_text())
     assert result["n"] == 3 and result["nfe_mean"] > 0 and result["stderr"] > 0
     assert 0 < result["nll_bpd"] < 20
     assert "nll_bpd" in capsys.readouterr().out
-    assert main([*args, "--n", "9"]) == 2
+    assert main([*args, "--n-images", "9"]) == 2
     assert "exceeds the run's 8 held-out images" in capsys.readouterr().err
 
 
@@ -38,7 +48,17 @@ def test_eval_nll_on_an_npz(tiny_run, tmp_path):
     rng = np.random.default_rng(0)
     np.savez(data, x_train=rng.integers(0, 256, (5, 12, 12), dtype=np.uint8))
     out = tmp_path / "nll.json"
-    args = ["eval", "nll", str(tiny_run), "--data", str(data), "--n", "2", "--json", str(out)]
+    args = [
+        "eval",
+        "nll",
+        str(tiny_run),
+        "--data",
+        str(data),
+        "--n-images",
+        "2",
+        "--json",
+        str(out),
+    ]
     assert main([*args, "--divergence", "hutchinson", "--rtol", "1e-2", "--atol", "1e-2"]) == 0
     assert json.loads(out.read_text())["n"] == 2
 
@@ -60,29 +80,29 @@ def test_export_features_and_fd_end_to_end(tiny_run, tmp_path, capsys):
     config = str(ROOT / "configs" / "quickstart.yaml")
     train, ref = tmp_path / "train.npz", tmp_path / "ref.npz"
     res = ["--set", "data.resolution=16"]
-    assert main(["data", "export", config, "--out", str(train), "--n", "96", *res]) == 0
+    assert main(["data", "export", config, "--out", str(train), "--n-images", "96", *res]) == 0
     fresh = [*res, "--set", "data.seed=1"]  # images the run never saw
-    assert main(["data", "export", config, "--out", str(ref), "--n", "40", *fresh]) == 0
+    assert main(["data", "export", config, "--out", str(ref), "--n-images", "40", *fresh]) == 0
     with np.load(train) as f:
         assert f["x_train"].shape == (96, 16, 16, 3) and f["y_train"].max() < 18
     feats = tmp_path / "features.safetensors"
-    args = ["features", "train", "--data", str(train), "--out", str(feats), "--steps", "3"]
+    args = ["features", "train", "--data", str(train), "--out", str(feats), "--train-steps", "3"]
     assert main([*args, "--batch-size", "16"]) == 0
     out = tmp_path / "fd.json"
     common = ["--ref", str(ref), "--features", str(feats), "--json", str(out)]
-    assert main(["eval", "fd", str(tiny_run), "--n", "8", "--steps", "3", *common]) == 0
+    assert main(["eval", "fd", str(tiny_run), "--n-samples", "8", "--steps", "3", *common]) == 0
     result = json.loads(out.read_text())
     assert result["n"] == 8 and result["fd"] >= 0 and result["nfe"] == 4
-    assert main(["eval", "fd", "--samples", str(train), "--n", "40", *common]) == 0
+    assert main(["eval", "fd", "--samples", str(train), "--n-samples", "40", *common]) == 0
     assert json.loads(out.read_text())["n"] == 40
     capsys.readouterr()
-    assert main(["eval", "fd", "--n", "8", *common]) == 2
+    assert main(["eval", "fd", "--n-samples", "8", *common]) == 2
     assert "exactly one of a run" in capsys.readouterr().err
 
 
 def test_eval_nll_with_the_variational_bound(tiny_run, tmp_path, capsys):
     out = tmp_path / "elbo.json"
-    args = ["eval", "nll", str(tiny_run), "--n", "4", "--method", "elbo", "--times", "8"]
+    args = ["eval", "nll", str(tiny_run), "--n-images", "4", "--method", "elbo", "--times", "8"]
     assert main([*args, "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["method"] == "elbo" and result["n_times"] == 8 and result["nfe_mean"] == 8

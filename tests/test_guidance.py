@@ -221,7 +221,9 @@ def test_class_conditional_training_resumes_bit_identically_and_samples_classes(
     split = sample_run(b, n=3, labels=labels, guidance=2.0, batch_size=2)
     torch.testing.assert_close(one.images, split.images, rtol=1e-4, atol=1e-4)
     png = tmp_path / "rows.png"
-    assert main(["sample", str(b), "--classes", "0,1,2", "--n", "2", "--out", str(png)]) == 0
+    assert (
+        main(["sample", str(b), "--classes", "0,1,2", "--n-samples", "2", "--out", str(png)]) == 0
+    )
     assert png.is_file()
     with pytest.raises(ValueError, match="labels must lie in 0..5"):
         sample_run(b, n=1, labels=torch.tensor([6]))

@@ -250,5 +250,5 @@ def test_msf_training_resumes_bit_identically_and_samples(tmp_path):
         for key in a:
             assert torch.equal(a[key], b[key]), key
     png = tmp_path / "s.png"
-    assert main(["sample", str(tmp_path / "b"), "--n", "2", "--out", str(png)]) == 0
+    assert main(["sample", str(tmp_path / "b"), "--n-samples", "2", "--out", str(png)]) == 0
     assert png.is_file()

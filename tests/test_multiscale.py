@@ -21,7 +21,7 @@ from nudiff.process import Process
 from nudiff.samplers import SAMPLERS, CountingDenoiser, make_grid, sample
 from nudiff.samplers.multiscale import equal_budgets, split_grid
 from nudiff.schedules import MultiSpeed
-from nudiff.train.ema import EMA
+from nudiff.training.ema import EMA
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (1, 16, 16)
@@ -329,7 +329,10 @@ def test_multiscale_training_resumes_bit_identically(tmp_path):
     assert len(set(drawn)) == 3  # every network trained, and resumed, at least once
     scale_of = [int(n.split(".")[1]) for n, _ in model.named_parameters()]
     assert state["ema_updates"] == [drawn.count(s) for s in scale_of]  # its own steps only
-    assert main(["sample", str(tmp_path / "b"), "--n", "2", "--out", str(tmp_path / "s.png")]) == 0
+    assert (
+        main(["sample", str(tmp_path / "b"), "--n-samples", "2", "--out", str(tmp_path / "s.png")])
+        == 0
+    )
     assert (tmp_path / "s.png").is_file()
 
 

@@ -276,7 +276,7 @@ def test_train_sample_and_evaluate_an_ndm_run(tmp_path, monkeypatch):
             [
                 "sample",
                 str(run),
-                "--n",
+                "--n-samples",
                 "4",
                 "--sampler",
                 "ancestral",
@@ -292,7 +292,7 @@ def test_train_sample_and_evaluate_an_ndm_run(tmp_path, monkeypatch):
     for method in ("elbo", "elbo-discrete", "ode"):
         js = tmp_path / f"{method}.json"
         extra = ["--rtol", "1e-2", "--atol", "1e-2"] if method == "ode" else ["--times", "2"]
-        args = ["eval", "nll", str(run), "--n", "4", "--method", method, "--json", str(js)]
+        args = ["eval", "nll", str(run), "--n-images", "4", "--method", method, "--json", str(js)]
         assert main(args + extra) == 0
         out = json.loads(js.read_text())
         assert out["n"] == 4 and math.isfinite(out["nll_bpd"]), out

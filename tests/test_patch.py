@@ -238,7 +238,7 @@ def test_patch_training_resumes_exactly_counts_images_and_samples_the_full_canva
     from nudiff.patch import PatchSizes as Sizes
     from nudiff.run import load_run, sample_model
     from nudiff.samplers import SAMPLERS
-    from nudiff.train.checkpoint import load_checkpoint
+    from nudiff.training.checkpoint import load_checkpoint
 
     args = train_args(tmp_path, TINY)
     assert main(["train", *args, "--out", str(tmp_path / "a")]) == 0
@@ -270,7 +270,7 @@ def test_shipped_patch_configs_validate(name):
 def test_stream_sampler_splits_each_multiplied_global_batch_over_ranks():
     from itertools import islice
 
-    from nudiff.train.trainer import StreamBatchSampler
+    from nudiff.training.trainer import StreamBatchSampler
 
     def sizes(step):
         return 4 * (1, 16, 4)[step % 3]

@@ -24,8 +24,8 @@ from nudiff.losses import DenoisingLoss
 from nudiff.oracle import DiagonalGaussian, GaussianOracle
 from nudiff.process import Process
 from nudiff.schedules import EDM, VPCosine
-from nudiff.train.config import TrainConfig
-from nudiff.train.trainer import Trainer
+from nudiff.training.config import TrainConfig
+from nudiff.training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -331,7 +331,7 @@ def test_distilling_a_multiscale_teacher_resumes_exactly_and_samples(tmp_path):
     log = (b / "log.csv").read_text().splitlines()
     assert log[0].endswith("loss_fake,loss_generator") and len(log) == 5
     png = tmp_path / "s.png"
-    assert main(["sample", str(b), "--n", "3", "--out", str(png)]) == 0
+    assert main(["sample", str(b), "--n-samples", "3", "--out", str(png)]) == 0
     assert png.is_file()
 
     from nudiff.run import load_run, sample_model
@@ -341,7 +341,7 @@ def test_distilling_a_multiscale_teacher_resumes_exactly_and_samples(tmp_path):
     assert out.nfe == 1 and out.images.shape == (5, 3, 16, 16)
     torch.testing.assert_close(sample_model(cfg, gen, 5).images, out.images)  # batch-invariant
     assert sample_model(cfg, gen, 2, steps=2).nfe == 2
-    assert main(["sample", str(b), "--n", "2", "--sampler", "ddim"]) == 2
+    assert main(["sample", str(b), "--n-samples", "2", "--sampler", "ddim"]) == 2
     with pytest.raises(ValueError, match="distilled generator does not take budgets, grid"):
         sample_model(cfg, gen, 2, grid="uniform", budgets=[1, 1, 1])
 

@@ -101,8 +101,8 @@ def test_softness_range_training_resumes_exactly_and_samples_inside_the_range(tm
     run, png = str(tmp_path / "b"), str(tmp_path / "s.png")
     for softness in ("0.7", ".inf"):
         sets = ["--set", f"process.schedule.softness={softness}"]
-        assert main(["sample", run, "--n", "2", "--out", png, *sets]) == 0
+        assert main(["sample", run, "--n-samples", "2", "--out", png, *sets]) == 0
     capsys.readouterr()
     sets = ["--set", "process.schedule.softness=0.3"]
-    assert main(["sample", run, "--n", "2", "--out", png, *sets]) == 2
+    assert main(["sample", run, "--n-samples", "2", "--out", png, *sets]) == 2
     assert "outside the range the model is trained on" in capsys.readouterr().err

@@ -18,7 +18,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from nudiff.train import (
+from nudiff.training import (
     CheckpointError,
     TrainConfig,
     Trainer,
@@ -26,8 +26,8 @@ from nudiff.train import (
     load_checkpoint,
     load_weights,
 )
-from nudiff.train.checkpoint import list_checkpoints, verify_checkpoint
-from nudiff.train.ema import EMA, ema_beta
+from nudiff.training.checkpoint import list_checkpoints, verify_checkpoint
+from nudiff.training.ema import EMA, ema_beta
 from train_worker import (
     SID_TINY,
     ToyData,
@@ -126,7 +126,7 @@ def test_exact_resume(tmp_path):
 
 
 def test_cosine_lr_schedule_and_its_exact_resume_after_a_crash(tmp_path):
-    from nudiff.train.trainer import lr_factor
+    from nudiff.training.trainer import lr_factor
 
     cfg = config(steps=10, warmup_steps=2, lr_schedule="cosine")
     got = [lr_factor(cfg, s) for s in range(11)]

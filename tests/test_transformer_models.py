@@ -268,7 +268,7 @@ def test_training_resumes_bit_identically_and_samples_larger_than_trained(tmp_pa
         assert [brick.region for brick in model.backbone.bricks] == [2, 4, 0]
     skip = ["--skip", "bricks=last,from=0.5"] if "model.backbone=lego" in overrides else []
     png = tmp_path / "big.png"
-    args = ["sample", str(b), "--n", "2", "--resolution", "16", "--out", str(png), *skip]
+    args = ["sample", str(b), "--n-samples", "2", "--resolution", "16", "--out", str(png), *skip]
     assert main(args) == 0 and png.is_file()
 
 

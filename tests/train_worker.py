@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nudiff.train import TrainConfig, Trainer
+from nudiff.training import TrainConfig, Trainer
 
 
 class ToyModel(nn.Module):
@@ -91,7 +91,7 @@ def make_trainer(run_dir, dropout: float = 0.0, **kw) -> Trainer:
 
 
 def _ddp(out: Path) -> None:
-    from nudiff.train import distributed
+    from nudiff.training import distributed
 
     for accum in (1, 2):
         make_trainer(out / f"accum{accum}", steps=3, grad_accum=accum).fit()
@@ -123,7 +123,7 @@ def multiscale_config():
 
 def _ddp_multiscale(out: Path) -> None:
     from nudiff.run import train
-    from nudiff.train import distributed
+    from nudiff.training import distributed
 
     train(multiscale_config(), out)
     distributed.cleanup()
@@ -157,7 +157,7 @@ def lego_config():
 
 def _ddp_lego(out: Path) -> None:
     from nudiff.run import train
-    from nudiff.train import distributed
+    from nudiff.training import distributed
 
     train(lego_config(), out)
     distributed.cleanup()
@@ -176,7 +176,7 @@ SID_TINY = [
 
 def _ddp_sid(out: Path) -> None:
     from nudiff.distill.run import distill, distill_config
-    from nudiff.train import distributed
+    from nudiff.training import distributed
 
     distill(distill_config(out.parent / "teacher", SID_TINY), out)
     distributed.cleanup()
@@ -185,7 +185,7 @@ def _ddp_sid(out: Path) -> None:
 def _slow_save(run: Path) -> None:
     """Checkpoint every 2 steps; record what each save is given, then write each file slowly,
     so that the test can SIGKILL the process in the middle of a write."""
-    from nudiff.train import checkpoint, trainer
+    from nudiff.training import checkpoint, trainer
 
     save, write = trainer.save_checkpoint, checkpoint._write
 

@@ -14,8 +14,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from nudiff.config_files import config_path
 from nudiff.data.config import DataConfig
-from nudiff.train.config import TrainConfig
+from nudiff.training.config import TrainConfig
 
 
 class _Strict(BaseModel):
@@ -954,12 +955,11 @@ def validate(tree: dict) -> Config:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read YAML (or start from the defaults), apply ``--set`` overrides, validate."""
+    """Read YAML (a file, or the name of a packaged config such as ``quickstart``; None: the
+    defaults), apply ``--set`` overrides, validate."""
     tree: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
+        path = config_path(path)
         tree = parse_yaml(path.read_text(), str(path)) or {}
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")

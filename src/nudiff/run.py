@@ -8,7 +8,7 @@ import torch
 
 from nudiff.build import build_data, build_denoiser, build_loss, build_process
 from nudiff.config import Config, dump_config, parse_yaml, validate
-from nudiff.data import load_batch, random_hflip, save_image_grid
+from nudiff.data import load_batch, random_hflip
 from nudiff.models.denoiser import Denoiser
 from nudiff.samplers import BrickSkip, SampleResult, sample
 
@@ -62,11 +62,12 @@ def make_sample_fn(cfg: Config, process, dataset=None):
     return sample_fn
 
 
-def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
-    """Train ``cfg`` into ``run_dir`` (see :class:`nudiff.train.trainer.Trainer`)."""
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, device=None) -> dict:
+    """Train ``cfg`` into ``run_dir`` (see :class:`nudiff.training.trainer.Trainer`) on
+    ``device`` (None: ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU)."""
     from nudiff.plots import plot_schedule
-    from nudiff.train import distributed
-    from nudiff.train.trainer import Trainer
+    from nudiff.training import distributed
+    from nudiff.training.trainer import Trainer
 
     run_dir = Path(run_dir)
     dataset = build_data(cfg, labelled=True)
@@ -89,6 +90,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         run_dir,
         sample_fn=make_sample_fn(cfg, process, dataset),
         augment=augment,
+        device=device,
         resolved_config=cfg.model_dump(mode="json", by_alias=True),
     )
     return trainer.fit(resume=resume)
@@ -97,11 +99,13 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
 def load_run(
     path: str | Path,
     ema: bool = True,
-    device=None,
+    device="auto",
     resolution: int | None = None,
     overrides: list[str] | None = None,
 ) -> tuple[Config, Denoiser]:
-    """Config and denoiser (EMA weights by default) from a run folder or checkpoint folder.
+    """Config and denoiser (EMA weights by default) from a run folder or checkpoint folder,
+    on ``device`` (``auto``: CUDA, then MPS, then the CPU; see
+    :func:`nudiff.devices.resolve_device`).
 
     ``resolution``: rebuild the model for ``resolution`` x ``resolution`` images (see
     :func:`at_resolution`); the returned config says the new resolution. ``overrides``:
@@ -109,8 +113,10 @@ def load_run(
     ``process.schedule.softness=0.7`` for a model trained over a softness range; the config's
     checks apply, and weights that do not fit the changed model are an error)."""
     from nudiff.config import parse_overrides, set_key
-    from nudiff.train.checkpoint import load_weights, resolve_checkpoint
+    from nudiff.devices import resolve_device
+    from nudiff.training.checkpoint import load_weights, resolve_checkpoint
 
+    device = resolve_device(device)
     ckpt = resolve_checkpoint(path)
     path = ckpt / "config.yaml"
     tree = parse_yaml(path.read_text(), str(path)) or {}
@@ -178,7 +184,7 @@ def sample_run(
     path: str | Path,
     n: int,
     ema: bool = True,
-    device=None,
+    device="auto",
     resolution: int | None = None,
     overrides: list[str] | None = None,
     **settings,
@@ -188,7 +194,7 @@ def sample_run(
     config (:func:`load_run`); ``settings``: the keywords of :func:`sample_model` (sampler,
     steps, seed, batch size, skip, labels, guidance, ...)."""
     cfg, model = load_run(path, ema=ema, device=device, resolution=resolution, overrides=overrides)
-    return sample_model(cfg, model, n, device=device, **settings)
+    return sample_model(cfg, model, n, **settings)
 
 
 def extend_run(
@@ -202,7 +208,7 @@ def extend_run(
     options: dict | None = None,
     seed: int = 0,
     ema: bool = True,
-    device=None,
+    device="auto",
     batch_size: int = 256,
     overrides: list[str] | None = None,
     progress: bool = False,
@@ -268,13 +274,21 @@ def sample_model(
     guidance: float | None = None,
     guidance_interval: tuple[float, float] | None = None,
 ) -> SampleResult:
-    """Sample ``n`` images from a model loaded with :func:`load_run`; batches of
-    ``batch_size`` give the same images as one.
+    """Sample ``n`` images from a model loaded with :func:`load_run`, on ``device`` (default:
+    the model's); batches of ``batch_size`` give the same images as one, and so does any number
+    of torchrun processes (each draws its share; ``n`` must split evenly over them).
 
     Arguments left at None take the run config's ``sample`` section; ``options`` of another
     sampler than the config's replace the config's. ``skip``: LEGO brick skipping; ``labels``
     ``(n,)``: classes of a class-conditional model, with classifier-free ``guidance`` (default:
     the config's ``sample.guidance``) in ``guidance_interval``."""
+    if cfg.conditional is not None:
+        raise ValueError(
+            "a conditional model samples from conditions: nudiff sample RUN --condition INPUT "
+            "(in Python: nudiff.load(RUN).restore(y))"
+        )
+    if device is None:  # where the model is
+        device = next(iter([*model.parameters(), *model.buffers()])).device
     # settings of the Gaussian samplers that a generator or the Beta sampler cannot honour
     gaussian_only = {"grid": grid, "budgets": budgets, "options": options, "skip": skip}
     gaussian_only.update(guidance=guidance, guidance_interval=guidance_interval)
@@ -343,10 +357,19 @@ def _per_sample_labels(labels, n: int) -> torch.Tensor | None:
 def _in_batches(n: int, batch_size: int, draw) -> SampleResult:
     """``draw(start, size) -> SampleResult`` over consecutive batches of ``n`` samples,
     concatenated. Samplers seed each sample by ``(seed, start + i)``, so the result does not
-    depend on ``batch_size``; NFE counts network evaluations per sample, the same for every
-    batch."""
-    parts = [draw(start, min(batch_size, n - start)) for start in range(0, n, batch_size)]
+    depend on ``batch_size``, nor on how many processes share the work: under torchrun each
+    rank draws its contiguous share of the samples and all ranks get them all back, the same
+    images as one process draws. NFE counts network evaluations per sample, the same for
+    every batch."""
+    from nudiff.training import distributed
+
+    first, count = distributed.shard(n)
+    parts = [
+        draw(start, min(batch_size, first + count - start))
+        for start in range(first, first + count, batch_size)
+    ]
     u, images = torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts])
+    u, images = distributed.gather_rows(u), distributed.gather_rows(images)
     return SampleResult(u, images, parts[0].nfe, sum(p.seconds for p in parts), parts[0].skipped)
 
 
@@ -431,18 +454,3 @@ def sample_conditional(
         progress=progress,
         device=device,
     )
-
-
-def save_samples(
-    images: torch.Tensor, png: str | Path | None, npz: str | Path | None, nrow: int | None = None
-) -> None:
-    """Images ``(B, C, H, W)`` in ``[-1, 1]`` as a PNG grid and/or uint8 ``x_train`` in an npz."""
-    import numpy as np
-
-    from nudiff.data import to_uint8
-
-    if png:  # small images enlarged so a person can see them
-        save_image_grid(images.clamp(-1, 1), png, nrow=nrow, min_size=64)
-    if npz:
-        Path(npz).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(npz, x_train=to_uint8(images))

@@ -1,6 +1,6 @@
 """Gamma and Beta draws in log / logit space from pre-drawn standard normals.
 
-The trainer draws a loss's randomness before it sees the data (:class:`~nudiff.train.protocols.
+The trainer draws a loss's randomness before it sees the data (:class:`~nudiff.training.protocols.
 Loss`), and a sampler's noise must not depend on the batch a sample is drawn in; but a Gamma
 draw's rejection sampler consumes a number of random numbers that depends on its shape. So the
 randomness is fixed in advance: each Gamma variate gets ``PROPOSALS`` Marsaglia-Tsang proposals

@@ -13,7 +13,7 @@ OBJECTIVES = ("klub", "elbo")
 
 class BetaDiffusionLoss(nn.Module):
     """Per-sample ``w_cond KL_cond + w_marg KL_marg`` averaged over pixels (trainer's
-    :class:`~nudiff.train.protocols.Loss`).
+    :class:`~nudiff.training.protocols.Loss`).
 
     With ``t`` uniform in ``[t_min, 1]``, ``s = s_ratio t``, ``z_t`` drawn from the forward
     marginal and ``x0_hat = D(z_t, t)``:

@@ -36,7 +36,7 @@ def distill_config(teacher: str | Path, overrides: list[str] | None = None) -> C
     """The config of a SiD run of the teacher run (or checkpoint folder) ``teacher``: the
     teacher's config, ``distill: {method: sid, teacher: <its checkpoint folder>}``,
     :data:`DISTILL_TRAIN`, ``sample: {sampler: onestep, steps: 1}``, then ``overrides``."""
-    from nudiff.train.checkpoint import resolve_checkpoint
+    from nudiff.training.checkpoint import resolve_checkpoint
 
     ckpt = resolve_checkpoint(teacher)
     tree = parse_yaml((ckpt / "config.yaml").read_text(), str(ckpt / "config.yaml")) or {}
@@ -96,11 +96,11 @@ def build_sid(cfg: Config, device=None) -> tuple[SiDModel, SiDLoss]:
     return model, loss
 
 
-def distill(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
-    """Train the SiD run ``cfg`` into ``run_dir`` (the generic trainer, data-free, two
-    phases); returns the trainer's summary."""
-    from nudiff.train import distributed
-    from nudiff.train.trainer import Trainer
+def distill(cfg: Config, run_dir: str | Path, resume: bool = False, device=None) -> dict:
+    """Train the SiD run ``cfg`` into ``run_dir`` on ``device`` (the generic trainer,
+    data-free, two phases); returns the trainer's summary."""
+    from nudiff.training import distributed
+    from nudiff.training.trainer import Trainer
 
     run_dir = Path(run_dir)
     torch.manual_seed(cfg.train.seed)
@@ -121,6 +121,7 @@ def distill(cfg: Config, run_dir: str | Path, resume: bool = False) -> dict:
         cfg.train,
         run_dir,
         sample_fn=sample_fn,
+        device=device,
         resolved_config=cfg.model_dump(mode="json", by_alias=True),
     )
     return trainer.fit(resume=resume)

@@ -44,7 +44,7 @@ def _npz_images(
         images = images[labels == label]
     if n > len(images):
         which = f" of class {label}" if label is not None else ""
-        raise ValueError(f"--n {n} exceeds the {len(images)} images{which} in {path}")
+        raise ValueError(f"{n} images asked for, but {path} holds {len(images)}{which}")
     return images[-n:] if last else images[:n]
 
 
@@ -65,7 +65,7 @@ def _eval_images(cfg, data: str | None, n: int) -> torch.Tensor:
     else:
         raise ValueError("the run has no held-out split (data.holdout = 0): pass --data DATA.npz")
     if n > len(split):
-        raise ValueError(f"--n {n} exceeds the run's {len(split)} held-out images")
+        raise ValueError(f"--n-images {n} exceeds the run's {len(split)} held-out images")
     x = torch.stack([split[i] for i in range(len(split) - n, len(split))])
     return float_to_uint8(x)
 
@@ -97,7 +97,7 @@ def eval_nll(
     from nudiff.run import load_run
 
     if n < 1 or batch_size < 1:
-        raise ValueError(f"--n and --batch-size must be >= 1, got {n}, {batch_size}")
+        raise ValueError(f"--n-images and --batch-size must be >= 1, got {n}, {batch_size}")
     cfg, model = load_run(run, ema=ema, device=device)
     if cfg.process.family != "gaussian":
         from nudiff.config import ConfigError
@@ -144,31 +144,50 @@ def eval_fd(
     steps: int | None = None,
     seed: int = 0,
     ema: bool = True,
-    device=None,
+    device="auto",
     batch_size: int = 256,
     kid_subsets: int = 100,
     progress: bool = True,
     class_label: int | None = None,
     guidance: float | None = None,
+    inception_weights: str | Path | None = None,
 ) -> dict:
-    """Feature Frechet distance and KID between ``n`` generated (or ``samples``) images and the
-    last ``n`` images of ``ref``, in the feature network's space.
+    """Frechet distance and KID between ``n`` generated (or ``samples``) images and the last
+    ``n`` images of ``ref``, in the feature space ``features``: ``"inception"`` (FID proper:
+    Inception-v3 pool3 with the weights file ``inception_weights``, see
+    :mod:`nudiff.eval.inception`) or a feature network file (``nudiff features train``).
 
     ``class_label``: a class-conditional run samples that class (with classifier-free
     ``guidance``, default the run config's), the reference is the last ``n`` images of that class,
-    and ``class_accuracy`` is the share of generated images the feature network classifies as
-    it (the network must be trained on the same labels, e.g. ``nudiff features train`` on the
-    data's ``y_train``)."""
-    from nudiff.eval.features import classify, extract_features, load_feature_net
+    and, with a feature network trained on the same labels, ``class_accuracy`` is the share of
+    generated images it classifies as that class. Under torchrun the samples are drawn by all
+    ranks (``n`` must split evenly over them) and scored on rank 0, which returns the
+    single-process result (the other ranks return an empty dict)."""
+    from nudiff.devices import resolve_device
     from nudiff.eval.frechet import frechet_distance, gaussian_stats, kid
 
     if (run is None) == (samples is None):
         raise ValueError("give exactly one of a run to sample and --samples SAMPLES.npz")
     if n < 2:
-        raise ValueError(f"--n must be >= 2, got {n}")
-    net = load_feature_net(features)
-    shape = (net.in_channels, net.resolution, net.resolution)
-    ref_images = fit_images(_npz_images(ref, n, label=class_label), shape)
+        raise ValueError(f"--n-samples must be >= 2, got {n}")
+    device = resolve_device(device)
+    if str(features) == "inception":
+        from nudiff.eval.inception import InceptionV3
+
+        net, shape = InceptionV3(inception_weights, device), None
+        extract, kid_seed = net.features, 2020  # torch-fidelity's seed: its KID subsets
+    else:
+        from nudiff.eval.features import classify, extract_features, load_feature_net
+
+        if inception_weights is not None:
+            raise ValueError("--inception-weights goes with --features inception")
+        net = load_feature_net(features).to(device)
+        shape, kid_seed = (net.in_channels, net.resolution, net.resolution), 0
+
+        def extract(images):
+            return extract_features(net, images)
+
+    ref_images = _npz_images(ref, n, label=class_label)
     info: dict = {}
     if samples is not None:
         gen = _npz_images(samples, n, last=False)
@@ -190,16 +209,19 @@ def eval_fd(
         )
         gen = float_to_uint8(result.images.clamp(-1, 1)).cpu()
         info = {"nfe": result.nfe, "sampling_seconds": result.seconds}
-    gen = fit_images(gen, shape)
+        from nudiff.training import distributed
+
+        if not distributed.is_main():
+            return {}
+    if shape is not None:  # the feature network's own input size and channels
+        ref_images, gen = fit_images(ref_images, shape), fit_images(gen, shape)
     if class_label is not None:
-        info.update(
-            class_label=class_label,
-            guidance=guidance,
-            class_accuracy=float((classify(net, gen) == class_label).mean()),
-        )
-    f_gen, f_ref = extract_features(net, gen), extract_features(net, ref_images)
+        info.update(class_label=class_label, guidance=guidance)
+        if shape is not None:
+            info["class_accuracy"] = float((classify(net, gen) == class_label).mean())
+    f_gen, f_ref = extract(gen), extract(ref_images)
     fd = frechet_distance(*gaussian_stats(f_gen), *gaussian_stats(f_ref))
-    kid_mean, kid_std = kid(f_gen, f_ref, subsets=kid_subsets)
+    kid_mean, kid_std = kid(f_gen, f_ref, subsets=kid_subsets, seed=kid_seed)
     return {
         "fd": fd,
         "kid": kid_mean,
@@ -207,6 +229,7 @@ def eval_fd(
         "n": n,
         "n_ref": n,
         "features": str(features),
+        **({"inception_weights": str(net.path)} if shape is None else {}),
         "ref": str(ref),
         "source": str(samples) if samples is not None else str(run),
         **({"sampler": sampler, "steps": steps} if run is not None else {}),
@@ -223,9 +246,11 @@ def train_features(
     resolution: int | None = None,
     holdout: float = 0.1,
     seed: int = 0,
+    device="cpu",
 ) -> dict:
     """Train the offline feature network on the labelled images of ``data`` (.npz with
-    ``y_train``), at ``resolution`` (centre pad/crop; default: the images' own)."""
+    ``y_train``), at ``resolution`` (centre pad/crop; default: the images' own), on
+    ``device``."""
     from nudiff.eval.features import load_images_npz, save_feature_net, train_feature_net
 
     images, labels = load_images_npz(data)
@@ -236,7 +261,8 @@ def train_features(
         images = fit_images(images, (channels, resolution, resolution)).permute(0, 2, 3, 1)
         images = images.numpy()
     net, info = train_feature_net(
-        images, labels, steps=steps, batch_size=batch_size, seed=seed, holdout=holdout
+        images, labels, steps=steps, batch_size=batch_size, seed=seed, holdout=holdout,
+        device=device,
     )
     info = {**info, "data": str(data)}
     save_feature_net(net, out, info)
@@ -261,7 +287,7 @@ def export_data(
     cfg = load_config(config, overrides)
     dataset = build_dataset(cfg.data, split)
     if not 1 <= n <= len(dataset):
-        raise ValueError(f"--n must be in [1, {len(dataset)}] for this split, got {n}")
+        raise ValueError(f"--n-images must be in [1, {len(dataset)}] for this split, got {n}")
     base = getattr(dataset, "dataset", dataset)
     offset = dataset.indices[0] if base is not dataset else 0
     images = [

@@ -1,10 +1,10 @@
-"""Feature networks for Frechet distances: a small offline classifier, or Inception-v3 (FID).
+"""The offline feature network for Frechet distances: a small classifier of the data set.
 
-Inception-v3 features need its weights file locally, which machines without internet lack. A
-:class:`FeatureNet` trained on the data set itself in a few CPU minutes
+A :class:`FeatureNet` trained on the data set itself in a few CPU minutes
 (:func:`train_feature_net`) gives a Frechet distance that ranks samples sensibly (noise and
 blur raise it), but its values are comparable only between runs that use the same saved net,
-never with published FIDs.
+never with published FIDs; those are computed in Inception-v3's features
+(:mod:`nudiff.eval.inception`).
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ from torch import nn
 from tqdm import tqdm
 
 from nudiff.data.npz import _default_key, _describe, _is_images, npz_arrays
-from nudiff.data.transforms import float_to_uint8, uint8_to_float
+from nudiff.data.transforms import uint8_to_float
 
 FORMAT = "nudiff.feature_net.v1"
-INCEPTION_ENV = "NUDIFF_INCEPTION_WEIGHTS"
-INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 
 
 def _block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -332,54 +330,6 @@ def classify(
             xb = uint8_to_float(xb) if xb.dtype == torch.uint8 else xb
             out.append(net(xb.to(device)).argmax(1).cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
-
-
-def inception_features(
-    images: np.ndarray | torch.Tensor,
-    weights: str | os.PathLike | None = None,
-    batch_size: int = 100,
-    device: str | torch.device | None = None,
-) -> np.ndarray:
-    """Inception-v3 pool features ``(N, 2048)`` float64 (as in FID) of RGB images.
-
-    ``images`` as in :func:`extract_features`, with 3 channels; float images are rounded to
-    uint8 first, as the network expects. The weights file comes from ``weights`` or
-    ``$NUDIFF_INCEPTION_WEIGHTS`` and is never downloaded; the network is torch-fidelity's.
-    """
-    path = weights or os.environ.get(INCEPTION_ENV)
-    if not path or not Path(path).is_file():
-        why = f"{path} does not exist" if path else f"neither weights= nor ${INCEPTION_ENV} is set"
-        raise FileNotFoundError(
-            f"FID needs the Inception-v3 weights file locally ({why}), and nudiff never "
-            f"downloads it: copy torch-fidelity's {INCEPTION_FILE} to this machine and pass "
-            f"weights=PATH or set {INCEPTION_ENV}=PATH. Without it, use a FeatureNet "
-            "(train_feature_net) for Frechet distances."
-        )
-    try:
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-    except ImportError:
-        # torchmetrics' FID network subclasses this very class, so it cannot stand in for it
-        raise ImportError(
-            "Inception features need the torch-fidelity package (pip install torch-fidelity; "
-            "torchmetrics' FID uses the same network and also needs it)"
-        ) from None
-    x = _image_batches(images)
-    if x.shape[1] != 3:
-        raise ValueError(
-            f"Inception-v3 takes RGB images, got {x.shape[1]} channel(s); grey images are never "
-            "converted silently (use nudiff.data.transforms.to_channels if that is really meant)"
-        )
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    net = FeatureExtractorInceptionV3(
-        "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path)
-    )
-    net.eval().to(device)
-    out = []
-    with torch.inference_mode():
-        for xb in x.split(batch_size):
-            xb = xb if xb.dtype == torch.uint8 else float_to_uint8(xb)
-            out.append(net(xb.to(device))[0].double().cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 2048))
 
 
 def load_images_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:

@@ -162,7 +162,11 @@ def nll_bpd(
     :func:`ode_log_likelihood`), ``elbo`` (the variational bound, an upper bound on the
     SDE model's NLL; ``kwargs`` go to :func:`nudiff.eval.elbo.elbo_log_likelihood`) or
     ``elbo-discrete`` (the T-step bound; ``kwargs`` ``n_times``, ``steps``). An NDM model
-    (:class:`~nudiff.ndm.NDM`) uses its own bound and PF-ODE (:mod:`nudiff.ndm.likelihood`)."""
+    (:class:`~nudiff.ndm.NDM`) uses its own bound and PF-ODE (:mod:`nudiff.ndm.likelihood`).
+
+    Batch ``k`` (of ``batch_size`` images) draws its dequantisation noise, times and probes from
+    the seed ``(seed, k)``; under torchrun the ranks share the batches and every rank returns
+    the single-process result."""
     from tqdm.auto import tqdm
 
     from nudiff.eval.elbo import elbo_log_likelihood
@@ -181,16 +185,24 @@ def nll_bpd(
         raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
     if tuple(images.shape[1:]) != process.shape:
         raise ValueError(f"images are {tuple(images.shape[1:])}, the model is {process.shape}")
-    g = torch.Generator().manual_seed(seed)
+    from nudiff.training import distributed
+
     device = process.prior.scale.device
-    values, nfes = [], []
+    batches = list(enumerate(images.split(batch_size)))
+    # under torchrun the ranks take the batches in turn; every batch has its own seed, so the
+    # values do not depend on how many processes share the work
+    mine = batches[distributed.rank() :: distributed.world_size()]
+    values = []
     began = time.perf_counter()
-    batches = images.split(batch_size)
-    for batch in tqdm(batches, desc="nll", leave=False) if progress else batches:
+    for k, batch in tqdm(mine, desc="nll", leave=False) if progress else mine:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + k)
         x = dequantize(batch, g).to(device)
         out = methods[method](denoiser, process, x, generator=g, **kwargs)
-        values.append(bits_per_dim(out.log_prob.double().cpu(), math.prod(process.shape)))
-        nfes.append(out.nfe)
+        bpd = bits_per_dim(out.log_prob.double().cpu(), math.prod(process.shape))
+        values.append((k, bpd, out.nfe))
+    values = sorted(sum(distributed.all_gather_objects(values), []), key=lambda v: v[0])
+    nfes = [nfe for _, _, nfe in values]
+    values = [bpd for _, bpd, _ in values]
     bpd = torch.cat(values).numpy()
     n = len(bpd)
     return {

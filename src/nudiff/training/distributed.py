@@ -100,3 +100,25 @@ def all_gather_objects(obj) -> list:
     out = [None] * world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def shard(n: int) -> tuple[int, int]:
+    """This rank's share of ``n`` items, the contiguous range ``[start, start + count)``;
+    ``(0, n)`` in a single process. ``n`` must split evenly over the ranks, so that every rank
+    does the same work and the gathered result is the single-process one."""
+    size = world_size()
+    if n % size:
+        raise ValueError(
+            f"{n} items do not split evenly over {size} processes: use a multiple of {size}"
+        )
+    return rank() * (n // size), n // size
+
+
+def gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """The ranks' equally sized ``x`` ``(n_local, ...)`` concatenated in rank order
+    ``(n_local * world, ...)``, on every rank (``x`` itself in a single process)."""
+    if not is_distributed():
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)

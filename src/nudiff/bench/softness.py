@@ -1,8 +1,8 @@
 """GUD's softness sweep: one model over a range of softness, scored at each value.
 
-Trains ``configs/mnist32_soft.yaml`` (soft conditioning in the ``--basis``, PCA with the
-data-matched prior by default, ``loss.softness`` covering every ``--values``) for
-``--budget-minutes``, or reuses the run, then for each softness: the variational bound
+Trains the packaged ``mnist32_soft.yaml`` (``--config``; soft conditioning in the ``--basis``,
+PCA with the data-matched prior by default, ``loss.softness`` covering every ``--values``) for
+``--train-minutes``, or reuses the run, then for each softness: the variational bound
 (``--n-elbo`` held-out images, ``--times`` denoiser calls each) and the PF-ODE NLL (``--n-ode``
 held-out images, Hutchinson divergence) in bits/dim, and the Frechet distance (with its
 bootstrap standard error) and KID of ``--n-samples`` samples against as many held-out images in
@@ -17,55 +17,55 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from benchmarks.common import (
+from nudiff.bench.common import (
+    add_feature_options,
+    bench_feature_net,
     budget_config,
     check_holdout,
     environment,
-    feature_net,
     held_out_reference,
+    numbers,
     score_samples,
     train_or_reuse,
     write_json,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
+from nudiff.cli.vocabulary import add, deprecated
+from nudiff.config_files import CONFIG_DIR
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--basis", default="pca", choices=["pca", "dct", "haar"])
-    p.add_argument("--values", default="0.25,0.5,1,2,4,inf", help="softness values")
-    p.add_argument("--budget-minutes", type=float, default=15.0)
-    p.add_argument("--n-samples", type=int, default=2000)
-    p.add_argument("--n-elbo", type=int, default=200)
-    p.add_argument("--n-ode", type=int, default=50)
-    p.add_argument("--times", type=int, default=64, help="ELBO denoiser calls per image")
-    p.add_argument("--config", default=str(ROOT / "configs" / "mnist32_soft.yaml"))
-    p.add_argument("--data", default=None, help="the MNIST .npz (default: the config's)")
-    p.add_argument("--out", default="runs/softness")
-    p.add_argument("--features", default=None, help="feature network (.safetensors)")
-    p.add_argument("--feature-steps", type=int, default=1500)
-    p.add_argument("--set", action="append", default=[], help="override a config key")
-    p.add_argument("--seed", type=int, default=0)
+    basis = "basis of the soft conditioning"
+    add(p, "--basis", basis, default="pca", choices=["pca", "dct", "haar"])
+    values = "softness values to score (numbers > 0, or inf)"
+    add(p, "--values", values, many=True, default=[0.25, 0.5, 1, 2, 4, math.inf])
+    add(p, "--train-minutes", default=15.0)
+    deprecated(p, "--budget-minutes", "--train-minutes")
+    add(p, "--n-samples", "samples per softness, and held-out reference images", default=2000)
+    add(p, "--n-elbo", default=200)
+    add(p, "--n-ode", default=50)
+    add(p, "--times", default=64)
+    add(p, "--config", default=str(CONFIG_DIR / "mnist32_soft.yaml"))
+    add(p, "--data", "the MNIST .npz (default: the config's)")
+    add(p, "--out", "folder of the run, sample grids and feature network", default="runs/softness")
+    add_feature_options(p)
+    add(p, "--set")
 
 
-def parse_values(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise ValueError(
-            f"--values takes numbers (or inf) separated by commas, got {text!r}"
-        ) from None
+def parse_values(values) -> list[float]:
+    """``--values`` (a list, or comma-separated text) as floats, checked to be > 0."""
+    values = numbers(values, float, "--values")
     if not values or min(values) <= 0:
-        raise ValueError(f"--values must be > 0, got {text!r}")
+        raise ValueError(f"--values must be > 0, got {','.join(map(str, values))}")
     return values
 
 
 def run(args) -> dict:
+    from nudiff.devices import resolve_device
     from nudiff.eval.commands import _eval_images
-    from nudiff.eval.features import load_feature_net
     from nudiff.eval.likelihood import nll_bpd
     from nudiff.run import load_run, sample_model
 
+    device = resolve_device(args.device)
     values = parse_values(args.values)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,22 +73,19 @@ def run(args) -> dict:
         f"process.basis.type={args.basis}",
         f"loss.softness={{min: {min(values)}, max: {max(values)}}}",
     ]
-    cfg = budget_config(args.config, args.budget_minutes, args.data, args.set, extra)
+    cfg = budget_config(args.config, args.train_minutes, args.data, args.set, extra)
     check_holdout(cfg, max(args.n_samples, args.n_elbo, args.n_ode))
-    features, feature_info = feature_net(
-        cfg, out / "features.safetensors", args.features, args.feature_steps, args.seed
-    )
-    net = load_feature_net(features)
+    net, feature_info = bench_feature_net(cfg, args, out, device)
     f_ref, floor = held_out_reference(cfg, net, args.n_samples)
     run_dir = out / f"{args.basis}"
-    print(f"== training {args.budget_minutes:g} min into {run_dir}", flush=True)
-    trained = train_or_reuse(cfg, run_dir)
+    print(f"== training {args.train_minutes:g} min into {run_dir}", flush=True)
+    trained = train_or_reuse(cfg, run_dir, device)
     images = _eval_images(cfg, None, max(args.n_elbo, args.n_ode))
     result = {
         "benchmark": "softness",
-        "environment": environment(),
+        "environment": environment(device),
         "basis": args.basis,
-        "budget_minutes": args.budget_minutes,
+        "budget_minutes": args.train_minutes,
         "steps": trained["steps"],
         "train_seconds": trained["seconds"],
         "n_samples": args.n_samples,
@@ -97,7 +94,8 @@ def run(args) -> dict:
         "rows": [],
     }
     for softness in values:
-        run_cfg, model = load_run(run_dir, overrides=[f"process.schedule.softness={softness}"])
+        softened = [f"process.schedule.softness={softness}"]
+        run_cfg, model = load_run(run_dir, device=device, overrides=softened)
         process = model.process
         elbo = nll_bpd(
             model,
@@ -139,12 +137,3 @@ def run(args) -> dict:
         )
     write_json(result, args.json)
     return result
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", default=None)
-    add_arguments(parser)
-    run(parser.parse_args())

@@ -29,19 +29,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
-from nudiff.train import distributed as dist
-from nudiff.train.checkpoint import (
+from nudiff.training import distributed as dist
+from nudiff.training.checkpoint import (
     latest_valid_checkpoint,
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
-from nudiff.train.config import TrainConfig
-from nudiff.train.ema import EMA, ema_beta
-from nudiff.train.logger import RunLogger
-from nudiff.train.protocols import Augment, Loss, SampleFn
+from nudiff.training.config import TrainConfig
+from nudiff.training.ema import EMA, ema_beta
+from nudiff.training.logger import RunLogger
+from nudiff.training.protocols import Augment, Loss, SampleFn
 
-log = logging.getLogger("nudiff.train")
+log = logging.getLogger("nudiff.training")
 
 # purposes mixed into seeds, so that the streams are independent
 _DATA, _NOISE, _AUGMENT, _GLOBAL, _SAMPLE = range(5)
@@ -147,8 +147,8 @@ class Trainer:
 
     Args:
         model: the trainable module; its whole ``state_dict`` (buffers included) is saved.
-        loss: a :class:`~nudiff.train.protocols.Loss`; moved to the device if a module. A
-            :class:`~nudiff.train.protocols.PhasedLoss` (``phases(model)``: named parameter
+        loss: a :class:`~nudiff.training.protocols.Loss`; moved to the device if a module. A
+            :class:`~nudiff.training.protocols.PhasedLoss` (``phases(model)``: named parameter
             lists) trains several networks in turn: every step runs each phase's loss, backward
             pass and optimiser step (one AdamW and LR schedule per phase), then the EMA.
         dataset: items ``(C, H, W)`` float tensors in ``[-1, 1]``, or tuples of which the first
@@ -163,7 +163,7 @@ class Trainer:
         device: default ``cuda:LOCAL_RANK`` when available, else the CPU.
 
     Under torchrun (``WORLD_SIZE`` > 1) the constructor joins the process group; call
-    :func:`nudiff.train.distributed.cleanup` at the end of the program.
+    :func:`nudiff.training.distributed.cleanup` at the end of the program.
     """
 
     def __init__(

@@ -1,9 +1,10 @@
 """Multi-scale vs uniform sampling speed: measured and theoretical (counted MACs) speed-ups.
 
-For each resolution and number of Haar levels, two models of the same UNet family with
-untrained weights (timing does not depend on them) are sampled in this process, interleaved:
+For each ``--resolution`` and number of Haar ``--levels``, two models of the same UNet family
+with untrained weights (timing does not depend on them) are sampled in this process,
+interleaved, on ``--device``:
 
-- ``uniform``: one UNet of base width ``--channels`` on the full image (VP cosine on pixels);
+- ``uniform``: one UNet of base width ``--width`` on the full image (VP cosine on pixels);
 - ``multiscale``: a :class:`~nudiff.models.multiscale.MultiScaleDenoiser` on the Haar /
   multi-speed process, one UNet per scale, sampled coarse to fine with the steps split equally
   over the scales.
@@ -15,54 +16,45 @@ says how much of the saving survives the sampler's own work and small-image kern
 
 Settings: ``same-width`` (every scale has the uniform model's width) for every resolution and
 level count, and ``msdiff`` (MSDiff's: 128x128, 4 scales, equal split, slimmer networks at high
-resolution: width ``--msdiff-widths`` times ``--channels``, finest first).
+resolution: width ``--msdiff-widths`` times ``--width``, finest first).
 """
 
 from __future__ import annotations
 
-import argparse
+from nudiff.bench.common import environment, interleaved_timings, median, numbers, write_json
+from nudiff.cli.vocabulary import SAMPLER_NAMES, add, deprecated
 
-import torch
-
-from benchmarks.common import environment, interleaved_timings, median, write_json
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
-
-
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split(",") if x]
+# the samplers of Gaussian denoisers (beta and onestep are those of other model families)
+SAMPLERS = tuple(s for s in SAMPLER_NAMES if s not in ("beta", "onestep"))
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--res", type=_ints, default=[32, 64, 128])
-    p.add_argument("--levels", type=_ints, default=[2, 3, 4])
-    p.add_argument("--channels", type=int, default=32, help="UNet base width (uniform model)")
-    p.add_argument("--channel-mult", type=_ints, default=[1, 2, 2])
-    p.add_argument("--attn-levels", type=_ints, default=[2])
-    p.add_argument("--image-channels", type=int, default=3)
-    p.add_argument("--steps", type=int, default=12, help="sampler steps (NFE = steps + 1)")
-    p.add_argument("--sampler", default="dpmpp-2m")
-    p.add_argument(
-        "--batch",
-        type=int,
+    add(p, "--resolution", "image sizes to time", many=True, default=[32, 64, 128])
+    deprecated(p, "--res", "--resolution")
+    levels_help = "Haar levels to time (scales below the full resolution)"
+    add(p, "--levels", levels_help, many=True, default=[2, 3, 4])
+    add(p, "--width", "the UNet's base width (the uniform model's, and every scale's)", default=32)
+    deprecated(p, "--channels", "--width")
+    add(p, "--channel-mult", many=True, default=[1, 2, 2])
+    add(p, "--attn-levels", many=True, default=[2])
+    add(p, "--image-channels", default=3)
+    add(p, "--steps", "sampler steps (NFE = steps + 1)", default=12)
+    add(p, "--sampler", default="dpmpp-2m", choices=SAMPLERS)
+    add(
+        p,
+        "--batch-size",
+        "samples per batch (default: 16 x (128 / resolution)^2, the same pixels per call)",
         default=None,
-        help="samples per batch (default: 16 x (128 / resolution)^2, the same pixels per call)",
     )
-    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
-    p.add_argument(
-        "--msdiff-widths",
-        type=_floats,
-        default=[0.5, 1.0, 1.0, 1.0],
-        help="width factors per scale (finest first) of the msdiff row",
-    )
-    p.add_argument("--no-msdiff", action="store_true", help="skip MSDiff's setting")
-    p.add_argument(
+    deprecated(p, "--batch", "--batch-size")
+    add(p, "--rounds", default=3)
+    add(p, "--msdiff-widths", many=True, default=[0.5, 1.0, 1.0, 1.0])
+    add(p, "--no-msdiff")
+    add(
+        p,
         "--channels-last",
-        action=argparse.BooleanOptionalAction,
+        "both models' weights in channels-last memory format (faster convolutions on CPU)",
         default=True,
-        help="both models' weights in channels-last memory format (faster convolutions on CPU)",
     )
 
 
@@ -70,18 +62,22 @@ def _unet(args, width: int, resolution: int, noise_features: int):
     from nudiff.build import fit_channel_mult
     from nudiff.models.unet import UNet
 
-    mult = fit_channel_mult(args.channel_mult, resolution)  # as the library's coarse scales
+    channel_mult = numbers(args.channel_mult, int, "--channel-mult")
+    mult = fit_channel_mult(channel_mult, resolution)  # as the library's coarse scales
+    attn_levels = numbers(args.attn_levels, int, "--attn-levels")
     return UNet(
         in_channels=args.image_channels,
         channels=width,
         channel_mult=tuple(mult),
         num_res_blocks=1,
-        attn_levels=tuple(a for a in args.attn_levels if a < len(mult)),
+        attn_levels=tuple(a for a in attn_levels if a < len(mult)),
         noise_features=noise_features,
     )
 
 
-def _models(args, res: int, levels: int, widths: list[int]):
+def _models(args, res: int, levels: int, widths: list[int], device):
+    import torch
+
     from nudiff.bases import Haar, Identity
     from nudiff.models.denoiser import Denoiser
     from nudiff.models.multiscale import MultiScaleDenoiser, coarse_process
@@ -91,7 +87,7 @@ def _models(args, res: int, levels: int, widths: list[int]):
     shape = (args.image_channels, res, res)
     torch.manual_seed(0)
     flat = Process(Identity(shape), VPCosine())
-    uniform = Denoiser(flat, _unet(args, args.channels, res, Denoiser.noise_features(flat)))
+    uniform = Denoiser(flat, _unet(args, args.width, res, Denoiser.noise_features(flat)))
     haar = Haar(shape, levels)
     process = Process(haar, MultiSpeed(haar.level_map() - 1))
     features = Denoiser.noise_features(process)
@@ -101,6 +97,7 @@ def _models(args, res: int, levels: int, widths: list[int]):
         net = _unet(args, widths[s], sub.shape[-1], features)
         scales.append(Denoiser(sub, net, absent_groups=s))
     multi = MultiScaleDenoiser(process, scales)
+    uniform, multi = uniform.to(device), multi.to(device)
     if args.channels_last:
         uniform, multi = (m.to(memory_format=torch.channels_last) for m in (uniform, multi))
     return uniform.eval(), multi.eval()
@@ -118,12 +115,12 @@ def _count_calls(nets) -> tuple[list[int], list]:
     return calls, hooks
 
 
-def measure(args, res: int, levels: int, widths: list[int], setting: str) -> dict:
+def measure(args, res: int, levels: int, widths: list[int], setting: str, device) -> dict:
     from nudiff.samplers import sample
 
-    uniform, multi = _models(args, res, levels, widths)
-    batch = args.batch or max(1, round(16 * (128 / res) ** 2))
-    kw = {"sampler": args.sampler, "steps": args.steps}
+    uniform, multi = _models(args, res, levels, widths, device)
+    batch = args.batch_size or max(1, round(16 * (128 / res) ** 2))
+    kw = {"sampler": args.sampler, "steps": args.steps, "device": device}
     nets = [uniform.backbone] + [d.backbone for d in multi.scales]
     calls, hooks = _count_calls(nets)
     results = {}
@@ -136,7 +133,8 @@ def measure(args, res: int, levels: int, widths: list[int], setting: str) -> dic
 
     run_uniform(), run_multi()  # warm-up (allocator, kernels), and one call count per model
     per_run = list(calls)
-    timings = interleaved_timings({"uniform": run_uniform, "multiscale": run_multi}, args.rounds, 1)
+    fns = {"uniform": run_uniform, "multiscale": run_multi}
+    timings = interleaved_timings(fns, args.rounds, 1, device)
     for h in hooks:
         h.remove()
     c, h, w = multi.process.shape
@@ -172,18 +170,22 @@ def measure(args, res: int, levels: int, widths: list[int], setting: str) -> dic
 
 
 def run(args) -> dict:
+    from nudiff.devices import resolve_device
 
+    device = resolve_device(args.device)
     rows = []
-    for res in args.res:
+    for res in args.resolution:
         for levels in args.levels:
             if res % 2**levels or res >> levels < 2:
                 print(f"skip {res}x{res} with {levels} levels (coarsest band below 2x2)")
                 continue
-            rows.append(measure(args, res, levels, [args.channels] * (levels + 1), "same-width"))
+            widths = [args.width] * (levels + 1)
+            rows.append(measure(args, res, levels, widths, "same-width", device))
             _print(rows[-1])
     if not args.no_msdiff:
-        widths = [max(1, round(f * args.channels)) for f in args.msdiff_widths]
-        rows.append(measure(args, 128, len(widths) - 1, widths, "msdiff"))
+        factors = numbers(args.msdiff_widths, float, "--msdiff-widths")
+        widths = [max(1, round(f * args.width)) for f in factors]
+        rows.append(measure(args, 128, len(widths) - 1, widths, "msdiff", device))
         _print(rows[-1])
     msdiff = [r for r in rows if r["setting"] == "msdiff"]
     summary = {
@@ -195,7 +197,7 @@ def run(args) -> dict:
     print(summary)
     result = {
         "benchmark": "multiscale",
-        "environment": environment(),
+        "environment": environment(device),
         "rows": rows,
         "summary": summary,
     }

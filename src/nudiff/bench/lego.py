@@ -1,15 +1,15 @@
 """UNet vs DiT vs LEGO at equal training wall-clock on MNIST 32x32, and LEGO brick skipping.
 
-Trains ``configs/mnist32.yaml`` (UNet), ``configs/mnist32_dit.yaml`` and
-``configs/mnist32_lego.yaml`` for ``--budget-minutes`` each, one after the other, then samples
+Trains the packaged ``mnist32.yaml`` (UNet), ``mnist32_dit.yaml`` and ``mnist32_lego.yaml``
+(``--backbones``) for ``--train-minutes`` each, one after the other, then samples
 ``--n-samples`` images from each with the configs' sampler, and the LEGO model once more with
 ``--skip`` (default: the last brick skipped for the last 50% of the steps). Rows: backbone,
 skip, brick calls per sampling trajectory (counted by forward hooks on the bricks), backbone
 multiply-accumulates per sample, ms per sample, and the Frechet distance (with its bootstrap
 standard error) and KID against as many held-out training images in the feature space of the
 offline feature network. The LEGO model is also sampled at ``--resolution`` (default 64x64):
-``--n-large`` samples, whose 32x32 centre crops are scored against the same reference, beside
-as many 32x32 samples (a Frechet distance depends on the sample count).
+``--n-samples-large`` samples, whose 32x32 centre crops are scored against the same reference,
+beside as many 32x32 samples (a Frechet distance depends on the sample count).
 
 Run it with nothing else on the machine: the budgets and sampling times are wall-clock.
 """
@@ -19,40 +19,41 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.common import (
+from nudiff.bench.common import (
+    add_feature_options,
+    bench_feature_net,
     budget_config,
     check_holdout,
     environment,
-    feature_net,
     held_out_reference,
     score_samples,
     train_or_reuse,
     write_json,
 )
+from nudiff.cli.vocabulary import add, deprecated
+from nudiff.config_files import CONFIG_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
-    "unet": ROOT / "configs" / "mnist32.yaml",
-    "dit": ROOT / "configs" / "mnist32_dit.yaml",
-    "lego": ROOT / "configs" / "mnist32_lego.yaml",
+    "unet": str(CONFIG_DIR / "mnist32.yaml"),
+    "dit": str(CONFIG_DIR / "mnist32_dit.yaml"),
+    "lego": str(CONFIG_DIR / "mnist32_lego.yaml"),
 }
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--budget-minutes", type=float, default=10.0, help="training minutes each")
-    p.add_argument("--n-samples", type=int, default=2000)
-    p.add_argument("--skip", default="bricks=last,from=0.5", help="the skipping row's rule")
-    p.add_argument("--resolution", type=int, default=64, help="LEGO's larger sampling size")
-    p.add_argument(
-        "--n-large", type=int, default=500, help="samples at --resolution (and at 32x32 again)"
-    )
-    p.add_argument("--backbones", default="unet,dit,lego", help="which to train and score")
-    p.add_argument("--data", default=None, help="the MNIST .npz (default: the configs')")
-    p.add_argument("--out", default="runs/lego")
-    p.add_argument("--features", default=None, help="feature network (.safetensors)")
-    p.add_argument("--feature-steps", type=int, default=1500)
-    p.add_argument("--set", action="append", default=[], help="override for every config")
-    p.add_argument("--seed", type=int, default=0)
+    add(p, "--train-minutes", default=10.0)
+    deprecated(p, "--budget-minutes", "--train-minutes")
+    add(p, "--n-samples", "samples per row, and held-out reference images", default=2000)
+    add(p, "--skip", "the brick-skipping row's rule (LEGO)", default="bricks=last,from=0.5")
+    add(p, "--resolution", "the larger size LEGO also samples at", default=64)
+    add(p, "--n-samples-large", "samples at --resolution (and at 32x32 again)", default=500)
+    deprecated(p, "--n-large", "--n-samples-large")
+    backbones = f"backbones to train and score: {', '.join(CONFIGS)}"
+    add(p, "--backbones", backbones, many=True, default=list(CONFIGS))
+    add(p, "--data", "the MNIST .npz (default: the configs')")
+    add(p, "--out", "folder of the runs, sample grids and feature network", default="runs/lego")
+    add_feature_options(p)
+    add(p, "--set", "override a key of every config (repeatable)")
 
 
 def count_brick_calls(model):
@@ -70,7 +71,16 @@ def count_brick_calls(model):
 
 
 def score_model(
-    run_dir: Path, args, net, f_ref, trained: int, skip=None, resolution=None, grid=None, n=None
+    run_dir: Path,
+    args,
+    net,
+    f_ref,
+    trained: int,
+    skip=None,
+    resolution=None,
+    grid=None,
+    n=None,
+    device="auto",
 ) -> dict:
     """Sample a run (optionally skipping bricks, or at another resolution: then its centre
     crops of the ``trained`` size are scored) and score it; brick calls per trajectory and
@@ -81,7 +91,7 @@ def score_model(
     from nudiff.samplers import BrickSkip
 
     n = n or args.n_samples
-    cfg, model = load_run(run_dir, resolution=resolution)
+    cfg, model = load_run(run_dir, resolution=resolution, device=device)
     backbone = model.backbone
     rule = BrickSkip.parse(skip) if skip else None
     lego = isinstance(backbone, LEGO)
@@ -120,32 +130,32 @@ def score_model(
 
 
 def run(args) -> dict:
-    from nudiff.eval.features import load_feature_net
+    from nudiff.devices import resolve_device
 
-    names = [b.strip() for b in args.backbones.split(",") if b.strip()]
+    device = resolve_device(args.device)
+    names = [b.strip() for b in args.backbones if b.strip()]
     unknown = sorted(set(names) - set(CONFIGS))
     if unknown or not names:
-        raise ValueError(f"--backbones takes names from {sorted(CONFIGS)}, got {args.backbones!r}")
+        raise ValueError(
+            f"--backbones takes names from {sorted(CONFIGS)}, got {','.join(args.backbones)!r}"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfgs = {
-        name: budget_config(CONFIGS[name], args.budget_minutes, args.data, args.set)
+        name: budget_config(CONFIGS[name], args.train_minutes, args.data, args.set)
         for name in names
     }
     cfg = next(iter(cfgs.values()))
     if len({c.data.path for c in cfgs.values()}) != 1:
         raise ValueError("the configs must read the same data")
     check_holdout(cfg, args.n_samples)
-    features, feature_info = feature_net(
-        cfg, out / "features.safetensors", args.features, args.feature_steps, args.seed
-    )
-    net = load_feature_net(features)
+    net, feature_info = bench_feature_net(cfg, args, out, device)
     f_ref, floor = held_out_reference(cfg, net, args.n_samples)
 
     result = {
         "benchmark": "lego",
-        "environment": environment(),
-        "budget_minutes": args.budget_minutes,
+        "environment": environment(device),
+        "budget_minutes": args.train_minutes,
         "n_samples": args.n_samples,
         "data_vs_data_fd": floor,
         "feature_net": feature_info,
@@ -153,13 +163,13 @@ def run(args) -> dict:
     }
     for name in names:
         run_dir = out / name
-        print(f"== {name}: training {args.budget_minutes:g} min into {run_dir}", flush=True)
-        trained = train_or_reuse(cfgs[name], run_dir)
+        print(f"== {name}: training {args.train_minutes:g} min into {run_dir}", flush=True)
+        trained = train_or_reuse(cfgs[name], run_dir, device)
         kept = {k: trained[k] for k in ("steps", "images_per_s", "seconds")}
         variants = [(None, None, None)]
         if name == "lego":  # the larger canvas costs 4x: fewer samples, and 32x32 at that n
-            variants += [(args.skip, None, None), (None, args.resolution, args.n_large)]
-            variants += [(None, None, args.n_large)]
+            variants += [(args.skip, None, None), (None, args.resolution, args.n_samples_large)]
+            variants += [(None, None, args.n_samples_large)]
         for skip, resolution, n in variants:
             tag = "skip" if skip else f"{resolution}px" if resolution else "full"
             tag += f"_n{n}" if n and not resolution else ""
@@ -173,6 +183,7 @@ def run(args) -> dict:
                 resolution,
                 out / f"{name}_{tag}_samples.png",
                 n,
+                device,
             )
             row = {"backbone": name, **kept, **scored}
             result["rows"].append(row)
@@ -200,12 +211,3 @@ def run(args) -> dict:
         }
     write_json(result, args.json)
     return result
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", default=None)
-    add_arguments(parser)
-    run(parser.parse_args())

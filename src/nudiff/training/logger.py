@@ -9,7 +9,7 @@ import math
 import os
 from pathlib import Path
 
-log = logging.getLogger("nudiff.train")
+log = logging.getLogger("nudiff.training")
 
 FIELDS = ("step", "loss", "lr", "grad_norm", "images_per_s", "elapsed", "images_seen")
 

@@ -1,4 +1,5 @@
-"""Shared helpers: timing, environment description, JSON output."""
+"""Shared helpers of the benchmarks: timing, environment description, training, scoring, JSON
+output. Nothing here imports torch at import time (``nudiff --help`` builds every parser)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,60 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
+from nudiff.cli.vocabulary import add, deprecated
+
+FEATURES_HELP = (
+    "'inception' (FID: Inception-v3 with --inception-weights) or a feature network file from "
+    "'nudiff features train' (default: train one on the data's images that the config does not "
+    "hold out, cached in --out)"
+)
+CLASSIFIER_HELP = (
+    "a feature network file from 'nudiff features train', which also classifies (default: "
+    "train one on the data's images that the config does not hold out, cached in --out)"
+)
 
 
-def environment() -> dict:
+def add_feature_options(p, features: bool = True, inception: bool = True) -> None:
+    """``--features`` (unless not ``features``; ``inception``: Inception-v3 allowed, with
+    ``--inception-weights``) and ``--feature-train-steps`` of a benchmark that scores by
+    Frechet distances, with the old ``--feature-steps``."""
+    if features and inception:
+        add(p, "--features", FEATURES_HELP)
+        add(p, "--inception-weights")
+    elif features:  # the benchmark needs the classifier's labels too
+        add(p, "--features", CLASSIFIER_HELP, metavar="FILE")
+    add(p, "--feature-train-steps", default=1500)
+    deprecated(p, "--feature-steps", "--feature-train-steps")
+
+
+def environment(device=None) -> dict:
+    """Versions, threads and the device the benchmark ran on (``device``: a device name or
+    ``torch.device``; None: the GPU's name when there is one, else ``cpu``)."""
+    import torch
+
+    if device is None:
+        name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    else:
+        device = torch.device(device)
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     return {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "device": name,
         "machine": platform.machine(),
         "python": platform.python_version(),
     }
 
 
 def sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
+    """Wait for the device's queued work (CUDA, MPS) so that a timer sees it done."""
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda":
+        torch.cuda.synchronize(device)
+    elif kind == "mps":
+        torch.mps.synchronize()
 
 
 def interleaved_timings(fns: dict, rounds: int, reps: int, device="cpu") -> dict[str, list[float]]:
@@ -39,6 +78,20 @@ def interleaved_timings(fns: dict, rounds: int, reps: int, device="cpu") -> dict
             sync(device)
             out[name].append((time.perf_counter() - began) / reps)
     return out
+
+
+def numbers(values, kind, flag: str) -> list:
+    """``values`` (a list from a comma-separated option, or such a string) as ``kind`` (int or
+    float), or a one-line ``ValueError`` that names ``flag``."""
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v.strip()]
+    try:
+        return [kind(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{flag} takes {kind.__name__} values separated by commas, got "
+            f"{','.join(map(str, values))!r}"
+        ) from None
 
 
 def median(xs) -> float:
@@ -65,14 +118,15 @@ def budget_config(path, minutes: float, data: str | None = None, sets=(), extra=
         "train.sample_every=0",
         "train.tensorboard=false",
         *([f"data.path={data}"] if data else []),
-        *sets,
+        *(sets or ()),
     ]
     return load_config(path, overrides)
 
 
-def train_or_reuse(cfg, run_dir: Path) -> dict:
-    """Train ``cfg`` into ``run_dir``, or reuse a finished run of an earlier call with the same
-    config (its ``train_summary.json``): steps, images/s, seconds, final loss, why it stopped."""
+def train_or_reuse(cfg, run_dir: Path, device=None) -> dict:
+    """Train ``cfg`` into ``run_dir`` on ``device``, or reuse a finished run of an earlier call
+    with the same config (its ``train_summary.json``): steps, images/s, seconds, final loss, why
+    it stopped."""
     from nudiff.config import dump_config
     from nudiff.run import train
 
@@ -87,16 +141,18 @@ def train_or_reuse(cfg, run_dir: Path) -> dict:
         print(f"   reusing {run_dir}; delete it to retrain", flush=True)
         return kept
     began = time.perf_counter()
-    out = train(cfg, run_dir, resume=False)
+    out = train(cfg, run_dir, resume=False, device=device)
     kept = {k: out[k] for k in ("steps", "images_per_s", "final_loss", "stopped")}
     kept.update(seconds=time.perf_counter() - began, config=text)
     summary.write_text(json.dumps(kept))
     return kept
 
 
-def feature_net(cfg, path: Path, given=None, steps: int = 1500, seed: int = 0) -> tuple[Path, dict]:
+def feature_net(
+    cfg, path: Path, given=None, steps: int = 1500, seed: int = 0, device="cpu"
+) -> tuple[Path, dict]:
     """The feature network of the Frechet distances: ``given``, cached at ``path``, or trained
-    there on the images of ``cfg``'s data that the config does not hold out."""
+    there (on ``device``) on the images of ``cfg``'s data that the config does not hold out."""
     from nudiff.eval.features import load_images_npz, save_feature_net, train_feature_net
 
     if given:
@@ -108,18 +164,45 @@ def feature_net(cfg, path: Path, given=None, steps: int = 1500, seed: int = 0) -
         raise ValueError(f"{cfg.data.path} has no labels (y_train) to train a feature network")
     keep = len(images) - cfg.data.holdout  # never train on the held-out reference images
     began = time.perf_counter()
-    net, info = train_feature_net(images[:keep], labels[:keep], steps=steps, seed=seed)
+    net, info = train_feature_net(
+        images[:keep], labels[:keep], steps=steps, seed=seed, device=device
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     save_feature_net(net, path, info)
     return path, {**info, "features": str(path), "seconds": time.perf_counter() - began}
 
 
-def reference_features(net, images) -> torch.Tensor:
-    """Features of uint8 images (numpy ``(N, H, W[, C])`` or tensor ``(N, C, H, W)``) fitted to
-    the feature network's input shape."""
+def bench_feature_net(cfg, args, out: Path, device) -> tuple:
+    """``(net, report)``: the benchmark's feature network on ``device``: Inception-v3 for
+    ``--features inception`` (FID), ``args.features``, or the one cached at
+    ``out/features.safetensors``, or one trained there for ``args.feature_train_steps`` (see
+    :func:`feature_net`)."""
+    from nudiff.eval.features import load_feature_net
+
+    if args.features == "inception":
+        if not hasattr(args, "inception_weights"):
+            raise ValueError(
+                "this benchmark also classifies its samples: give --features a file from "
+                "'nudiff features train', or leave it out to train one"
+            )
+        from nudiff.eval.inception import InceptionV3
+
+        net = InceptionV3(args.inception_weights, device)
+        return net, {"features": "inception", "inception_weights": str(net.path)}
+    path = out / "features.safetensors"
+    path, info = feature_net(cfg, path, args.features, args.feature_train_steps, args.seed, device)
+    return load_feature_net(path).to(device), info
+
+
+def reference_features(net, images):
+    """Features (numpy ``(N, D)``) of uint8 images (numpy ``(N, H, W[, C])`` or tensor
+    ``(N, C, H, W)``) fitted to the feature network's input shape, on the network's device
+    (Inception-v3, :class:`~nudiff.eval.inception.InceptionV3`, takes them as they are)."""
     from nudiff.eval.commands import fit_images
     from nudiff.eval.features import extract_features
 
+    if not hasattr(net, "in_channels"):
+        return net.features(images)
     shape = (net.in_channels, net.resolution, net.resolution)
     return extract_features(net, fit_images(images, shape))
 
@@ -161,13 +244,14 @@ def score_features(f_gen, f_ref, seed: int = 0) -> dict:
     }
 
 
-def sample_and_score(run, n: int, net, f_ref, seed: int = 0, grid_png=None) -> dict:
-    """Sample ``n`` images from a run (or checkpoint) with its config's sampler and score them
-    against the reference features: FD, its standard error, KID, NFE, ms per sample. Writes
-    the first 64 as a grid to ``grid_png`` if given."""
+def sample_and_score(run, n: int, net, f_ref, seed: int = 0, grid_png=None, device="auto") -> dict:
+    """Sample ``n`` images from a run (or checkpoint) on ``device`` with its config's sampler
+    and score them against the reference features: FD, its standard error, KID, NFE, ms per
+    sample. Writes the first 64 as a grid to ``grid_png`` if given."""
     from nudiff.run import sample_run
 
-    return score_samples(sample_run(run, n=n, seed=seed, progress=True), net, f_ref, seed, grid_png)
+    samples = sample_run(run, n=n, seed=seed, progress=True, device=device)
+    return score_samples(samples, net, f_ref, seed, grid_png)
 
 
 def score_samples(samples, net, f_ref, seed: int = 0, grid_png=None) -> dict:

@@ -1,10 +1,11 @@
 """Beta diffusion on the 1-D toys: KLUB vs the ELBO vs a Gaussian diffusion of the same MLP.
 
-Trains ``configs/beta_toy1.yaml`` on Toy1 and Toy2 (``--toys``) three ways (``--losses``):
+Trains the packaged ``beta_toy1.yaml`` (``--config``) on Toy1 and Toy2 (``--toys``) three ways
+(``--losses``):
 Beta diffusion with KLUB, Beta diffusion with the swapped-argument ELBO, and a Gaussian
 diffusion (VP cosine on the pixel basis, EDM preconditioning, the same MLP and training
-budget), each for ``--steps`` steps through the normal trainer, or reuses the runs under
-``--out``. Then ``--n-samples`` samples of each (Beta: ``--sample-steps`` multiplicative steps;
+budget), each for ``--train-steps`` steps through the normal trainer, or reuses the runs under
+``--out``. Then ``--n-samples`` samples of each (Beta: ``--steps`` multiplicative steps;
 Gaussian: as many DPM-Solver++(2M) SDE steps) are compared with as many fresh draws of the toy
 on 100 bins over [0, 1]: ``jsd2 = KL(p || m) + KL(q || m)`` (twice the Jensen-Shannon
 divergence, the paper's metric; natural logs) and total variation. Gaussian samples outside
@@ -16,12 +17,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+from nudiff.bench.common import environment, train_or_reuse, write_json
+from nudiff.cli.vocabulary import add, deprecated
+from nudiff.config_files import CONFIG_DIR
 
-from benchmarks.common import environment, train_or_reuse, write_json
-
-ROOT = Path(__file__).resolve().parents[1]
 BINS = 100
+TOYS = ("toy1", "toy2")
+LOSSES = ("klub", "elbo", "gaussian")
 GAUSSIAN = [
     "process.family=gaussian",
     "process.beta=null",
@@ -34,25 +36,31 @@ GAUSSIAN = [
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--steps", type=int, default=6000, help="training steps per model")
-    p.add_argument("--toys", default="toy1,toy2")
-    p.add_argument("--losses", default="klub,elbo,gaussian")
-    p.add_argument("--n-samples", type=int, default=100_000)
-    p.add_argument("--sample-steps", type=int, default=200)
-    p.add_argument("--config", default=str(ROOT / "configs" / "beta_toy1.yaml"))
-    p.add_argument("--out", default="runs/beta_toy")
-    p.add_argument("--set", action="append", default=[], help="override a config key")
-    p.add_argument("--seed", type=int, default=0)
+    # --steps meant the training steps before the one vocabulary: now --train-steps
+    add(p, "--train-steps", default=6000)
+    add(p, "--toys", f"1-D toy data sets: {', '.join(TOYS)}", many=True, default=list(TOYS))
+    losses = "klub and elbo: Beta diffusion with that loss; gaussian: a Gaussian diffusion"
+    add(p, "--losses", losses, many=True, default=list(LOSSES))
+    add(p, "--n-samples", "samples per model, and fresh draws of the toy", default=100_000)
+    add(p, "--steps", "sampler steps (Beta: multiplicative steps)", default=200)
+    deprecated(p, "--sample-steps", "--steps")
+    add(p, "--config", default=str(CONFIG_DIR / "beta_toy1.yaml"))
+    add(p, "--out", "folder of the runs", default="runs/beta_toy")
+    add(p, "--set")
 
 
-def histogram(values: np.ndarray) -> np.ndarray:
+def histogram(values):
     """Probabilities of ``BINS`` equal bins over [0, 1] (values outside in the end bins)."""
+    import numpy as np
+
     counts, _ = np.histogram(np.clip(values, 0.0, 1.0), bins=BINS, range=(0.0, 1.0))
     return counts / counts.sum()
 
 
-def jsd2(p: np.ndarray, q: np.ndarray) -> float:
+def jsd2(p, q) -> float:
     """``KL(p || m) + KL(q || m)`` with ``m = (p + q) / 2`` (natural logs; 0 log 0 = 0)."""
+    import numpy as np
+
     m = (p + q) / 2
 
     def kl(a):
@@ -62,27 +70,34 @@ def jsd2(p: np.ndarray, q: np.ndarray) -> float:
     return kl(p) + kl(q)
 
 
-def total_variation(p: np.ndarray, q: np.ndarray) -> float:
-    return float(0.5 * np.abs(p - q).sum())
+def total_variation(p, q) -> float:
+    return float(0.5 * abs(p - q).sum())
 
 
 def config_for(args, toy: str, loss: str):
     from nudiff.config import load_config
 
-    sets = [f"data.key={toy}", f"train.steps={args.steps}", f"train.seed={args.seed}"]
-    sets += ["train.sample_every=0", "train.tensorboard=false", f"sample.steps={args.sample_steps}"]
+    sets = [f"data.key={toy}", f"train.steps={args.train_steps}", f"train.seed={args.seed}"]
+    sets += ["train.sample_every=0", "train.tensorboard=false", f"sample.steps={args.steps}"]
     if loss == "gaussian":
         sets += GAUSSIAN
     else:
         sets.append(f"loss.beta.type={loss}")
-    return load_config(args.config, [*sets, *args.set])
+    return load_config(args.config, [*sets, *(args.set or [])])
 
 
 def run(args) -> dict:
+    import numpy as np
+
     from nudiff.data.toy import toy_values
+    from nudiff.devices import resolve_device
     from nudiff.run import sample_run
 
-    toys, losses = args.toys.split(","), args.losses.split(",")
+    device = resolve_device(args.device)
+    toys, losses = list(args.toys), list(args.losses)
+    unknown = sorted(set(losses) - set(LOSSES))
+    if unknown:
+        raise ValueError(f"--losses: unknown {unknown}; known: {', '.join(LOSSES)}")
     out = Path(args.out)
     rows = []
     for toy in toys:
@@ -91,12 +106,18 @@ def run(args) -> dict:
         for loss in losses:
             cfg = config_for(args, toy, loss)
             run_dir = out / f"{toy}_{loss}"
-            print(f"== {toy} / {loss}: training {args.steps} steps into {run_dir}", flush=True)
-            trained = train_or_reuse(cfg, run_dir)
+            steps = args.train_steps
+            print(f"== {toy} / {loss}: training {steps} steps into {run_dir}", flush=True)
+            trained = train_or_reuse(cfg, run_dir, device)
             result = sample_run(
-                run_dir, n=args.n_samples, seed=args.seed, batch_size=25_000, progress=True
+                run_dir,
+                n=args.n_samples,
+                seed=args.seed,
+                batch_size=25_000,
+                progress=True,
+                device=device,
             )
-            values = (result.images.double().flatten().numpy() + 1) / 2
+            values = (result.images.cpu().double().flatten().numpy() + 1) / 2
             q = histogram(values)
             row = {
                 "data": toy,
@@ -119,10 +140,10 @@ def run(args) -> dict:
             rows.append(row)
     result = {
         "benchmark": "beta-toy",
-        "environment": environment(),
+        "environment": environment(device),
         "n_samples": args.n_samples,
         "bins": BINS,
-        "sample_steps": args.sample_steps,
+        "sample_steps": args.steps,
         "rows": rows,
     }
     write_json(result, args.json)

@@ -1,20 +1,21 @@
 """CDE vs CMDE at equal training budgets: PSNR, SSIM, consistency, diversity, feature FD, LPIPS.
 
-For each task (CIFAR-10 x2 super-resolution, ``configs/cifar10_sr2.yaml``; MNIST inpainting of a
-centred box covering 25%, ``configs/mnist32_inpaint.yaml``) and each estimator, trains one model
-for ``--budget-minutes`` of wall-clock or ``--budget-steps`` steps (one after the other), then
-conditions it on the degraded held-out images (the last ``--n-eval`` of the training split, which
-the configs hold out) and draws ``--per-input`` samples for each. Reports, per estimator and task:
-PSNR and SSIM of every sample against its ground truth (mean and standard error), the
-consistency MSE of the degraded sample against its condition, the diversity (mean pixel std
-across one input's samples), the Frechet distance of the samples to the ground truths in the
-features of an offline network trained on the task's other images (beside it, the distance of
-as many unpaired held-out images to the same truths: what an unconditional model that matched
-the data exactly would score), and LPIPS when its weights are on the machine. A
-``naive`` row gives the classical reconstruction from the condition alone (bilinear upsampling,
-mean filling). First, the same estimators sample with *exact* scores (a Gaussian field, x2
-super-resolution): what the joint estimators' sampling approximation costs by itself, apart from
-learning.
+For each of ``--tasks`` (``sr2``: CIFAR-10 x2 super-resolution, the packaged
+``cifar10_sr2.yaml``; ``inpaint-center``: MNIST inpainting of a centred box covering 25%,
+``mnist32_inpaint.yaml``) and each of ``--estimators``, trains one model for ``--train-minutes``
+of wall-clock or ``--train-steps`` steps (one after the other), then conditions it on the
+degraded held-out images (the last ``--n-images`` of the training split, which the configs hold
+out) and draws ``--per-input`` samples for each. Reports, per estimator and task: PSNR and SSIM
+of every sample against its ground truth (mean and standard error), the consistency MSE of the
+degraded sample against its condition, the diversity (mean pixel std across one input's
+samples), the Frechet distance of the samples to the ground truths in the features of an offline
+network trained on the task's other images for ``--feature-train-steps`` (beside it, the
+distance of as many unpaired held-out images to the same truths: what an unconditional model
+that matched the data exactly would score), and LPIPS when its weights are on the machine
+(``--lpips``). A ``naive`` row gives the classical reconstruction from the condition alone
+(bilinear upsampling, mean filling). First, the same estimators sample with *exact* scores (a
+Gaussian field, x2 super-resolution): what the joint estimators' sampling approximation costs by
+itself, apart from learning.
 
 A wall-clock budget needs nothing else running on the machine; a step budget is fair anywhere.
 """
@@ -24,40 +25,49 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from nudiff.bench.common import add_feature_options
+from nudiff.cli.vocabulary import add, deprecated
+from nudiff.config_files import CONFIG_DIR
+
 TASKS = {
-    "sr2": ROOT / "configs" / "cifar10_sr2.yaml",
-    "inpaint-center": ROOT / "configs" / "mnist32_inpaint.yaml",
+    "sr2": str(CONFIG_DIR / "cifar10_sr2.yaml"),
+    "inpaint-center": str(CONFIG_DIR / "mnist32_inpaint.yaml"),
 }
+# nudiff.conditional.estimators.ESTIMATORS (that module imports torch)
+ESTIMATORS = ("cde", "cdiffe", "cmde", "vs-cmde")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--budget-minutes", type=float, default=15.0, help="training per model")
-    p.add_argument(
-        "--budget-steps",
-        type=int,
+    add(p, "--train-minutes", default=15.0)
+    deprecated(p, "--budget-minutes", "--train-minutes")
+    add(
+        p,
+        "--train-steps",
+        "training steps per model instead of minutes (equal budgets on a busy machine; 0: "
+        "--train-minutes)",
         default=0,
-        help="training steps per model instead of minutes (equal budgets on a busy machine)",
     )
-    p.add_argument("--estimators", default="cde,cmde")
-    p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--n-eval", type=int, default=500, help="held-out inputs per task")
-    p.add_argument("--per-input", type=int, default=4, help="samples per input (>= 2)")
-    p.add_argument("--out", default="runs/conditional")
-    p.add_argument("--feature-steps", type=int, default=1500, help="feature network training")
-    p.add_argument("--lpips", default=None, help="LPIPS weights (default: $NUDIFF_LPIPS_WEIGHTS)")
-    p.add_argument("--set", action="append", default=[], help="override for every config")
-    p.add_argument("--seed", type=int, default=0)
+    deprecated(p, "--budget-steps", "--train-steps")
+    estimators = f"conditional estimators to train and score: {', '.join(ESTIMATORS)}"
+    add(p, "--estimators", estimators, many=True, default=["cde", "cmde"])
+    add(p, "--tasks", f"conditional tasks: {', '.join(TASKS)}", many=True, default=list(TASKS))
+    add(p, "--n-images", "held-out inputs per task (the last N)", default=500)
+    deprecated(p, "--n-eval", "--n-images")
+    add(p, "--per-input", "samples per input (>= 2)", default=4)
+    add(p, "--out", "folder of the runs and feature networks", default="runs/conditional")
+    add_feature_options(p, features=False)
+    add(p, "--lpips", default=None)
+    add(p, "--set", "override a key of every config (repeatable)")
 
 
 class Scorer:
     """Scores samples ``(N, K, C, H, W)`` of ``N`` inputs against their truths ``(N, C, H, W)``."""
 
-    def __init__(self, task, truth, y, other, features: Path, lpips_model):
+    def __init__(self, task, truth, y, other, features: Path, lpips_model, device="cpu"):
         from nudiff.eval.features import load_feature_net
 
         self.task, self.truth, self.y, self.lpips = task, truth, y, lpips_model
-        self.net = load_feature_net(features)
+        self.net = load_feature_net(features).to(device)
         self.ref = self._stats(truth)
         self.unpaired = self._fd(other)
 
@@ -85,7 +95,8 @@ class Scorer:
 def oracle_rows(estimators, sampler: str, steps: int, seed: int) -> list[dict]:
     """The sampling approximation alone: PSNR and consistency of each estimator with *exact*
     scores (:class:`~nudiff.conditional.oracle.GaussianSROracle`, x2 super-resolution of an 8x8
-    Gaussian field, 64 inputs x 32 samples) and the benchmark's sampler."""
+    Gaussian field, 64 inputs x 32 samples) and the benchmark's sampler; on the CPU (a float64
+    problem this small gains nothing on an accelerator, and MPS has no float64)."""
     import torch
 
     from nudiff.conditional import restoration_metrics
@@ -113,24 +124,25 @@ def _held_out(cfg, n_eval: int):
 
     held_out = build_data(cfg, split="holdout")
     if n_eval > len(held_out):
-        raise ValueError(f"--n-eval {n_eval} exceeds the {len(held_out)} held-out images")
+        raise ValueError(f"--n-images {n_eval} exceeds the {len(held_out)} held-out images")
     n = len(held_out)
     truth = load_batch(held_out, list(range(n - n_eval, n)))
     other = load_batch(held_out, list(range(max(0, n - 2 * n_eval), n - n_eval)))
     return truth, other
 
 
-def evaluate(run_dir: Path, scorer: Scorer, per_input: int, seed: int) -> dict:
+def evaluate(run_dir: Path, scorer: Scorer, per_input: int, seed: int, device="auto") -> dict:
     from nudiff.conditional.inputs import comparison_grid
     from nudiff.data import save_image_grid
     from nudiff.run import load_run, sample_conditional, sample_settings
 
-    cfg, model = load_run(run_dir)
+    cfg, model = load_run(run_dir, device=device)
     truth, y = scorer.truth, scorer.y
     began = time.perf_counter()
     out = sample_conditional(model, y, per_input, seed=seed, progress=True, **sample_settings(cfg))
     seconds = time.perf_counter() - began
-    samples = out.images.clamp(-1, 1).view(len(truth), per_input, *truth.shape[1:])
+    # the metrics run on the CPU, beside the truths and conditions
+    samples = out.images.clamp(-1, 1).cpu().view(len(truth), per_input, *truth.shape[1:])
     grid, per_row = comparison_grid(model.task, y[:8], samples[:8], truth[:8])
     save_image_grid(grid, run_dir / "comparison.png", nrow=per_row)
     return {
@@ -143,30 +155,32 @@ def evaluate(run_dir: Path, scorer: Scorer, per_input: int, seed: int) -> dict:
 def run(args) -> dict:
     import torch
 
-    from benchmarks.common import environment, feature_net, train_or_reuse, write_json
+    from nudiff.bench.common import environment, feature_net, train_or_reuse, write_json
     from nudiff.build import build_task
     from nudiff.config import dump_config, load_config
+    from nudiff.devices import resolve_device
     from nudiff.eval.lpips import lpips_or_none
 
+    device = resolve_device(args.device)
     if args.per_input < 2:
         raise ValueError("--per-input must be >= 2 (diversity needs two samples per input)")
-    tasks = [t for t in args.tasks.split(",") if t]
+    tasks = list(args.tasks)
     for task in tasks:
         if task not in TASKS:
             raise ValueError(f"--tasks: unknown task {task!r}; known: {', '.join(TASKS)}")
-    if args.budget_steps > 0:
-        budget = [f"train.steps={args.budget_steps}", "train.max_minutes=null"]
-        what = f"{args.budget_steps} steps"
+    if args.train_steps > 0:
+        budget = [f"train.steps={args.train_steps}", "train.max_minutes=null"]
+        what = f"{args.train_steps} steps"
     else:
-        budget = [f"train.max_minutes={args.budget_minutes}", "train.steps=10000000"]
-        what = f"{args.budget_minutes} min"
+        budget = [f"train.max_minutes={args.train_minutes}", "train.steps=10000000"]
+        what = f"{args.train_minutes} min"
     lpips_model, why = lpips_or_none(args.lpips)
     if lpips_model is None:
         print(f"LPIPS not reported: {why}", flush=True)
     out = Path(args.out)
-    result = {"benchmark": "conditional", "environment": environment(), "budget": what}
-    sampler = load_config(TASKS[tasks[0]], args.set).sample
-    estimators = [e for e in args.estimators.split(",") if e]
+    result = {"benchmark": "conditional", "environment": environment(device), "budget": what}
+    sampler = load_config(TASKS[tasks[0]], args.set or []).sample
+    estimators = list(args.estimators)
     result["oracle"] = oracle_rows(estimators, sampler.sampler, sampler.steps, args.seed)
     for r in result["oracle"]:
         print(
@@ -177,26 +191,25 @@ def run(args) -> dict:
         )
     rows = result["rows"] = []
     for task in tasks:
-        base = load_config(TASKS[task], args.set)
-        truth, other = _held_out(base, args.n_eval)
+        base = load_config(TASKS[task], args.set or [])
+        truth, other = _held_out(base, args.n_images)
         model_task = build_task(base)
         y = model_task.degrade(truth, torch.arange(len(truth)))
-        features, info = feature_net(
-            base, out / f"features_{task}.safetensors", None, args.feature_steps, args.seed
-        )
+        path = out / f"features_{task}.safetensors"
+        features, info = feature_net(base, path, None, args.feature_train_steps, args.seed, device)
         result[f"feature_net_{task}"] = info
-        scorer = Scorer(model_task, truth, y, other, features, lpips_model)
+        scorer = Scorer(model_task, truth, y, other, features, lpips_model, device)
         rows.append({"estimator": "naive", "task": task, **scorer(model_task.naive(y)[:, None])})
         _print(rows[-1])
         for estimator in estimators:
             overrides = [f"conditional.estimator={estimator}", *budget, "train.tensorboard=false"]
-            cfg = load_config(TASKS[task], [*overrides, *args.set])
+            cfg = load_config(TASKS[task], [*overrides, *(args.set or [])])
             run_dir = out / f"{task}_{estimator}"
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "bench_config.yaml").write_text(dump_config(cfg))
             print(f"== {task} / {estimator}: {what}", flush=True)
-            trained = train_or_reuse(cfg, run_dir)
-            metrics = evaluate(run_dir, scorer, args.per_input, args.seed)
+            trained = train_or_reuse(cfg, run_dir, device)
+            metrics = evaluate(run_dir, scorer, args.per_input, args.seed, device)
             rows.append(
                 {
                     "estimator": estimator,

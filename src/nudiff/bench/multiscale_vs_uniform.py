@@ -1,15 +1,16 @@
 """Multi-scale vs uniform quality at equal training wall-clock, at several budgets.
 
-Trains the uniform and the multi-scale model (``configs/mnist32_uniform.yaml`` and
-``configs/mnist32_multiscale.yaml``) one after the other and scores both at each of
-``--budgets`` minutes of training: each model trains up to the first budget, is scored, resumes
-up to the next (resuming is exact, and the learning rate and EMA do not depend on the budget,
-so this is the run that budget would have given), and so on. Scoring: ``--n-samples`` samples
-with the configs' sampler against as many held-out images (the last images of the training
-split, which the configs hold out of training) in the feature space of the offline feature
-network (``--features``, or one trained here on the other training images): Frechet distance
-with its bootstrap standard error, KID with its std over subsets, and sampling time per
-sample. Writes the runs, sample grids per budget and ``--json``.
+Trains the uniform and the multi-scale model (the packaged ``mnist32_uniform.yaml`` and
+``mnist32_multiscale.yaml``, or ``--uniform-config`` and ``--multiscale-config``) one after the
+other and scores both at each of ``--train-minutes`` minutes of training: each model trains up
+to the first budget, is scored, resumes up to the next (resuming is exact, and the learning rate
+and EMA do not depend on the budget, so this is the run that budget would have given), and so
+on. Scoring: ``--n-samples`` samples with the configs' sampler against as many held-out images
+(the last images of the training split, which the configs hold out of training) in the feature
+space of the offline feature network (``--features``, or one trained here on the other training
+images for ``--feature-train-steps``): Frechet distance with its bootstrap standard error, KID
+with its std over subsets, and sampling time per sample. Writes the runs, sample grids per
+budget and ``--json``.
 
 Run it with nothing else on the machine: the budgets are wall-clock.
 """
@@ -21,48 +22,52 @@ import math
 import time
 from pathlib import Path
 
-from benchmarks.common import (
+from nudiff.bench.common import (
+    add_feature_options,
+    bench_feature_net,
     budget_config,
     check_holdout,
     environment,
-    feature_net,
     held_out_reference,
+    numbers,
     sample_and_score,
     write_json,
 )
+from nudiff.cli.vocabulary import add, deprecated
+from nudiff.config_files import CONFIG_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("uniform", "multiscale")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--budgets", default="5,10,20", help="training minutes, increasing")
-    p.add_argument("--n-samples", type=int, default=2000)
-    p.add_argument("--uniform-config", default=str(ROOT / "configs" / "mnist32_uniform.yaml"))
-    p.add_argument("--multiscale-config", default=str(ROOT / "configs" / "mnist32_multiscale.yaml"))
-    p.add_argument("--data", default=None, help="the .npz both configs read (default: theirs)")
-    p.add_argument("--out", default="runs/multiscale_vs_uniform")
-    p.add_argument("--features", default=None, help="feature network (.safetensors)")
-    p.add_argument("--feature-steps", type=int, default=1500)
-    p.add_argument("--set", action="append", default=[], help="override for both configs")
-    p.add_argument("--seed", type=int, default=0)
+    minutes = "wall-clock minutes of training per model at which both are scored, increasing"
+    add(p, "--train-minutes", minutes, many=True, default=[5, 10, 20])
+    deprecated(p, "--budgets", "--train-minutes")
+    n_help = "samples per model and budget, and held-out reference images"
+    add(p, "--n-samples", n_help, default=2000)
+    add(p, "--uniform-config", default=str(CONFIG_DIR / "mnist32_uniform.yaml"))
+    add(p, "--multiscale-config", default=str(CONFIG_DIR / "mnist32_multiscale.yaml"))
+    add(p, "--data", "the .npz both configs read (default: theirs)")
+    add(p, "--out", "folder of the runs and sample grids", default="runs/multiscale_vs_uniform")
+    add_feature_options(p)
+    add(p, "--set", "override a key of both configs (repeatable)")
 
 
-def parse_budgets(text: str) -> list[float]:
-    try:
-        budgets = [float(b) for b in text.split(",")]
-    except ValueError:
-        raise ValueError(f"--budgets takes minutes separated by commas, got {text!r}") from None
+def parse_budgets(budgets) -> list[float]:
+    """``--train-minutes`` (a list, or comma-separated text) checked: positive, increasing."""
+    budgets = numbers(budgets, float, "--train-minutes")
     if (
         not budgets
         or budgets[0] <= 0
         or any(b <= a for a, b in zip(budgets, budgets[1:], strict=False))
     ):
-        raise ValueError(f"--budgets must be positive and increasing, got {text!r}")
+        raise ValueError(
+            f"--train-minutes must be positive and increasing, got {','.join(map(str, budgets))}"
+        )
     return budgets
 
 
-def train_stage(path: str, args, run_dir: Path, budget: float, previous: float) -> dict:
+def train_stage(path: str, args, run_dir: Path, budget: float, previous: float, device) -> dict:
     """Train ``run_dir`` from ``previous`` up to ``budget`` minutes (or reuse that stage from an
     earlier call): steps, training seconds so far, images/s of the stage, the checkpoint, and
     the stage's ``scores`` once :func:`run` has scored it."""
@@ -74,7 +79,7 @@ def train_stage(path: str, args, run_dir: Path, budget: float, previous: float) 
         return json.loads(summary.read_text())
     cfg = budget_config(path, budget - previous, args.data, args.set)
     began = time.perf_counter()
-    out = train(cfg, run_dir, resume=previous > 0)
+    out = train(cfg, run_dir, resume=previous > 0, device=device)
     before = json.loads((run_dir / f"budget_{previous:g}.json").read_text()) if previous else {}
     kept = {
         "steps": out["steps"],
@@ -87,9 +92,10 @@ def train_stage(path: str, args, run_dir: Path, budget: float, previous: float) 
 
 
 def run(args) -> dict:
-    from nudiff.eval.features import load_feature_net
+    from nudiff.devices import resolve_device
 
-    budgets = parse_budgets(args.budgets)
+    device = resolve_device(args.device)
+    budgets = parse_budgets(args.train_minutes)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"uniform": args.uniform_config, "multiscale": args.multiscale_config}
@@ -98,15 +104,12 @@ def run(args) -> dict:
         raise ValueError("the two configs must read the same data")
     cfg = cfgs["uniform"]
     check_holdout(cfg, args.n_samples)
-    features, feature_info = feature_net(
-        cfg, out / "features.safetensors", args.features, args.feature_steps, args.seed
-    )
-    net = load_feature_net(features)
+    net, feature_info = bench_feature_net(cfg, args, out, device)
     f_ref, floor = held_out_reference(cfg, net, args.n_samples)
 
     result = {
         "benchmark": "multiscale_vs_uniform",
-        "environment": environment(),
+        "environment": environment(device),
         "budgets_minutes": budgets,
         "n_samples": args.n_samples,
         "n_ref": args.n_samples,
@@ -121,13 +124,13 @@ def run(args) -> dict:
         for name in MODELS:
             run_dir = out / name
             print(f"== {name}: training up to {budget:g} min into {run_dir}", flush=True)
-            stage = train_stage(paths[name], args, run_dir, budget, previous)
+            stage = train_stage(paths[name], args, run_dir, budget, previous, device)
             result["parameters"][name] = _parameters(run_dir)
             grid = out / f"{name}_{budget:g}min_samples.png"
             scored = stage.pop("scores", None)  # an earlier call's (its checkpoint may be gone)
             if scored is None or scored["n"] != args.n_samples:
                 scored = sample_and_score(
-                    stage["checkpoint"], args.n_samples, net, f_ref, args.seed, grid_png=grid
+                    stage["checkpoint"], args.n_samples, net, f_ref, args.seed, grid, device
                 )
                 summary = run_dir / f"budget_{budget:g}.json"
                 summary.write_text(json.dumps({**stage, "scores": scored}))
@@ -159,14 +162,5 @@ def run(args) -> dict:
 def _parameters(run_dir: Path) -> int:
     from nudiff.run import load_run
 
-    _, model = load_run(run_dir)
+    _, model = load_run(run_dir, device="cpu")  # only counted
     return sum(p.numel() for p in model.parameters())
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", default=None)
-    add_arguments(parser)
-    run(parser.parse_args())

@@ -1,15 +1,16 @@
 """Patch Diffusion vs full-image training at equal wall-clock on CIFAR-10 32x32.
 
-Trains ``configs/cifar10_patch.yaml`` twice, the same UNet with coordinate channels in both:
-with patch training (``patch``: random 8/16/32 crops, batch multiplied by ``(32 / size)^2``)
-and without it (``full``: ``train.patch=null``). Each gets ``--budget-minutes`` of training in
-``--checkpoints`` equal segments (each segment resumes the previous one exactly; the two modes
-alternate segment by segment, so drifts of the machine's speed hit both alike). After every
-segment ``--n-samples`` images are sampled (the config's sampler, full canvas) and scored by
-the Frechet distance against as many held-out CIFAR-10 images in the feature space of the
-offline feature network. Rows: ``mode, train_size, minutes, images_seen, fd`` (+ ``fd_se``,
-KID, steps). ``--train-size N`` trains on the first ``N`` training images only (the
-data-efficiency claim: run it with 5000). ``--plot`` draws FD against training minutes.
+Trains the packaged ``cifar10_patch.yaml`` (``--config``) twice, the same UNet with coordinate
+channels in both: with patch training (``patch``: random 8/16/32 crops, batch multiplied by
+``(32 / size)^2``) and without it (``full``: ``train.patch=null``). Each gets
+``--train-minutes`` of training in ``--checkpoints`` equal segments (each segment resumes the
+previous one exactly; the two modes alternate segment by segment, so drifts of the machine's
+speed hit both alike). After every segment ``--n-samples`` images are sampled (the config's
+sampler, full canvas) and scored by the Frechet distance against as many held-out CIFAR-10
+images in the feature space of the offline feature network. Rows: ``mode, train_size, minutes,
+images_seen, fd`` (+ ``fd_se``, KID, steps). ``--n-train-images N`` trains on the first ``N``
+training images only (the data-efficiency claim: run it with 5000). ``--plot`` draws FD against
+training minutes.
 
 The target (issue 16): patch training reaches the full-image model's final FD in at most 60% of
 its time, or ends with an FD at most the full model's.
@@ -24,57 +25,59 @@ import math
 import time
 from pathlib import Path
 
-from benchmarks.common import (
+from nudiff.bench.common import (
+    add_feature_options,
+    bench_feature_net,
     budget_config,
     check_holdout,
     environment,
-    feature_net,
     held_out_reference,
     sample_and_score,
     write_json,
 )
+from nudiff.cli.vocabulary import add, deprecated
+from nudiff.config_files import CONFIG_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
 MODES = ("full", "patch")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--budget-minutes", type=float, default=30.0, help="training minutes each")
-    p.add_argument("--checkpoints", type=int, default=5, help="evenly spaced scored checkpoints")
-    p.add_argument("--train-size", type=int, default=None, help="train on the first N images")
-    p.add_argument("--n-samples", type=int, default=2000)
-    p.add_argument("--config", default=str(ROOT / "configs" / "cifar10_patch.yaml"))
-    p.add_argument("--data", default=None, help="the CIFAR-10 .npz (default: the config's)")
-    p.add_argument("--out", default="runs/patch")
-    p.add_argument("--plot", default=None, help="PNG of FD against training minutes")
-    p.add_argument("--features", default=None, help="feature network (.safetensors)")
-    p.add_argument("--feature-steps", type=int, default=1500)
-    p.add_argument("--set", action="append", default=[], help="override for both modes")
-    p.add_argument("--seed", type=int, default=0)
+    add(p, "--train-minutes", "wall-clock minutes of training per mode", default=30.0)
+    deprecated(p, "--budget-minutes", "--train-minutes")
+    add(p, "--checkpoints", "evenly spaced checkpoints to score per mode", default=5)
+    add(p, "--n-train-images", default=None)
+    deprecated(p, "--train-size", "--n-train-images")
+    add(p, "--n-samples", "samples per checkpoint, and held-out reference images", default=2000)
+    add(p, "--config", default=str(CONFIG_DIR / "cifar10_patch.yaml"))
+    add(p, "--data", "the CIFAR-10 .npz (default: the config's)")
+    add(p, "--out", "folder of the runs, sample grids and feature network", default="runs/patch")
+    add(p, "--plot", "also draw FD against training minutes as a PNG figure here")
+    add_feature_options(p)
+    add(p, "--set", "override a key of the config of both modes (repeatable)")
 
 
 def mode_config(args, mode: str, minutes: float):
     """The config of ``mode`` for a segment of ``minutes``."""
-    extra = [] if args.train_size is None else [f"data.limit={args.train_size}"]
-    sets = [*args.set, "train.patch=null"] if mode == "full" else args.set  # after the user's
+    extra = [] if args.n_train_images is None else [f"data.limit={args.n_train_images}"]
+    sets = [*(args.set or []), "train.patch=null"] if mode == "full" else args.set or []
     cfg = budget_config(args.config, minutes, args.data, sets, extra=extra)
     if mode == "patch" and cfg.train.patch is None:
         raise ValueError(f"{args.config} has no train.patch section")
     return cfg
 
 
-def train_segment(args, mode: str, run_dir: Path, k: int, minutes: float) -> dict:
+def train_segment(args, mode: str, run_dir: Path, k: int, minutes: float, device=None) -> dict:
     """Segment ``k`` (1-based) of ``mode``: train ``minutes`` more (resuming segment ``k - 1``),
     or reuse it from an earlier call. Returns its steps, training minutes and images so far
     (from the checkpoint) and the checkpoint."""
     from nudiff.run import train
-    from nudiff.train.checkpoint import load_checkpoint
+    from nudiff.training.checkpoint import load_checkpoint
 
     summary = run_dir / f"segment_{k}.json"
     if summary.is_file():
         print(f"   reusing {summary}; delete {run_dir} to retrain", flush=True)
         return json.loads(summary.read_text())
-    out = train(mode_config(args, mode, minutes), run_dir, resume=k > 1)
+    out = train(mode_config(args, mode, minutes), run_dir, resume=k > 1, device=device)
     state = load_checkpoint(out["checkpoint"]).state
     kept = {
         "steps": state["step"],
@@ -141,27 +144,25 @@ def plot(rows: list[dict], path, title: str) -> None:
 
 
 def run(args) -> dict:
-    from nudiff.eval.features import load_feature_net
+    from nudiff.devices import resolve_device
 
-    if args.checkpoints < 1 or args.budget_minutes <= 0:
-        raise ValueError("--checkpoints must be >= 1 and --budget-minutes > 0")
-    segment = args.budget_minutes / args.checkpoints
+    device = resolve_device(args.device)
+    if args.checkpoints < 1 or args.train_minutes <= 0:
+        raise ValueError("--checkpoints must be >= 1 and --train-minutes > 0")
+    segment = args.train_minutes / args.checkpoints
     cfg = mode_config(args, "patch", segment)  # validates both modes before any work
     mode_config(args, "full", segment)
-    suffix = f"_n{args.train_size}" if args.train_size is not None else ""
+    suffix = f"_n{args.n_train_images}" if args.n_train_images is not None else ""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     check_holdout(cfg, args.n_samples)
-    features, feature_info = feature_net(
-        cfg, out / "features.safetensors", args.features, args.feature_steps, args.seed
-    )
-    net = load_feature_net(features)
+    net, feature_info = bench_feature_net(cfg, args, out, device)
     f_ref, floor = held_out_reference(cfg, net, args.n_samples)
     train_size = training_images(cfg)
     result = {
         "benchmark": "patch",
-        "environment": environment(),
-        "budget_minutes": args.budget_minutes,
+        "environment": environment(device),
+        "budget_minutes": args.train_minutes,
         "checkpoints": args.checkpoints,
         "train_size": train_size,
         "n_samples": args.n_samples,
@@ -175,12 +176,12 @@ def run(args) -> dict:
         for mode in MODES:
             run_dir = out / f"{mode}{suffix}"
             print(f"== {mode}: segment {k}/{args.checkpoints} into {run_dir}", flush=True)
-            seg = train_segment(args, mode, run_dir, k, segment)
+            seg = train_segment(args, mode, run_dir, k, segment, device)
             scored = seg.pop("scores", None)  # an earlier call's (its checkpoint may be gone)
             if scored is None or scored["n"] != args.n_samples:
                 grid = out / f"{mode}{suffix}_{k}_samples.png"
                 scored = sample_and_score(
-                    seg["checkpoint"], args.n_samples, net, f_ref, args.seed, grid_png=grid
+                    seg["checkpoint"], args.n_samples, net, f_ref, args.seed, grid, device
                 )
                 (run_dir / f"segment_{k}.json").write_text(json.dumps({**seg, "scores": scored}))
             row = {
@@ -208,12 +209,3 @@ def run(args) -> dict:
     print(json.dumps(result["comparison"]), flush=True)
     write_json(result, args.json)
     return result
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", default=None)
-    add_arguments(parser)
-    run(parser.parse_args())

@@ -1,8 +1,9 @@
 """MSF vs a single-stage model at equal training wall-clock on CIFAR-10 32x32.
 
-Trains ``configs/cifar10_uniform.yaml`` (one UNet over every pixel and every time) and
-``configs/cifar10_msf.yaml`` (MSF: a base network at 16x16, then a light residual network at
-32x32 with fewer steps) for ``--budget-minutes`` each, one after the other, then samples
+Trains the packaged ``cifar10_uniform.yaml`` (``--single-config``: one UNet over every pixel and
+every time) and ``cifar10_msf.yaml`` (``--msf-config``; MSF: a base network at 16x16, then a
+light residual network at 32x32 with fewer steps) for ``--train-minutes`` each, one after the
+other, then samples
 ``--n-samples`` images from each with its config's sampler and step budget. Rows: model,
 training minutes and steps, the Frechet distance (with its bootstrap standard error) and KID
 against as many held-out training images in the feature space of the offline feature network,
@@ -16,35 +17,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.common import (
+from nudiff.bench.common import (
+    add_feature_options,
+    bench_feature_net,
     budget_config,
     check_holdout,
     environment,
-    feature_net,
     held_out_reference,
     score_samples,
     train_or_reuse,
     write_json,
 )
+from nudiff.cli.vocabulary import add, deprecated
+from nudiff.config_files import CONFIG_DIR
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {
-    "single-stage": ROOT / "configs" / "cifar10_uniform.yaml",
-    "msf": ROOT / "configs" / "cifar10_msf.yaml",
+    "single-stage": str(CONFIG_DIR / "cifar10_uniform.yaml"),
+    "msf": str(CONFIG_DIR / "cifar10_msf.yaml"),
 }
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--budget-minutes", type=float, default=15.0, help="training minutes each")
-    p.add_argument("--n-samples", type=int, default=2000)
-    p.add_argument("--single-config", default=str(CONFIGS["single-stage"]))
-    p.add_argument("--msf-config", default=str(CONFIGS["msf"]))
-    p.add_argument("--data", default=None, help="the CIFAR-10 .npz (default: the configs')")
-    p.add_argument("--out", default="runs/msf")
-    p.add_argument("--features", default=None, help="feature network (.safetensors)")
-    p.add_argument("--feature-steps", type=int, default=1500)
-    p.add_argument("--set", action="append", default=[], help="override for both configs")
-    p.add_argument("--seed", type=int, default=0)
+    add(p, "--train-minutes", default=15.0)
+    deprecated(p, "--budget-minutes", "--train-minutes")
+    add(p, "--n-samples", "samples per model, and held-out reference images", default=2000)
+    add(p, "--single-config", default=CONFIGS["single-stage"])
+    add(p, "--msf-config", default=CONFIGS["msf"])
+    add(p, "--data", "the CIFAR-10 .npz (default: the configs')")
+    add(p, "--out", "folder of the runs, sample grids and feature network", default="runs/msf")
+    add_feature_options(p)
+    add(p, "--set", "override a key of both configs (repeatable)")
 
 
 def backbones(model) -> list:
@@ -72,10 +74,10 @@ def count_macs(model):
     return macs, lambda: [h.remove() for h in handles]
 
 
-def score_run(run_dir: Path, args, net, f_ref, grid) -> dict:
+def score_run(run_dir: Path, args, net, f_ref, grid, device="auto") -> dict:
     from nudiff.run import load_run, sample_model
 
-    cfg, model = load_run(run_dir)
+    cfg, model = load_run(run_dir, device=device)
     macs, remove = count_macs(model)
     try:
         out = sample_model(
@@ -92,13 +94,14 @@ def score_run(run_dir: Path, args, net, f_ref, grid) -> dict:
 
 
 def run(args) -> dict:
-    from nudiff.eval.features import load_feature_net
+    from nudiff.devices import resolve_device
 
+    device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfgs = {
-        "single-stage": budget_config(args.single_config, args.budget_minutes, args.data, args.set),
-        "msf": budget_config(args.msf_config, args.budget_minutes, args.data, args.set),
+        "single-stage": budget_config(args.single_config, args.train_minutes, args.data, args.set),
+        "msf": budget_config(args.msf_config, args.train_minutes, args.data, args.set),
     }
     if cfgs["msf"].process.schedule.type != "msf":
         raise ValueError(f"{args.msf_config} is not an msf config (process.schedule.type)")
@@ -106,15 +109,12 @@ def run(args) -> dict:
         raise ValueError("the two configs must read the same data")
     cfg = cfgs["msf"]
     check_holdout(cfg, args.n_samples)
-    features, feature_info = feature_net(
-        cfg, out / "features.safetensors", args.features, args.feature_steps, args.seed
-    )
-    net = load_feature_net(features)
+    net, feature_info = bench_feature_net(cfg, args, out, device)
     f_ref, floor = held_out_reference(cfg, net, args.n_samples)
     result = {
         "benchmark": "msf",
-        "environment": environment(),
-        "budget_minutes": args.budget_minutes,
+        "environment": environment(device),
+        "budget_minutes": args.train_minutes,
         "n_samples": args.n_samples,
         "data_vs_data_fd": floor,
         "feature_net": feature_info,
@@ -122,14 +122,14 @@ def run(args) -> dict:
     }
     for name, c in cfgs.items():
         run_dir = out / name
-        print(f"== {name}: training {args.budget_minutes:g} min into {run_dir}", flush=True)
-        trained = train_or_reuse(c, run_dir)
+        print(f"== {name}: training {args.train_minutes:g} min into {run_dir}", flush=True)
+        trained = train_or_reuse(c, run_dir, device)
         row = {
             "model": name,
             "train_minutes": trained["seconds"] / 60,
             "steps": trained["steps"],
             "images_per_s": trained["images_per_s"],
-            **score_run(run_dir, args, net, f_ref, out / f"{name}_samples.png"),
+            **score_run(run_dir, args, net, f_ref, out / f"{name}_samples.png", device),
         }
         result["rows"].append(row)
         print(
@@ -149,12 +149,3 @@ def run(args) -> dict:
     }
     write_json(result, args.json)
     return result
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", default=None)
-    add_arguments(parser)
-    run(parser.parse_args())

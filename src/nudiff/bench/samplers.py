@@ -22,43 +22,53 @@ from __future__ import annotations
 
 import time
 
-import torch
-
-from benchmarks.common import environment, write_json
+from nudiff.bench.common import environment, write_json
+from nudiff.cli.vocabulary import SAMPLER_NAMES, add, deprecated
 
 SCHEDULES = ("vp-cosine", "multispeed", "soft")
 NFES = (5, 10, 20, 50, 100, 200, 1000)
 ODE_SAMPLERS = ("euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m")
 SDE_SAMPLERS = ("euler-maruyama", "ancestral", "pc", "dpmpp-2m-sde")
-
-
-def _ints(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x]
+# the samplers of nudiff.samplers.sample (the family samplers beta and onestep need a model)
+SAMPLERS = tuple(s for s in SAMPLER_NAMES if s not in ("beta", "onestep"))
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--resolutions", type=_ints, default=[32, 64])
-    p.add_argument("--channels", type=_ints, default=[1, 3])
-    p.add_argument("--schedules", default=",".join(SCHEDULES))
-    p.add_argument("--samplers", default=",".join(ODE_SAMPLERS + SDE_SAMPLERS + ("dopri5",)))
-    p.add_argument("--nfe", type=_ints, default=list(NFES))
-    p.add_argument(
-        "--n",
-        type=int,
-        default=1024,
-        help="samples for 32x32x1; larger images get n * 1024 / (C H W) (at least --min-n)",
+    add(p, "--resolution", "image sizes of the settings", many=True, default=[32, 64])
+    deprecated(p, "--resolutions", "--resolution")
+    add(p, "--image-channels", "image channels of the settings", many=True, default=[1, 3])
+    deprecated(p, "--channels", "--image-channels")
+    add(p, "--schedules", f"schedules: {', '.join(SCHEDULES)}", many=True, default=list(SCHEDULES))
+    add(
+        p,
+        "--samplers",
+        f"samplers to compare: {', '.join(SAMPLERS)}",
+        many=True,
+        default=[*ODE_SAMPLERS, *SDE_SAMPLERS, "dopri5"],
     )
-    p.add_argument("--min-n", type=int, default=256)
-    p.add_argument("--grid", default="auto")
-    p.add_argument("--tolerances", default="1e-2,1e-3,1e-4", help="dopri5 rtol = atol values")
-    p.add_argument("--floor-repeats", type=int, default=4)
-    p.add_argument("--exponent", type=float, default=2.0, help="power-law spectrum exponent")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot", default=None, help="error against NFE, one panel per setting")
+    nfe_help = "network evaluations per sample of the fixed-step samplers"
+    add(p, "--nfe", nfe_help, many=True, default=list(NFES))
+    add(
+        p,
+        "--n-samples",
+        "samples at 32x32x1; larger images get N * 1024 / (C H W), at least --min-samples",
+        default=1024,
+    )
+    deprecated(p, "--n", "--n-samples")
+    add(p, "--min-samples", default=256)
+    deprecated(p, "--min-n", "--min-samples")
+    add(p, "--grid", default="auto")
+    tol_help = "dopri5 tolerances (rtol = atol), one run each"
+    add(p, "--ode-tolerance", tol_help, many=True, default=[1e-2, 1e-3, 1e-4])
+    deprecated(p, "--tolerances", "--ode-tolerance")
+    add(p, "--floor-repeats", default=4)
+    add(p, "--exponent", "exponent of the fields' power-law spectrum", default=2.0)
+    add(p, "--plot", "also draw the error against NFE here, one panel per setting")
 
 
-def problem(schedule: str, resolution: int, channels: int):
-    """``(process, oracle, basis name)`` for one benchmark setting (float32)."""
+def problem(schedule: str, resolution: int, channels: int, exponent: float = 2.0):
+    """``(process, oracle, basis name)`` for one benchmark setting (float32, on the CPU):
+    Gaussian fields whose spectrum falls as the power ``exponent`` of the frequency."""
     from nudiff.bases import DCT, Haar
     from nudiff.build import default_haar_levels
     from nudiff.oracle import GaussianOracle, field_model
@@ -77,14 +87,18 @@ def problem(schedule: str, resolution: int, channels: int):
     else:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     process = Process(basis, sched)
-    oracle = GaussianOracle(process, field_model(shape, basis=basis)).float()
+    oracle = GaussianOracle(process, field_model(shape, exponent, basis=basis)).float()
     return process, oracle, type(basis).__name__.lower()
 
 
-def group_errors(u: torch.Tensor, oracle, index: torch.Tensor, groups: int) -> tuple[float, float]:
-    """``(var_rel_error, mean_error)`` of samples ``u`` ``(n, C, H, W)`` (see module doc)."""
-    u = u.double()
-    m, w = oracle.m.double(), oracle.w.double()
+def group_errors(u, oracle, index, groups: int) -> tuple[float, float]:
+    """``(var_rel_error, mean_error)`` of samples ``u`` ``(n, C, H, W)`` (see module doc),
+    computed on the CPU in float64 wherever ``u`` and the oracle are."""
+    import torch
+
+    u = u.detach().cpu().double()
+    m, w = oracle.m.detach().cpu().double(), oracle.w.detach().cpu().double()
+    index = index.cpu()
     ratio = u.var(0) / w
     z = (u.mean(0) - m) / w.sqrt()
     flat = index.flatten()
@@ -95,21 +109,32 @@ def group_errors(u: torch.Tensor, oracle, index: torch.Tensor, groups: int) -> t
 
 
 def run(args) -> dict:
+    import torch
+
+    from nudiff.devices import resolve_device
     from nudiff.samplers import sample, steps_for_nfe
 
-    samplers = [s for s in args.samplers.split(",") if s]
+    device = resolve_device(args.device)
+    samplers = list(args.samplers)
+    unknown = [s for s in samplers if s not in SAMPLERS]
+    if unknown:
+        raise ValueError(f"--samplers: unknown {unknown}; known: {', '.join(SAMPLERS)}")
+    unknown = [s for s in args.schedules if s not in SCHEDULES]
+    if unknown:
+        raise ValueError(f"--schedules: unknown {unknown}; known: {', '.join(SCHEDULES)}")
     rows, summary = [], []
-    for schedule in [s for s in args.schedules.split(",") if s]:
-        for res in args.resolutions:
-            for ch in args.channels:
-                process, oracle, basis = problem(schedule, res, ch)
+    for schedule in args.schedules:
+        for res in args.resolution:
+            for ch in args.image_channels:
+                process, oracle, basis = problem(schedule, res, ch, args.exponent)
                 index, names = process.basis.groups()
-                n = max(args.min_n, args.n * 1024 // (ch * res * res))
+                n = max(args.min_samples, args.n_samples * 1024 // (ch * res * res))
                 g = torch.Generator().manual_seed(args.seed + 1)
-                floors = [
+                floors = [  # exact draws, on the CPU
                     group_errors(oracle.sample_u0(n, g), oracle, index, len(names))
                     for _ in range(args.floor_repeats)
                 ]
+                oracle = oracle.to(device)  # and its process: the samplers run on the device
                 floor = sum(f[0] for f in floors) / len(floors)
                 floor_mean = sum(f[1] for f in floors) / len(floors)
                 setting = {
@@ -126,8 +151,7 @@ def run(args) -> dict:
                     if name == "dopri5":
                         runs += [
                             (name, None, {"rtol": float(x), "atol": float(x)})
-                            for x in args.tolerances.split(",")
-                            if x
+                            for x in args.ode_tolerance
                         ]
                     else:
                         for nfe in args.nfe:
@@ -146,6 +170,7 @@ def run(args) -> dict:
                         grid=args.grid,
                         options=options,
                         seed=args.seed,
+                        device=device,
                     )
                     var_err, mean_err = group_errors(out.u, oracle, index, len(names))
                     row = {
@@ -167,7 +192,7 @@ def run(args) -> dict:
                 summary.append(_targets(setting, [r for r in rows if _same(r, setting)]))
     result = {
         "benchmark": "samplers",
-        "environment": environment(),
+        "environment": environment(device),
         "grid": args.grid,
         "rows": rows,
         "summary": summary,

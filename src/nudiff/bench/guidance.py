@@ -1,6 +1,7 @@
 """Classifier-free guidance on class-conditional MNIST: class accuracy and FD per guidance weight.
 
-Trains ``configs/mnist32_classcond.yaml`` for ``--budget-minutes`` (or reuses the run), then,
+Trains the packaged ``mnist32_classcond.yaml`` (``--config``) for ``--train-minutes`` (or reuses
+the run), then,
 for every weight in ``--guidance``, samples ``--per-class`` images of each of the 10 classes
 (the same noise for every weight) and reports the share the offline feature network classifies
 as the class asked for, and the Frechet distance (with its bootstrap standard error) and KID of
@@ -12,40 +13,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.common import (
+from nudiff.bench.common import (
+    add_feature_options,
+    bench_feature_net,
     budget_config,
     check_holdout,
     environment,
-    feature_net,
     held_out_reference,
+    numbers,
     score_samples,
     train_or_reuse,
     write_json,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
+from nudiff.cli.vocabulary import add, deprecated
+from nudiff.config_files import CONFIG_DIR
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--budget-minutes", type=float, default=15.0)
-    p.add_argument("--guidance", default="1,1.5,2,3,5", help="weights, comma-separated")
-    p.add_argument("--per-class", type=int, default=100)
-    p.add_argument("--config", default=str(ROOT / "configs" / "mnist32_classcond.yaml"))
-    p.add_argument("--data", default=None, help="the MNIST .npz (default: the config's)")
-    p.add_argument("--out", default="runs/guidance")
-    p.add_argument("--features", default=None, help="feature network (.safetensors)")
-    p.add_argument("--feature-steps", type=int, default=1500)
-    p.add_argument("--set", action="append", default=[], help="override a config key")
-    p.add_argument("--seed", type=int, default=0)
+    add(p, "--train-minutes", default=15.0)
+    deprecated(p, "--budget-minutes", "--train-minutes")
+    weights = "classifier-free guidance weights to compare (1: conditional)"
+    add(p, "--guidance", weights, many=True, default=[1, 1.5, 2, 3, 5])
+    add(p, "--per-class", "samples per class and weight", default=100)
+    add(p, "--config", default=str(CONFIG_DIR / "mnist32_classcond.yaml"))
+    add(p, "--data", "the MNIST .npz (default: the config's)")
+    add(p, "--out", "folder of the run, sample grids and feature network", default="runs/guidance")
+    add_feature_options(p, inception=False)
+    add(p, "--set")
 
 
-def parse_weights(text: str) -> list[float]:
-    try:
-        weights = [float(w) for w in text.split(",")]
-    except ValueError:
-        raise ValueError(f"--guidance takes numbers separated by commas, got {text!r}") from None
+def parse_weights(weights) -> list[float]:
+    """``--guidance`` (a list, or comma-separated text) as floats, checked to be >= 0."""
+    weights = numbers(weights, float, "--guidance")
     if not weights or min(weights) < 0:
-        raise ValueError(f"--guidance weights must be >= 0, got {text!r}")
+        raise ValueError(f"--guidance weights must be >= 0, got {','.join(map(str, weights))}")
     return weights
 
 
@@ -54,29 +55,28 @@ def run(args) -> dict:
 
     from nudiff.data import save_image_grid
     from nudiff.data.transforms import float_to_uint8
+    from nudiff.devices import resolve_device
     from nudiff.eval.commands import fit_images
-    from nudiff.eval.features import classify, load_feature_net
+    from nudiff.eval.features import classify
     from nudiff.run import load_run, sample_model
 
+    device = resolve_device(args.device)
     weights = parse_weights(args.guidance)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = budget_config(args.config, args.budget_minutes, args.data, args.set)
+    cfg = budget_config(args.config, args.train_minutes, args.data, args.set)
     k = cfg.model.num_classes
     if k is None:
         raise ValueError(f"{args.config} is not class-conditional (model.num_classes)")
     n = k * args.per_class
     check_holdout(cfg, n)
-    features, feature_info = feature_net(
-        cfg, out / "features.safetensors", args.features, args.feature_steps, args.seed
-    )
-    net = load_feature_net(features)
+    net, feature_info = bench_feature_net(cfg, args, out, device)
     shape = (net.in_channels, net.resolution, net.resolution)
     f_ref, floor = held_out_reference(cfg, net, n)
 
-    print(f"== training {args.budget_minutes:g} min into {out / 'run'}", flush=True)
-    trained = train_or_reuse(cfg, out / "run")
-    run_cfg, model = load_run(out / "run")
+    print(f"== training {args.train_minutes:g} min into {out / 'run'}", flush=True)
+    trained = train_or_reuse(cfg, out / "run", device)
+    run_cfg, model = load_run(out / "run", device=device)
     labels = torch.arange(k).repeat_interleave(args.per_class)
     rows = []
     for w in weights:
@@ -97,9 +97,9 @@ def run(args) -> dict:
     best = min(rows, key=lambda r: r["fd"])
     result = {
         "benchmark": "guidance",
-        "environment": environment(),
+        "environment": environment(device),
         "config": args.config,
-        "budget_minutes": args.budget_minutes,
+        "budget_minutes": args.train_minutes,
         "steps": trained["steps"],
         "n_samples": n,
         "per_class": args.per_class,
@@ -113,12 +113,3 @@ def run(args) -> dict:
     }
     write_json(result, args.json)
     return result
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", default=None)
-    add_arguments(parser)
-    run(parser.parse_args())
