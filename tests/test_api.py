@@ -10,14 +10,14 @@ import torch
 from PIL import Image
 
 import nudiff
+from conftest import tiny_quickstart
 from nudiff.cli import main
-from test_config_cli import TINY
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("api") / "run"
-    return nudiff.train("quickstart", out, [*TINY, "train.sample_every=0"], device="cpu")
+    return nudiff.train("quickstart", out, tiny_quickstart(), device="cpu")
 
 
 def test_train_returns_the_loaded_run(run):

@@ -3,28 +3,22 @@
 import json
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 
+from conftest import ROOT, TINY_UNET, sets
 from nudiff.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10.npz"
-TINY_UNET = "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}"
-
-
-def _sets(items):
-    return sum((["--set", s] for s in items), [])
 
 
 @pytest.mark.slow
 def test_quickstart_benchmark_scores_the_full_and_the_half_budget(tmp_path):
     out, js = tmp_path / "bench", tmp_path / "q.json"
-    sets = [TINY_UNET, "train.steps=4", "train.checkpoint_every=2", "sample.steps=3"]
+    extra = [TINY_UNET, "train.steps=4", "train.checkpoint_every=2", "sample.steps=3"]
     args = ["bench", "quickstart", "--out", str(out), "--json", str(js), "--n-samples", "40"]
-    args += ["--n-feature-images", "200", "--feature-train-steps", "3", *_sets(sets)]
+    args += ["--n-feature-images", "200", "--feature-train-steps", "3", *sets(extra)]
     assert main(args) == 0
     r = json.loads(js.read_text())
     assert r["steps"] == 4 and r["half_steps"] == 2 and r["stopped"] == "completed"
@@ -43,9 +37,9 @@ def test_quickstart_benchmark_scores_the_full_and_the_half_budget(tmp_path):
 def test_multiscale_vs_uniform_scores_both_models_at_every_budget(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the configs read ../shared/data
     out, js = tmp_path / "bench", tmp_path / "m.json"
-    sets = [TINY_UNET, "train.batch_size=8", "train.checkpoint_every=1000", "sample.steps=4"]
+    extra = [TINY_UNET, "train.batch_size=8", "train.checkpoint_every=1000", "sample.steps=4"]
     args = ["bench", "multiscale-vs-uniform", "--train-minutes", "0.02,0.04", "--n-samples", "40"]
-    args += ["--feature-train-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
+    args += ["--feature-train-steps", "3", "--out", str(out), "--json", str(js), *sets(extra)]
     assert main(args) == 0
     r = json.loads(js.read_text())
     assert r["budgets_minutes"] == [0.02, 0.04] and r["data_vs_data_fd"] >= 0
@@ -84,7 +78,7 @@ def test_multiscale_vs_uniform_budgets_are_checked():
 def test_lego_benchmark_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the configs read ../shared/data
     out, js = tmp_path / "bench", tmp_path / "l.json"
-    sets = [
+    extra = [
         TINY_UNET,
         "model.dit={patch_size: 4, width: 16, depth: 1, heads: 2}",
         "model.lego={stacking: pg, width: 16, depth: [1, 1, 1], patch: 2, heads: 2}",
@@ -93,7 +87,7 @@ def test_lego_benchmark_rows(tmp_path, monkeypatch):
     ]
     args = ["bench", "lego", "--train-minutes", "0.02", "--n-samples", "40"]
     args += ["--n-samples-large", "8", "--feature-train-steps", "3"]
-    args += ["--out", str(out), "--json", str(js), *_sets(sets)]
+    args += ["--out", str(out), "--json", str(js), *sets(extra)]
     assert main(args) == 0
     r = json.loads(js.read_text())
     rows = {(row["backbone"], row["skip"], row["resolution"], row["n"]): row for row in r["rows"]}
@@ -125,11 +119,11 @@ def test_lego_benchmark_rows(tmp_path, monkeypatch):
 def test_guidance_benchmark_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the config reads ../shared/data
     out, js = tmp_path / "bench", tmp_path / "g.json"
-    sets = [TINY_UNET, "train.batch_size=8", "sample.steps=3"]
+    extra = [TINY_UNET, "train.batch_size=8", "sample.steps=3"]
     args = ["bench", "guidance", "--train-minutes", "0.02", "--per-class", "3"]
     args += ["--guidance", "1,3", "--feature-train-steps", "3"]
     args += ["--out", str(out), "--json", str(js)]
-    assert main([*args, *_sets(sets)]) == 0
+    assert main([*args, *sets(extra)]) == 0
     r = json.loads(js.read_text())
     assert [row["guidance"] for row in r["rows"]] == [1.0, 3.0] and r["n_samples"] == 30
     for row in r["rows"]:
@@ -143,9 +137,9 @@ def test_guidance_benchmark_rows(tmp_path, monkeypatch):
 def test_msf_benchmark_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the configs read ../shared/data
     out, js = tmp_path / "bench", tmp_path / "m.json"
-    sets = [TINY_UNET, "train.batch_size=8", "sample.steps=4", "sample.budgets=null"]
+    extra = [TINY_UNET, "train.batch_size=8", "sample.steps=4", "sample.budgets=null"]
     args = ["bench", "msf", "--train-minutes", "0.02", "--n-samples", "40"]
-    args += ["--feature-train-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
+    args += ["--feature-train-steps", "3", "--out", str(out), "--json", str(js), *sets(extra)]
     assert main(args) == 0
     r = json.loads(js.read_text())
     single, msf = r["rows"]
@@ -174,10 +168,10 @@ def test_msf_benchmark_rows(tmp_path, monkeypatch):
 def test_softness_benchmark_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the config reads ../shared/data
     out, js = tmp_path / "bench", tmp_path / "s.json"
-    sets = [TINY_UNET, "train.batch_size=8", "sample.steps=3"]
+    extra = [TINY_UNET, "train.batch_size=8", "sample.steps=3"]
     args = ["bench", "softness", "--train-minutes", "0.02", "--values", "0.5,inf"]
     args += ["--n-samples", "20", "--n-elbo", "4", "--n-ode", "2", "--times", "4"]
-    args += ["--feature-train-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
+    args += ["--feature-train-steps", "3", "--out", str(out), "--json", str(js), *sets(extra)]
     assert main(args) == 0
     r = json.loads(js.read_text())
     assert [row["softness"] for row in r["rows"]] == [0.5, math.inf] and r["steps"] > 0
@@ -194,10 +188,10 @@ def test_patch_benchmark_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the config reads ../shared/data
     out, js, png = tmp_path / "bench", tmp_path / "p.json", tmp_path / "p.png"
     unet = TINY_UNET.replace("attn_levels: []}", "attn_levels: [], coord_channels: 2}")
-    sets = [unet, "train.batch_size=8", "sample.steps=3"]
+    extra = [unet, "train.batch_size=8", "sample.steps=3"]
     args = ["bench", "patch", "--train-minutes", "0.04", "--checkpoints", "2"]
     args += ["--n-samples", "40", "--n-train-images", "500", "--feature-train-steps", "3"]
-    args += ["--out", str(out), "--json", str(js), "--plot", str(png), *_sets(sets)]
+    args += ["--out", str(out), "--json", str(js), "--plot", str(png), *sets(extra)]
     assert main(args) == 0
     r = json.loads(js.read_text())
     assert r["train_size"] == 500 and len(r["rows"]) == 4 and png.is_file()
@@ -258,10 +252,15 @@ def test_sid_benchmark_rows(tmp_path, monkeypatch):
 def test_ndm_benchmark_rows(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)  # the configs read ../shared/data
     out, js = tmp_path / "bench", tmp_path / "ndm.json"
-    sets = [TINY_UNET, "process.transform.width=8", "train.batch_size=8", "model.stats_samples=64"]
+    extra = [
+        TINY_UNET,
+        "process.transform.width=8",
+        "train.batch_size=8",
+        "model.stats_samples=64",
+    ]
     args = ["bench", "ndm", "--train-steps", "2", "--n-elbo", "8", "--times", "2"]
     args += ["--n-ode", "4", "--ode-tolerance", "1e-2", "--n-samples", "20", "--steps", "2"]
-    args += ["--feature-train-steps", "3", "--out", str(out), "--json", str(js), *_sets(sets)]
+    args += ["--feature-train-steps", "3", "--out", str(out), "--json", str(js), *sets(extra)]
     assert main(args) == 0
     r = json.loads(js.read_text())
     assert [row["transform"] for row in r["rows"]] == ["identity", "learned"]

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import assert_resume_exact, tiny
 from nudiff.beta.denoiser import BetaDenoiser
 from nudiff.beta.gamma import NORMALS_PER_GAMMA, log_gamma
 from nudiff.beta.kl import kl_beta, kl_gamma
@@ -19,11 +20,9 @@ from nudiff.config import ConfigError, load_config
 from nudiff.data.toy import ToyDataset, toy_values
 from nudiff.models.mlp import MLP
 
-TOY = [
-    "data.name=toy",
-    "data.resolution=1",
-    "data.channels=1",
-    "data.size=512",
+TOY_DATA = ["data.name=toy", "data.resolution=1", "data.channels=1", "data.size=512"]
+TOY = tiny(
+    *TOY_DATA,
     "process.family=beta",
     "process.basis.type=identity",
     "process.beta={scale: 0.8, shift: 0.1}",
@@ -31,20 +30,12 @@ TOY = [
     "model.mlp={width: 16, depth: 1}",
     "model.stats_samples=64",
     "sample.sampler=beta",
-    "sample.steps=4",
-    "train.steps=4",
-    "train.batch_size=32",
     "train.lr=1e-3",
     "train.warmup_steps=1",
-    "train.checkpoint_every=2",
-    "train.sample_every=0",
-    "train.tensorboard=false",
-    "train.num_workers=0",
-]
-
-
-def _sets(items):
-    return sum((["--set", s] for s in items), [])
+    batch_size=32,
+    sample_steps=4,
+    unet=False,
+)
 
 
 def _beta_log_density(y, a, b):
@@ -257,7 +248,7 @@ def test_config_errors(extra, message):
 def test_gaussian_family_is_the_default_and_takes_the_mlp_on_toy_data():
     cfg = load_config(None, ["process.basis.type=identity"])
     assert cfg.process.family == "gaussian" and cfg.process.beta is None and cfg.loss.beta is None
-    toy = [*TOY[:4], "process.basis.type=identity", "process.schedule={type: vp-cosine}"]
+    toy = [*TOY_DATA, "process.basis.type=identity", "process.schedule={type: vp-cosine}"]
     with pytest.raises(ConfigError, match="channel_mult"):  # a UNet cannot halve 1x1
         load_config(None, toy)
     assert load_config(None, [*toy, "model.backbone=mlp"]).data.resolution == 1
@@ -269,23 +260,12 @@ def test_beta_training_resumes_bit_identically_and_samples(tmp_path, capsys):
     writes a grid and an npz; a Gaussian sampler on the beta run is a one-line error."""
     from safetensors.torch import load_file
 
-    path = tmp_path / "toy.yaml"
-    path.write_text("data: {name: toy}\n")
-    args = [str(path), *_sets(TOY)]
-    assert main(["train", *args, "--out", str(tmp_path / "a")]) == 0
-    assert main(["train", *args, "--out", str(tmp_path / "b"), "--set", "train.steps=2"]) == 0
-    assert main(["train", *args, "--out", str(tmp_path / "b"), "--resume"]) == 0
-    for name in ("model.safetensors", "ema.safetensors"):
-        a = load_file(tmp_path / "a" / "checkpoints" / "step_000004" / name)
-        b = load_file(tmp_path / "b" / "checkpoints" / "step_000004" / name)
-        assert a.keys() == b.keys() and "data_mean" in a
-        for key in a:
-            assert torch.equal(a[key], b[key]), key
+    a, _ = assert_resume_exact(tmp_path, None, TOY, keys=["data_mean"])
     # the sampler's start needs only the saved per-pixel mean of the toy (0.1 + 0.8 * 3/7)
-    mean = load_file(tmp_path / "a" / "checkpoints" / "step_000004" / "model.safetensors")
+    mean = load_file(a / "checkpoints" / "step_000004" / "model.safetensors")
     assert mean["data_mean"].item() == pytest.approx(0.1 + 0.8 * 3 / 7, abs=0.03)
     png, npz = tmp_path / "s.png", tmp_path / "s.npz"
-    run = str(tmp_path / "a")
+    run = str(a)
     assert main(["sample", run, "--out", str(png), "--npz", str(npz), "--n-samples", "8"]) == 0
     assert png.is_file() and np.load(npz)["x_train"].shape[0] == 8
     assert "8 samples, 4 NFE" in capsys.readouterr().out

@@ -3,7 +3,6 @@ training and sampling end to end, and clear errors."""
 
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,12 +10,12 @@ import safetensors.torch
 import torch
 from PIL import Image
 
+from conftest import QUICKSTART, ROOT, TINY_UNET, sets, tiny
 from nudiff.cli import main
 from nudiff.conditional.oracle import GaussianSROracle
 from nudiff.config import ConfigError, load_config
 from nudiff.run import sample_conditional
 
-ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (1, 8, 8)
 
 
@@ -59,23 +58,16 @@ def test_conditional_samplers_reproduce_the_fine_band_variance(estimator, sample
         assert consistency.mean() < bound * y.var(), float(consistency.mean() / y.var())
 
 
-TINY = [
+TINY = tiny(
     "data.size=64",
     "model.multiscale=null",
     "process.basis={type: identity}",
     "process.schedule={type: vp-cosine}",
     "model.sigma_data=0.5",
-    "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}",
-    "train.batch_size=8",
-    "train.steps=2",
-    "train.checkpoint_every=2",
     "train.sample_every=2",
     "train.sample_n=4",
-    "train.num_workers=0",
-    "train.tensorboard=false",
-    "train.max_minutes=null",
-    "sample.steps=3",
-]
+    steps=2,
+)
 
 
 @pytest.mark.parametrize(
@@ -86,9 +78,8 @@ def test_train_and_sample_with_a_condition_end_to_end(
 ):
     monkeypatch.delenv("NUDIFF_LPIPS_WEIGHTS", raising=False)
     run = tmp_path / "run"
-    sets = [*TINY, f"conditional={{task: {task}, estimator: {estimator}, anneal_steps: 4}}"]
-    args = ["train", str(ROOT / "configs" / "quickstart.yaml"), "--out", str(run)]
-    assert main([*args, *sum((["--set", s] for s in sets), [])]) == 0
+    overrides = [*TINY, f"conditional={{task: {task}, estimator: {estimator}, anneal_steps: 4}}"]
+    assert main(["train", QUICKSTART, "--out", str(run), *sets(overrides)]) == 0
     assert (run / "samples" / "step_000002.png").is_file()
     truth = (np.random.default_rng(0).random((3, 16, 16, 3)) * 255).astype(np.uint8)
     np.savez(tmp_path / "truth.npz", x_train=truth)
@@ -154,12 +145,12 @@ def test_bad_conditional_configs_are_clear_errors(overrides, message):
     if message is None:  # caught when the model is built: y must diffuse slower than x
         from nudiff.build import build_denoiser, build_process
 
-        cfg = load_config(ROOT / "configs" / "quickstart.yaml", [*base, *overrides])
+        cfg = load_config(QUICKSTART, [*base, *overrides])
         with pytest.raises(ValueError, match="y must diffuse slower than x"):
             build_denoiser(cfg, build_process(cfg))
         return
     with pytest.raises(ConfigError, match=message):
-        load_config(ROOT / "configs" / "quickstart.yaml", [*base, *overrides])
+        load_config(QUICKSTART, [*base, *overrides])
 
 
 MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
@@ -174,8 +165,8 @@ def test_conditional_benchmark_smoke_run_writes_its_table(tmp_path, monkeypatch)
 
     monkeypatch.delenv("NUDIFF_LPIPS_WEIGHTS", raising=False)
     monkeypatch.chdir(ROOT)  # the configs read ../shared/data
-    sets = [
-        "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}",
+    overrides = [
+        TINY_UNET,
         "train.batch_size=8",
         "train.sample_every=0",
         "train.checkpoint_every=2",
@@ -193,7 +184,7 @@ def test_conditional_benchmark_smoke_run_writes_its_table(tmp_path, monkeypatch)
         "--out",
         str(out),
     ]
-    args += ["--json", str(tmp_path / "c.json"), *sum((["--set", s] for s in sets), [])]
+    args += ["--json", str(tmp_path / "c.json"), *sets(overrides)]
     assert main(args) == 0
     rows = json.loads((tmp_path / "c.json").read_text())["rows"]
     assert [r["estimator"] for r in rows] == ["naive", "cde", "cmde"]

@@ -1,32 +1,17 @@
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import yaml
 from PIL import Image
 
-from nudiff.build import build_process, default_haar_levels
+from conftest import QUICKSTART, ROOT, assert_resume_exact, sets, tiny_quickstart
+from nudiff.bases.haar import default_haar_levels
+from nudiff.build import build_process
 from nudiff.cli import main
 from nudiff.config import ConfigError, load_config, parse_overrides, validate
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "data.resolution=16",
-    "data.size=64",
-    "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: [1]}",
-    "process.basis={type: haar, levels: 2}",
-    "process.schedule={type: multispeed}",
-    "train.batch_size=8",
-    "train.steps=4",
-    "train.checkpoint_every=2",
-    "train.log_every=1",
-    "train.sample_every=2",
-    "train.sample_n=4",
-    "train.num_workers=0",
-    "train.tensorboard=false",
-    "sample.steps=3",
-]
+# the quick start, tiny, with a sample grid every 2 steps
+TINY = tiny_quickstart("train.sample_every=2", "train.sample_n=4")
 
 
 @pytest.mark.parametrize("name", ["quickstart", "mnist32"])
@@ -116,18 +101,7 @@ def test_every_schedule_builds(schedule):
 
 def test_train_resume_sample_end_to_end(tmp_path, capsys):
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                str(ROOT / "configs" / "quickstart.yaml"),
-                "--out",
-                str(run),
-                *sum((["--set", s] for s in TINY), []),
-            ]
-        )
-        == 0
-    )
+    assert main(["train", QUICKSTART, "--out", str(run), *sets(TINY)]) == 0
     assert (run / "config.yaml").is_file() and (run / "schedule.png").is_file()
     assert (run / "checkpoints" / "step_000004" / "manifest.json").is_file()
     assert (run / "samples" / "step_000004.png").is_file()
@@ -194,16 +168,7 @@ def test_train_resume_sample_end_to_end(tmp_path, capsys):
 
 
 def test_cli_reports_config_errors(tmp_path, capsys):
-    code = main(
-        [
-            "train",
-            str(ROOT / "configs" / "quickstart.yaml"),
-            "--out",
-            str(tmp_path),
-            "--set",
-            "train.bogus=1",
-        ]
-    )
+    code = main(["train", QUICKSTART, "--out", str(tmp_path), "--set", "train.bogus=1"])
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("nudiff train: error: train.bogus: unknown key")
@@ -211,40 +176,13 @@ def test_cli_reports_config_errors(tmp_path, capsys):
 
 def test_schedule_plot(tmp_path):
     out = tmp_path / "schedule.png"
-    assert (
-        main(
-            [
-                "schedule",
-                "plot",
-                str(ROOT / "configs" / "quickstart.yaml"),
-                "--out",
-                str(out),
-                "--set",
-                "data.size=8",
-            ]
-        )
-        == 0
-    )
+    assert main(["schedule", "plot", QUICKSTART, "--out", str(out), "--set", "data.size=8"]) == 0
     assert Image.open(out).size[0] > 500
 
 
 def test_diffusion_training_resumes_bit_identically(tmp_path):
     """The real loss, denoiser and data through the CLI: 4 steps == 2 steps + resume to 4."""
-    from safetensors.torch import load_file
-
-    config = str(ROOT / "configs" / "quickstart.yaml")
-    tiny = sum((["--set", s] for s in TINY + ["train.sample_every=0", "data.hflip=true"]), [])
-    assert main(["train", config, "--out", str(tmp_path / "a"), *tiny]) == 0
-    assert (
-        main(["train", config, "--out", str(tmp_path / "b"), *tiny, "--set", "train.steps=2"]) == 0
-    )
-    assert main(["train", config, "--out", str(tmp_path / "b"), *tiny, "--resume"]) == 0
-    for name in ("model.safetensors", "ema.safetensors"):
-        a = load_file(tmp_path / "a" / "checkpoints" / "step_000004" / name)
-        b = load_file(tmp_path / "b" / "checkpoints" / "step_000004" / name)
-        assert a.keys() == b.keys()
-        for key in a:
-            assert torch.equal(a[key], b[key]), key
+    assert_resume_exact(tmp_path, QUICKSTART, tiny_quickstart("data.hflip=true"))
 
 
 def _error_line(err: str) -> str:
@@ -263,7 +201,7 @@ def test_malformed_yaml_is_one_line_with_file_line_and_column(tmp_path, capsys):
     assert line.startswith(f"nudiff train: error: {bad}:4:6: malformed YAML: expected"), line
     assert not (tmp_path / "run").exists()
     # a malformed --set value names the option
-    args = ["train", str(ROOT / "configs" / "quickstart.yaml"), "--out", str(tmp_path / "r2")]
+    args = ["train", QUICKSTART, "--out", str(tmp_path / "r2")]
     assert main([*args, "--set", "model.unet={channels: 8"]) == 2
     line = _error_line(capsys.readouterr().err)
     assert line.startswith("nudiff train: error: --set model.unet={channels: 8:1:"), line
@@ -284,15 +222,7 @@ def test_nan_loss_is_one_line_naming_the_step_and_last_good_checkpoint(
 
     monkeypatch.setattr(MultiScaleLoss, "forward", nan_at_third_step)
     run = tmp_path / "run"
-    code = main(
-        [
-            "train",
-            str(ROOT / "configs" / "quickstart.yaml"),
-            "--out",
-            str(run),
-            *sum((["--set", s] for s in TINY), []),
-        ]
-    )
+    code = main(["train", QUICKSTART, "--out", str(run), *sets(TINY)])
     assert code == 1
     line = _error_line(capsys.readouterr().err)
     good = run / "checkpoints" / "step_000002"
@@ -304,7 +234,7 @@ def test_nan_loss_is_one_line_naming_the_step_and_last_good_checkpoint(
 def test_quickstart_says_when_the_time_guard_stopped_it(tmp_path, capsys):
     guard = ["train.steps=1000", "train.max_minutes=0.0001", "train.checkpoint_every=1000"]
     args = ["quickstart", "--out", str(tmp_path / "qs")]
-    assert main([*args, *sum((["--set", s] for s in [*TINY, *guard]), [])]) == 0
+    assert main([*args, *sets([*TINY, *guard])]) == 0
     out = capsys.readouterr().out
     assert "of 1000 steps (stopped by the 0.0001-minute guard); 64 samples" in out
     assert (tmp_path / "qs" / "samples.png").is_file()
@@ -315,7 +245,7 @@ def test_noise_conditioning_t_builds_a_one_feature_backbone(tmp_path):
 
     for conditioning, width in (("t", 1), ("log_snr_groups", 1 + 3)):
         cfg = load_config(
-            ROOT / "configs" / "quickstart.yaml",
+            QUICKSTART,
             [f"model.noise_conditioning={conditioning}", "model.sigma_data=0.5"],
         )
         process = build_process(cfg)
@@ -326,4 +256,4 @@ def test_noise_conditioning_t_builds_a_one_feature_backbone(tmp_path):
             assert d.condition(t, d.process.log_snr(t)).shape == (2, width)
         assert model(u, torch.tensor([0.9])).shape == u.shape
     with pytest.raises(ConfigError, match="noise_conditioning"):
-        load_config(ROOT / "configs" / "quickstart.yaml", ["model.noise_conditioning=sigma"])
+        load_config(QUICKSTART, ["model.noise_conditioning=sigma"])

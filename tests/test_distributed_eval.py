@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import ROOT, sets, tiny_quickstart
 from nudiff.cli import main
-from test_config_cli import ROOT, TINY
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gloo on loopback")
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("dist") / "run"
-    overrides = sum((["--set", s] for s in [*TINY, "train.sample_every=0", "data.holdout=8"]), [])
+    overrides = sets(tiny_quickstart("data.holdout=8"))
     assert main(["train", "quickstart", "--out", str(run), "--device", "cpu", *overrides]) == 0
     return run
 

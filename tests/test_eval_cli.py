@@ -7,16 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import QUICKSTART, sets, tiny_quickstart
 from nudiff.cli import main
 from nudiff.eval.commands import fit_images
-from test_config_cli import ROOT, TINY
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("eval") / "run"
-    overrides = sum((["--set", s] for s in [*TINY, "train.sample_every=0", "data.holdout=8"]), [])
-    args = ["train", str(ROOT / "configs" / "quickstart.yaml"), "--out", str(run), *overrides]
+    args = ["train", QUICKSTART, "--out", str(run), *sets(tiny_quickstart("data.holdout=8"))]
     assert main(args) == 0
     return run
 
@@ -77,7 +76,7 @@ def test_fit_images_keeps_pixels_and_converts_layouts():
 
 def test_export_features_and_fd_end_to_end(tiny_run, tmp_path, capsys):
     """Built-in shapes -> labelled npz -> feature network -> FD of a run and of two files."""
-    config = str(ROOT / "configs" / "quickstart.yaml")
+    config = QUICKSTART
     train, ref = tmp_path / "train.npz", tmp_path / "ref.npz"
     res = ["--set", "data.resolution=16"]
     assert main(["data", "export", config, "--out", str(train), "--n-images", "96", *res]) == 0

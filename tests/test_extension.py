@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import train_args
+from conftest import tiny, train_args
 from nudiff.bases import DCT, Identity
 from nudiff.cli import main
 from nudiff.prior import Prior
@@ -170,18 +170,13 @@ def test_extension_is_batch_invariant_and_repeatable():
     assert torch.equal(again.images[..., : again.kept], whole[..., : again.kept])
 
 
-TINY = [
+TINY = tiny(
     "data={name: shapes, resolution: 8, channels: 1, size: 64, max_shapes: 1}",
     "process={basis: {type: identity}, schedule: {type: sequential, label: col, overlap: 0.5}}",
     "model.sigma_data=0.5",
-    "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}",
-    "train.batch_size=8",
-    "train.steps=2",
-    "train.sample_every=0",
-    "train.num_workers=0",
-    "train.tensorboard=false",
-    "sample.steps=16",
-]
+    steps=2,
+    sample_steps=16,
+)
 
 
 def test_nudiff_extend_writes_images_twice_as_wide(tmp_path, capsys):

@@ -5,14 +5,13 @@ sampling, evaluation, resume."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from conftest import train_args
+from conftest import assert_resume_exact, tiny, train_args, woken_model
 from nudiff.bases import Identity
 from nudiff.build import build_data, build_denoiser, build_loss, build_process
 from nudiff.cli import main
@@ -24,10 +23,8 @@ from nudiff.run import load_run, sample_run
 from nudiff.samplers import sample
 from nudiff.schedules import VPCosine
 
-ROOT = Path(__file__).resolve().parents[1]
-
 # 8x8 single shapes: 6 classes (circle, box, triangle; light or dark background)
-TINY = [
+TINY = tiny(
     "data.resolution=8",
     "data.size=64",
     "data.max_shapes=1",
@@ -35,27 +32,7 @@ TINY = [
     "process.schedule={type: vp-cosine}",
     "model.num_classes=6",
     "model.label_dropout=0.25",
-    "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}",
-    "train.batch_size=8",
-    "train.steps=4",
-    "train.checkpoint_every=2",
-    "train.log_every=1",
-    "train.sample_every=0",
-    "train.num_workers=0",
-    "train.tensorboard=false",
-    "train.max_minutes=null",
-    "sample.steps=3",
-]
-
-
-def _model(overrides=(), seed=0):
-    cfg = load_config(None, [*TINY, *overrides])
-    process = build_process(cfg)
-    torch.manual_seed(seed)
-    model = build_denoiser(cfg, process)
-    for p in model.parameters():  # wake the zero-initialised output layers
-        p.data.add_(0.05 * torch.randn_like(p))
-    return cfg, model
+)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -83,7 +60,7 @@ def test_labelled_data_pairs_images_with_their_classes(tmp_path):
 
 
 def test_label_dropout_is_drawn_at_its_rate_and_replaces_labels_by_the_null_label():
-    cfg, model = _model()
+    cfg, model = woken_model(TINY)
     loss = build_loss(cfg, model.process, model)
     drop = loss.draw(20_000, torch.Generator().manual_seed(0))["drop"]
     assert abs(drop.float().mean().item() - 0.25) < 4 * math.sqrt(0.25 * 0.75 / 20_000)
@@ -105,7 +82,7 @@ def test_null_label_is_the_unconditional_model_and_guidance_one_the_conditional(
             "model.lego={bricks: [[4, 2, 1, 16], [0, 2, 1, 16]], heads: 2}",
         ],
     }[backbone]
-    cfg, model = _model(extra)
+    cfg, model = woken_model([*TINY, *extra])
     u, t = torch.randn(4, 3, 8, 8), torch.tensor([0.1, 0.4, 0.7, 0.95])
     labels = torch.tensor([0, 5, 2, 2])
     with torch.no_grad():
@@ -203,19 +180,7 @@ def test_guidance_pushes_mixture_samples_towards_their_class():
 
 # -------------------------------------------------------------------------- train / sample
 def test_class_conditional_training_resumes_bit_identically_and_samples_classes(tmp_path):
-    from safetensors.torch import load_file
-
-    tiny = train_args(tmp_path, TINY)
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert main(["train", *tiny, "--out", str(a)]) == 0
-    assert main(["train", *tiny, "--out", str(b), "--set", "train.steps=2"]) == 0
-    assert main(["train", *tiny, "--out", str(b), "--resume"]) == 0
-    for name in ("model.safetensors", "ema.safetensors"):
-        wa = load_file(a / "checkpoints" / "step_000004" / name)
-        wb = load_file(b / "checkpoints" / "step_000004" / name)
-        assert any("label_emb" in k for k in wa)
-        for key in wa:
-            assert torch.equal(wa[key], wb[key]), key
+    _, b = assert_resume_exact(tmp_path, None, TINY, keys=["*label_emb*"])
     labels = torch.tensor([0, 3, 5])
     one = sample_run(b, n=3, labels=labels, guidance=2.0)
     split = sample_run(b, n=3, labels=labels, guidance=2.0, batch_size=2)

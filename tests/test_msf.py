@@ -2,13 +2,12 @@
 on the Gaussian oracle, stage networks that run at their own resolution, configs."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import train_args
+from conftest import QUICKSTART, assert_resume_exact, tiny
 from nudiff.bases import Haar
 from nudiff.build import build_denoiser, build_loss, build_process
 from nudiff.cli import main
@@ -19,7 +18,6 @@ from nudiff.process import Process
 from nudiff.samplers import sample
 from nudiff.schedules import MSF, BandWindows, MultiSpeed
 
-ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (1, 16, 16)
 
 
@@ -119,7 +117,7 @@ def test_two_stage_sampling_reproduces_the_band_variances(sampler):
 def _tiny_msf(*extra):
     """The quick start's config as MSF on 16x16 shapes with 2 Haar levels (a 4x4 base)."""
     return load_config(
-        ROOT / "configs" / "quickstart.yaml",
+        QUICKSTART,
         [
             "data.size=64",
             "model.sigma_data=0.5",
@@ -209,7 +207,7 @@ def test_bad_msf_configs_are_clear_errors(overrides, message):
 
 def test_schedule_levels_set_the_basis_levels():
     cfg = load_config(
-        ROOT / "configs" / "quickstart.yaml",
+        QUICKSTART,
         [
             "process.basis={type: haar}",
             "process.schedule={type: msf, levels: 1}",
@@ -222,33 +220,15 @@ def test_schedule_levels_set_the_basis_levels():
 def test_msf_training_resumes_bit_identically_and_samples(tmp_path):
     """4 steps == 2 steps + resume to 4 (weights and EMA); then ``nudiff sample`` with the
     config's per-stage budgets."""
-    from safetensors.torch import load_file
-
-    overrides = [
+    overrides = tiny(
         "data={name: shapes, resolution: 16, channels: 3, size: 64, max_shapes: 1}",
         "process.basis={type: haar, levels: 2}",
         "process.schedule={type: msf}",
         "model.sigma_data=0.5",
-        "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}",
         "model.multiscale={stages: [{unet: {channels: 4}}, {}]}",
-        "train.batch_size=8",
-        "train.steps=4",
-        "train.checkpoint_every=2",
-        "train.sample_every=0",
-        "train.num_workers=0",
-        "train.tensorboard=false",
         "sample.budgets=[2, 1]",
-    ]
-    args = train_args(tmp_path, overrides)
-    assert main(["train", *args, "--out", str(tmp_path / "a")]) == 0
-    assert main(["train", *args, "--out", str(tmp_path / "b"), "--set", "train.steps=2"]) == 0
-    assert main(["train", *args, "--out", str(tmp_path / "b"), "--resume"]) == 0
-    for name in ("model.safetensors", "ema.safetensors"):
-        a = load_file(tmp_path / "a" / "checkpoints" / "step_000004" / name)
-        b = load_file(tmp_path / "b" / "checkpoints" / "step_000004" / name)
-        assert a.keys() == b.keys() and any(k.startswith("scales.1.") for k in a)
-        for key in a:
-            assert torch.equal(a[key], b[key]), key
+    )
+    _, b = assert_resume_exact(tmp_path, None, overrides, keys=["scales.1.*"])
     png = tmp_path / "s.png"
-    assert main(["sample", str(tmp_path / "b"), "--n-samples", "2", "--out", str(png)]) == 0
+    assert main(["sample", str(b), "--n-samples", "2", "--out", str(png)]) == 0
     assert png.is_file()

@@ -2,12 +2,12 @@
 coarse-to-fine sampling on the Gaussian oracle, call resolutions, per-scale training."""
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from conftest import QUICKSTART, assert_resume_exact, tiny
 from nudiff.bases import Haar
 from nudiff.build import build_data, build_denoiser, build_loss, build_process
 from nudiff.cli import main
@@ -23,7 +23,6 @@ from nudiff.samplers.multiscale import equal_budgets, split_grid
 from nudiff.schedules import MultiSpeed
 from nudiff.training.ema import EMA
 
-ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (1, 16, 16)
 
 
@@ -206,9 +205,7 @@ def test_coarse_to_fine_never_runs_a_network_above_the_active_resolution(sampler
 
 def test_trained_backbones_run_at_their_scale_resolution():
     """A built multi-scale model's UNets see images of their scale only, when sampling."""
-    cfg = load_config(
-        ROOT / "configs" / "quickstart.yaml", ["data.size=64", "model.sigma_data=0.5"]
-    )
+    cfg = load_config(QUICKSTART, ["data.size=64", "model.sigma_data=0.5"])
     assert cfg.model.multiscale is not None
     process = build_process(cfg)
     model = build_denoiser(cfg, process)
@@ -238,7 +235,7 @@ def test_budgets_and_grid_splitting():
 
 def test_multiscale_loss_trains_one_scale_per_step_in_its_interval():
     cfg = load_config(
-        ROOT / "configs" / "quickstart.yaml",
+        QUICKSTART,
         [
             "data.size=64",
             "model.multiscale.scale_sampling=random",
@@ -285,43 +282,15 @@ def test_ema_follows_each_network_on_its_own_steps():
     assert ema.updates == [2, 2, 1, 1]
 
 
-TINY = [
-    "data.size=64",
-    "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}",
-    "train.batch_size=8",
-    "train.steps=6",
-    "train.checkpoint_every=3",
-    "train.log_every=1",
-    "train.sample_every=0",
-    "train.num_workers=0",
-    "train.tensorboard=false",
-    "train.max_minutes=null",
-    "sample.steps=3",
-]
+TINY = tiny("data.size=64", steps=6, checkpoint_every=3)
 
 
 def test_multiscale_training_resumes_bit_identically(tmp_path):
     """6 steps == 3 steps + resume to 6 (weights, EMA, counts), with the quick start's random
     scale draws (here scales 1, 0, 1, 0, 2, 1)."""
-    from safetensors.torch import load_file
-
-    config = str(ROOT / "configs" / "quickstart.yaml")
-    tiny = sum((["--set", s] for s in TINY), [])
-    assert main(["train", config, "--out", str(tmp_path / "a"), *tiny]) == 0
-    assert (
-        main(["train", config, "--out", str(tmp_path / "b"), *tiny, "--set", "train.steps=3"]) == 0
-    )
-    assert main(["train", config, "--out", str(tmp_path / "b"), *tiny, "--resume"]) == 0
-    for name in ("model.safetensors", "ema.safetensors"):
-        a = load_file(tmp_path / "a" / "checkpoints" / "step_000006" / name)
-        b = load_file(tmp_path / "b" / "checkpoints" / "step_000006" / name)
-        assert a.keys() == b.keys() and any(k.startswith("scales.2.") for k in a)
-        for key in a:
-            assert torch.equal(a[key], b[key]), key
-    state = torch.load(
-        tmp_path / "b" / "checkpoints" / "step_000006" / "state.pt", weights_only=True
-    )
-    cfg = load_config(config, TINY)
+    _, b = assert_resume_exact(tmp_path, QUICKSTART, TINY, steps=6, stop_at=3, keys=["scales.2.*"])
+    state = torch.load(b / "checkpoints" / "step_000006" / "state.pt", weights_only=True)
+    cfg = load_config(QUICKSTART, TINY)
     data = build_data(cfg)
     model = build_denoiser(cfg, build_process(cfg, data), data)
     loss = build_loss(cfg, model.process, model)
@@ -329,16 +298,13 @@ def test_multiscale_training_resumes_bit_identically(tmp_path):
     assert len(set(drawn)) == 3  # every network trained, and resumed, at least once
     scale_of = [int(n.split(".")[1]) for n, _ in model.named_parameters()]
     assert state["ema_updates"] == [drawn.count(s) for s in scale_of]  # its own steps only
-    assert (
-        main(["sample", str(tmp_path / "b"), "--n-samples", "2", "--out", str(tmp_path / "s.png")])
-        == 0
-    )
+    assert main(["sample", str(b), "--n-samples", "2", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").is_file()
 
 
 def test_shared_network_across_scales(tmp_path):
     cfg = load_config(
-        ROOT / "configs" / "quickstart.yaml",
+        QUICKSTART,
         ["model.multiscale.share=true", "model.multiscale.channels=null", "model.sigma_data=0.5"],
     )
     process = build_process(cfg)
@@ -371,7 +337,7 @@ def test_shared_network_across_scales(tmp_path):
 )
 def test_bad_multiscale_configs_are_clear_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(ROOT / "configs" / "quickstart.yaml", overrides)
+        load_config(QUICKSTART, overrides)
 
 
 def test_wrapper_rejects_mismatched_scales():

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from conftest import sets, tiny
 from nudiff.bases import DCT, Identity
 from nudiff.config import ConfigError, load_config
 from nudiff.eval.elbo import elbo_log_likelihood, elbo_weight
@@ -254,22 +255,15 @@ def test_train_sample_and_evaluate_an_ndm_run(tmp_path, monkeypatch):
     if not (root.parent / "shared" / "data" / "mnist.npz").is_file():
         pytest.skip("offline MNIST not found")
     monkeypatch.chdir(root)
-    sets = [
-        "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}",
+    overrides = tiny(
         "process.transform.width=8",
-        "train.batch_size=8",
-        "train.steps=2",
-        "train.max_minutes=null",
-        "train.checkpoint_every=2",
         "train.sample_every=2",
         "train.sample_n=4",
-        "train.tensorboard=false",
         "model.stats_samples=64",
-        "sample.steps=3",
-    ]
+        steps=2,
+    )
     run = tmp_path / "run"
-    args = ["train", "configs/mnist32_ndm.yaml", "--out", str(run)]
-    assert main(args + sum((["--set", s] for s in sets), [])) == 0
+    assert main(["train", "configs/mnist32_ndm.yaml", "--out", str(run), *sets(overrides)]) == 0
     png = tmp_path / "s.png"
     assert (
         main(

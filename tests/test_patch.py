@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import train_args
+from conftest import assert_resume_exact, data_only_config, tiny
 from nudiff.bases import Haar, Identity
-from nudiff.cli import main
 from nudiff.config import ConfigError, load_config
 from nudiff.losses import DenoisingLoss
 from nudiff.models import UNet
@@ -20,22 +19,15 @@ from nudiff.prior import Prior
 from nudiff.process import Process
 from nudiff.schedules import Sequential, VPCosine
 
-TINY = [
+TINY = tiny(
     "data={name: shapes, resolution: 16, channels: 1, size: 64, max_shapes: 1}",
     "process={basis: {type: identity}, schedule: {type: vp-cosine}}",
     "model.sigma_data=data",
     "model.stats_samples=16",
-    "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: [], "
-    "coord_channels: 2}",
+    "model.unet.coord_channels=2",
     "train.patch={sizes: [4, 8, 16], probs: [0.2, 0.3, 0.5]}",
-    "train.batch_size=4",
-    "train.steps=4",
-    "train.checkpoint_every=2",
-    "train.sample_every=0",
-    "train.num_workers=0",
-    "train.tensorboard=false",
-    "sample.steps=3",
-]
+    batch_size=4,
+)
 
 
 class Recorder(nn.Module):
@@ -215,10 +207,8 @@ def test_patch_loss_draws_crops_and_equals_the_full_loss_on_full_crops():
     ],
 )
 def test_bad_patch_configs_are_clear_errors(tmp_path, overrides, message):
-    path, *rest = train_args(tmp_path, [*TINY, *overrides])
-    sets = [rest[i + 1] for i in range(0, len(rest), 2)]
     with pytest.raises(ConfigError, match=message):
-        load_config(path, sets)
+        load_config(data_only_config(tmp_path), [*TINY, *overrides])
 
 
 def test_haar_and_32x32_patch_configs_are_valid(tmp_path):
@@ -227,33 +217,21 @@ def test_haar_and_32x32_patch_configs_are_valid(tmp_path):
         "process={basis: {type: haar, levels: 2}, schedule: {type: multispeed}}",
         "train.patch={sizes: [8, 16, 32], probs: [0.2, 0.3, 0.5]}",
     ]
-    path, *rest = train_args(tmp_path, [*TINY, *sets])
-    cfg = load_config(path, [rest[i + 1] for i in range(0, len(rest), 2)])
+    cfg = load_config(data_only_config(tmp_path), [*TINY, *sets])
     assert cfg.train.patch.sizes == [8, 16, 32]
 
 
 def test_patch_training_resumes_exactly_counts_images_and_samples_the_full_canvas(tmp_path):
-    from safetensors.torch import load_file
-
     from nudiff.patch import PatchSizes as Sizes
     from nudiff.run import load_run, sample_model
     from nudiff.samplers import SAMPLERS
     from nudiff.training.checkpoint import load_checkpoint
 
-    args = train_args(tmp_path, TINY)
-    assert main(["train", *args, "--out", str(tmp_path / "a")]) == 0
-    assert main(["train", *args, "--out", str(tmp_path / "b"), "--set", "train.steps=2"]) == 0
-    assert main(["train", *args, "--out", str(tmp_path / "b"), "--resume"]) == 0
-    ck = {}
-    for run in ("a", "b"):
-        step = tmp_path / run / "checkpoints" / "step_000004"
-        ck[run] = load_file(step / "model.safetensors"), load_file(step / "ema.safetensors")
-    for a, b in zip(ck["a"], ck["b"], strict=True):
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    state = load_checkpoint(tmp_path / "b" / "checkpoints" / "step_000004").state
+    _, b = assert_resume_exact(tmp_path, None, TINY)
+    state = load_checkpoint(b / "checkpoints" / "step_000004").state
     sizes = Sizes([4, 8, 16], 16, [0.2, 0.3, 0.5], seed=0)
     assert state["images_seen"] == sum(4 * sizes.multiplier_for_step(k) for k in range(4))
-    cfg, model = load_run(tmp_path / "b")
+    cfg, model = load_run(b)
     for sampler in SAMPLERS:
         x = sample_model(cfg, model, 2, sampler=sampler, steps=2).images
         assert x.shape == (2, 1, 16, 16) and torch.isfinite(x).all(), sampler

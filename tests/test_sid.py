@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from conftest import (
+    QUICKSTART,
+    ROOT,
+    assert_resume_exact,
+    sets,
+    tiny,
+    tiny_distill,
+    train_args,
+)
 from nudiff.bases import Identity
 from nudiff.cli import main
 from nudiff.distill.sid import (
@@ -26,8 +34,6 @@ from nudiff.process import Process
 from nudiff.schedules import EDM, VPCosine
 from nudiff.training.config import TrainConfig
 from nudiff.training.trainer import Trainer
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class ConvNet(nn.Module):
@@ -280,54 +286,22 @@ def test_ring_of_eight_gaussians_every_mode_gets_its_mass(tmp_path):
     assert close.double().mean() > 0.7  # mostly on the modes (0 at the start)
 
 
-TINY = [
-    "data.size=64",
-    "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}",
-    "train.batch_size=8",
-    "train.steps=2",
-    "train.checkpoint_every=2",
-    "train.log_every=1",
-    "train.sample_every=0",
-    "train.num_workers=0",
-    "train.tensorboard=false",
-    "train.max_minutes=null",
-    "sample.steps=3",
-]
-
-
-def _sets(items):
-    return sum((["--set", s] for s in items), [])
+TINY = tiny("data.size=64", steps=2)
 
 
 def test_distilling_a_multiscale_teacher_resumes_exactly_and_samples(tmp_path):
     """A multi-scale teacher (the quick start's): 4 SiD steps == 2 steps + resume to 4
     (generator, fake score, EMA); sampling takes 1 NFE, and other samplers are errors."""
-    from safetensors.torch import load_file
-
-    config = str(ROOT / "configs" / "quickstart.yaml")
     teacher = tmp_path / "teacher"
-    assert main(["train", config, "--out", str(teacher), *_sets(TINY)]) == 0
-    distil = [
-        "train.steps=4",
-        "train.checkpoint_every=2",
-        "train.log_every=1",
-        "train.batch_size=4",
-    ]
-    distil += ["train.sample_every=0", "train.tensorboard=false", "train.max_minutes=null"]
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert main(["distill", "sid", str(teacher), "--out", str(a), *_sets(distil)]) == 0
-    half = [*distil, "train.steps=2"]
-    assert main(["distill", "sid", str(teacher), "--out", str(b), *_sets(half)]) == 0
-    assert main(["distill", "sid", str(teacher), "--out", str(b), "--resume",
-                 "--set", "train.steps=4"]) == 0  # fmt: skip
-    for name in ("model.safetensors", "ema.safetensors"):
-        x = load_file(a / "checkpoints" / "step_000004" / name)
-        y = load_file(b / "checkpoints" / "step_000004" / name)
-        assert x.keys() == y.keys()
-        assert any(k.startswith("generator.") for k in x)
-        assert any(k.startswith("fake.scales.2.") for k in x)
-        for key in x:
-            assert torch.equal(x[key], y[key]), key
+    assert main(["train", QUICKSTART, "--out", str(teacher), *sets(TINY)]) == 0
+    _, b = assert_resume_exact(
+        tmp_path,
+        teacher,
+        tiny_distill(),
+        command="distill sid",
+        resume_overrides=[],
+        keys=["generator.*", "fake.scales.2.*"],
+    )
     log = (b / "log.csv").read_text().splitlines()
     assert log[0].endswith("loss_fake,loss_generator") and len(log) == 5
     png = tmp_path / "s.png"
@@ -350,10 +324,10 @@ def test_distill_config_errors(tmp_path):
     from nudiff.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match="onestep needs a distilled run"):
-        load_config(ROOT / "configs" / "quickstart.yaml", ["sample.sampler=onestep"])
+        load_config(QUICKSTART, ["sample.sampler=onestep"])
     with pytest.raises(ConfigError, match="samples with sample.sampler: onestep"):
         load_config(
-            ROOT / "configs" / "quickstart.yaml",
+            QUICKSTART,
             ["distill={teacher: x}", "sample.sampler=ddim"],
         )
     with pytest.raises(ConfigError, match="Neural Diffusion Model"):
@@ -368,19 +342,17 @@ def test_distilling_a_class_conditional_teacher(tmp_path):
     """Labels are drawn per sample for the generator, the teacher (guided) and the fake score;
     the generator samples the classes in turn, or the classes asked for."""
     teacher = tmp_path / "teacher"
-    sets = [
+    overrides = [
         "data.resolution=8",
         "model.num_classes=18",
         "process.basis.type=identity",
         "process.schedule={type: vp-cosine}",
         *TINY,
     ]
-    config = tmp_path / "t.yaml"
-    config.write_text("data: {name: shapes}\n")
-    assert main(["train", str(config), "--out", str(teacher), *_sets(sets)]) == 0
+    assert main(["train", *train_args(tmp_path, overrides), "--out", str(teacher)]) == 0
     run = tmp_path / "sid"
     distil = ["train.steps=2", "train.batch_size=4", "distill.guidance=2", "train.sample_every=0"]
-    assert main(["distill", "sid", str(teacher), "--out", str(run), *_sets(distil)]) == 0
+    assert main(["distill", "sid", str(teacher), "--out", str(run), *sets(distil)]) == 0
 
     from nudiff.run import load_run, sample_model
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import train_args
+from conftest import assert_resume_exact, data_only_config, tiny
 from nudiff.bases import Haar
 from nudiff.cli import main
 from nudiff.config import ConfigError, load_config
@@ -16,20 +16,12 @@ from nudiff.process import Process
 from nudiff.schedules import SoftConditioning, VPCosine
 from test_denoiser_loss import Constant
 
-TINY = [
+TINY = tiny(
     "data={name: shapes, resolution: 8, channels: 1, size: 64, max_shapes: 1}",
     "process={basis: {type: haar, levels: 2}, schedule: {type: soft, softness: 1.0}}",
     "loss.softness={min: 0.5, max: .inf}",
     "model.sigma_data=0.5",
-    "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}",
-    "train.batch_size=8",
-    "train.steps=4",
-    "train.checkpoint_every=2",
-    "train.sample_every=0",
-    "train.num_workers=0",
-    "train.tensorboard=false",
-    "sample.steps=3",
-]
+)
 
 
 def _process(softness=1.0):
@@ -82,23 +74,13 @@ def test_each_batch_is_noised_and_denoised_at_its_drawn_softness():
     ],
 )
 def test_bad_softness_configs_are_clear_errors(tmp_path, overrides, message):
-    path, *rest = train_args(tmp_path, [*TINY, *overrides])
-    sets = [rest[i + 1] for i in range(0, len(rest), 2)]
     with pytest.raises(ConfigError, match=message):
-        load_config(path, sets)
+        load_config(data_only_config(tmp_path), [*TINY, *overrides])
 
 
 def test_softness_range_training_resumes_exactly_and_samples_inside_the_range(tmp_path, capsys):
-    from safetensors.torch import load_file
-
-    args = train_args(tmp_path, TINY)
-    assert main(["train", *args, "--out", str(tmp_path / "a")]) == 0
-    assert main(["train", *args, "--out", str(tmp_path / "b"), "--set", "train.steps=2"]) == 0
-    assert main(["train", *args, "--out", str(tmp_path / "b"), "--resume"]) == 0
-    a = load_file(tmp_path / "a" / "checkpoints" / "step_000004" / "model.safetensors")
-    b = load_file(tmp_path / "b" / "checkpoints" / "step_000004" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    run, png = str(tmp_path / "b"), str(tmp_path / "s.png")
+    _, b = assert_resume_exact(tmp_path, None, TINY)
+    run, png = str(b), str(tmp_path / "s.png")
     for softness in ("0.7", ".inf"):
         sets = ["--set", f"process.schedule.softness={softness}"]
         assert main(["sample", run, "--n-samples", "2", "--out", png, *sets]) == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import train_args
+from conftest import assert_resume_exact, tiny, train_args, woken_model
 from nudiff.build import build_denoiser, build_loss, build_process
 from nudiff.cli import main
 from nudiff.config import ConfigError, load_config
@@ -20,39 +20,26 @@ from nudiff.samplers import BrickSkip, sample
 ROOT = Path(__file__).resolve().parents[1]
 
 # a pixel-space model on 8x8 shapes: 3 tiny bricks (regions 2, 4 and the whole image)
-TINY_LEGO = [
+PIXELS = [
     "data.resolution=8",
     "data.size=64",
     "process.basis.type=identity",
     "process.schedule={type: vp-cosine}",
+]
+TINY_LEGO = tiny(
+    *PIXELS,
     "model.backbone=lego",
     "model.lego={bricks: [[2, 1, 1, 16], [4, 2, 1, 16], [0, 2, 1, 16]], heads: 2}",
-    "train.batch_size=8",
-    "train.steps=4",
-    "train.checkpoint_every=2",
-    "train.log_every=1",
-    "train.sample_every=0",
-    "train.num_workers=0",
-    "train.tensorboard=false",
-    "train.max_minutes=null",
-    "sample.steps=4",
-]
-TINY_DIT = [
-    *TINY_LEGO[:4],
+    sample_steps=4,
+    unet=False,
+)
+TINY_DIT = tiny(
+    *PIXELS,
     "model.backbone=dit",
     "model.dit={patch_size: 2, width: 16, depth: 1, heads: 2}",
-    *TINY_LEGO[6:],
-]
-
-
-def _model(overrides, seed=0):
-    cfg = load_config(None, overrides)
-    process = build_process(cfg)
-    torch.manual_seed(seed)
-    model = build_denoiser(cfg, process)
-    for p in model.parameters():  # wake the zero-initialised output layers
-        p.data.add_(0.05 * torch.randn_like(p))
-    return cfg, model
+    sample_steps=4,
+    unet=False,
+)
 
 
 def test_stacked_bricks_keep_their_trained_regions_on_a_larger_canvas(tmp_path):
@@ -70,8 +57,8 @@ def test_stacked_bricks_keep_their_trained_regions_on_a_larger_canvas(tmp_path):
 
 
 def test_configs_build_the_chosen_backbone():
-    assert isinstance(_model(TINY_LEGO)[1].backbone, LEGO)
-    assert isinstance(_model(TINY_DIT)[1].backbone, DiT)
+    assert isinstance(woken_model(TINY_LEGO)[1].backbone, LEGO)
+    assert isinstance(woken_model(TINY_DIT)[1].backbone, DiT)
     cfg = load_config(ROOT / "configs" / "mnist32_lego.yaml")
     assert cfg.model.backbone == "lego" and cfg.model.lego.joint_loss
     for name in ("mnist32_dit", "mnist32_lego", "cifar10_lego"):
@@ -101,7 +88,7 @@ def test_bad_backbone_configs_are_one_line_errors(overrides, message):
 def test_every_brick_is_a_denoiser_and_the_last_active_one_is_the_output():
     """``all_bricks`` gives brick k's own preconditioned estimate; a model cut after brick k
     (``active_bricks = k``) is exactly that denoiser."""
-    cfg, model = _model(TINY_LEGO)
+    cfg, model = woken_model(TINY_LEGO)
     u, t = torch.randn(3, 3, 8, 8), torch.tensor([0.2, 0.5, 0.9])
     with torch.no_grad():
         every = model(u, t, all_bricks=True)
@@ -115,7 +102,7 @@ def test_every_brick_is_a_denoiser_and_the_last_active_one_is_the_output():
 
 
 def test_joint_loss_is_the_mean_of_the_bricks_losses():
-    cfg, model = _model(TINY_LEGO)
+    cfg, model = woken_model(TINY_LEGO)
     loss = build_loss(cfg, model.process, model)
     assert loss.joint
     x0 = torch.rand(4, 3, 8, 8) * 2 - 1
@@ -160,7 +147,7 @@ def test_dit_trains_and_samples_in_every_basis(basis):
 def test_multiscale_model_with_transformer_backbones(backbone):
     """One DiT / LEGO stack per scale, each at its scale's size; trained one scale per step,
     sampled coarse to fine."""
-    tiny = {
+    stack = {
         "dit": "model.dit={patch_size: 2, width: 16, depth: 1, heads: 2}",
         "lego": "model.lego={stacking: pg, width: 16, depth: 1, patch: 2, heads: 2}",
     }
@@ -173,7 +160,7 @@ def test_multiscale_model_with_transformer_backbones(backbone):
             "model.multiscale.scale_sampling=round-robin",
             "model.multiscale.scale_weights=null",
             f"model.backbone={backbone}",
-            tiny[backbone],
+            stack[backbone],
             "model.sigma_data=0.5",
         ],
     )
@@ -223,7 +210,7 @@ def _brick_counter(model):
 
 @pytest.mark.parametrize("sampler", ["dpmpp-2m", "heun"])
 def test_skipped_bricks_are_never_called_late_in_sampling(sampler):
-    cfg, model = _model(TINY_LEGO)
+    cfg, model = woken_model(TINY_LEGO)
     calls = _brick_counter(model)
     kw = dict(sampler=sampler, steps=4, seed=3)
     full = sample(model, model.process, 5, **kw)
@@ -238,7 +225,7 @@ def test_skipped_bricks_are_never_called_late_in_sampling(sampler):
 
 
 def test_skipping_needs_a_lego_model():
-    cfg, model = _model(TINY_DIT)
+    cfg, model = woken_model(TINY_DIT)
     with pytest.raises(ValueError, match="LEGO backbone"):
         sample(model, model.process, 2, steps=2, skip=BrickSkip())
 
@@ -247,19 +234,7 @@ def test_skipping_needs_a_lego_model():
 def test_training_resumes_bit_identically_and_samples_larger_than_trained(tmp_path, overrides):
     """4 steps == 2 steps + resume to 4; then the run samples 16x16 images from 8x8 training,
     with the skip rule from the CLI for LEGO."""
-    from safetensors.torch import load_file
-
-    tiny = train_args(tmp_path, overrides)
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert main(["train", *tiny, "--out", str(a)]) == 0
-    assert main(["train", *tiny, "--out", str(b), "--set", "train.steps=2"]) == 0
-    assert main(["train", *tiny, "--out", str(b), "--resume"]) == 0
-    for name in ("model.safetensors", "ema.safetensors"):
-        wa = load_file(a / "checkpoints" / "step_000004" / name)
-        wb = load_file(b / "checkpoints" / "step_000004" / name)
-        assert wa.keys() == wb.keys()
-        for key in wa:
-            assert torch.equal(wa[key], wb[key]), key
+    _, b = assert_resume_exact(tmp_path, None, overrides)
     out = sample_run(b, n=3, resolution=16)
     assert out.images.shape == (3, 3, 16, 16) and torch.isfinite(out.images).all()
     cfg, model = load_run(b, resolution=16)
@@ -273,11 +248,11 @@ def test_training_resumes_bit_identically_and_samples_larger_than_trained(tmp_pa
 
 
 def test_other_resolutions_need_a_pixel_basis_and_a_size_the_bricks_tile(tmp_path):
-    tiny = train_args(tmp_path, TINY_LEGO)
+    args = train_args(tmp_path, TINY_LEGO)
     one = ["--set", "train.steps=1", "--set", "train.checkpoint_every=1"]
     haar = ["--set", "process.basis={type: haar, levels: 1}"]
-    assert main(["train", *tiny, *one, "--out", str(tmp_path / "pixels")]) == 0
-    assert main(["train", *tiny, *one, *haar, "--out", str(tmp_path / "haar")]) == 0
+    assert main(["train", *args, *one, "--out", str(tmp_path / "pixels")]) == 0
+    assert main(["train", *args, *one, *haar, "--out", str(tmp_path / "haar")]) == 0
     with pytest.raises(ConfigError, match="needs process.basis.type: identity"):
         load_run(tmp_path / "haar", resolution=16)
     with pytest.raises(ConfigError, match="region 4 must divide the image size 6"):

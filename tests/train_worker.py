@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from conftest import QUICKSTART, tiny, tiny_distill
 from nudiff.training import TrainConfig, Trainer
 
 
@@ -99,26 +100,19 @@ def _ddp(out: Path) -> None:
 
 
 # the multi-scale quick-start model, tiny: 3 steps train each of its 3 scales once
-MULTISCALE_TINY = [
+MULTISCALE_TINY = tiny(
     "data.size=64",
     "model.multiscale.scale_sampling=round-robin",
     "model.multiscale.scale_weights=null",
-    "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}",
-    "train.batch_size=8",
-    "train.steps=3",
-    "train.checkpoint_every=3",
-    "train.sample_every=0",
-    "train.num_workers=0",
-    "train.tensorboard=false",
-    "train.max_minutes=null",
-]
+    steps=3,
+    checkpoint_every=3,
+)
 
 
 def multiscale_config():
     from nudiff.config import load_config
 
-    root = Path(__file__).resolve().parents[1]
-    return load_config(root / "configs" / "quickstart.yaml", MULTISCALE_TINY)
+    return load_config(QUICKSTART, MULTISCALE_TINY)
 
 
 def _ddp_multiscale(out: Path) -> None:
@@ -131,7 +125,7 @@ def _ddp_multiscale(out: Path) -> None:
 
 # a tiny pixel-space class-conditional LEGO model (joint loss over its 2 bricks, labels with
 # label dropout) on 8x8 shapes
-LEGO_TINY = [
+LEGO_TINY = tiny(
     "data.resolution=8",
     "data.size=64",
     "model.num_classes=18",
@@ -139,14 +133,10 @@ LEGO_TINY = [
     "process.schedule={type: vp-cosine}",
     "model.backbone=lego",
     "model.lego={bricks: [[4, 2, 1, 16], [0, 2, 1, 16]], heads: 2}",
-    "train.batch_size=8",
-    "train.steps=3",
-    "train.checkpoint_every=3",
-    "train.sample_every=0",
-    "train.num_workers=0",
-    "train.tensorboard=false",
-    "train.max_minutes=null",
-]
+    steps=3,
+    checkpoint_every=3,
+    unet=False,
+)
 
 
 def lego_config():
@@ -164,14 +154,7 @@ def _ddp_lego(out: Path) -> None:
 
 
 # SiD distillation of a tiny multi-scale teacher (``OUT/../teacher``): data-free, two phases
-SID_TINY = [
-    "train.batch_size=4",
-    "train.steps=2",
-    "train.checkpoint_every=2",
-    "train.sample_every=0",
-    "train.tensorboard=false",
-    "train.max_minutes=null",
-]
+SID_TINY = tiny_distill(steps=2)
 
 
 def _ddp_sid(out: Path) -> None:

@@ -100,7 +100,8 @@ class Run:
         """Conditional runs: ``per_input`` samples ``(B * per_input, C, H, W)`` for each
         condition in ``condition`` ``(B, *y_shape)`` (e.g. the low-resolution images of a
         super-resolution run), the samples of input ``b`` at rows ``b * per_input, ...``."""
-        from nudiff.run import sample_conditional, sample_settings
+        from nudiff.families.gaussian import sample_settings
+        from nudiff.run import sample_conditional
 
         if self.config.conditional is None:
             raise ValueError(f"{self.path} is not a conditional run: use sample()")

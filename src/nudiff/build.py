@@ -1,16 +1,23 @@
-"""Factories: turn a validated :class:`~nudiff.config.Config` into objects."""
+"""Factories: turn a validated :class:`~nudiff.config.Config` into objects.
+
+:func:`build_process`, :func:`build_denoiser` and :func:`build_loss` ask the config's family
+(:mod:`nudiff.families`); the rest are the pieces families share: the data, the linear
+process (basis, schedule, prior), the backbones, and the denoisers and losses of the linear
+process (one network, or one per scale)."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset
 
 from nudiff.bases import DCT, PCA, Basis, Fourier, Haar, Identity
-from nudiff.bases.haar import default_haar_levels
-from nudiff.config import Config, stage_model
 from nudiff.data import build_dataset, load_batch
+from nudiff.families import family_of
 from nudiff.losses import DenoisingLoss, MultiScaleLoss
 from nudiff.models import UNet
+from nudiff.models.config import lego_bricks, stage_model
 from nudiff.models.denoiser import Denoiser
 from nudiff.models.multiscale import MultiScaleDenoiser, coarse_process, stages
 from nudiff.prior import Prior, moments
@@ -28,12 +35,16 @@ from nudiff.schedules import (
     VPLinear,
 )
 
+if TYPE_CHECKING:  # annotations only: the config module validates with the families
+    from nudiff.config import Config
+
 
 def data_shape(cfg: Config) -> tuple[int, int, int]:
     return (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
 
 
-def _sample_images(dataset: Dataset, n: int, seed: int) -> torch.Tensor:
+def sample_images(dataset: Dataset, n: int, seed: int) -> torch.Tensor:
+    """``n`` images of ``dataset`` (at most all), drawn without replacement by ``seed``."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(dataset), generator=g)[: min(n, len(dataset))]
     return load_batch(dataset, idx.tolist())
@@ -45,15 +56,14 @@ def build_basis(cfg: Config, dataset: Dataset | None = None) -> Basis:
     if b.type == "identity":
         return Identity(shape)
     if b.type == "haar":
-        levels = b.levels if b.levels is not None else default_haar_levels(shape[1])
-        return Haar(shape, levels)
+        return Haar(shape, cfg.haar_levels())
     if b.type == "dct":
         return DCT(shape)
     if b.type == "fourier":
         return Fourier(shape)
     if dataset is None:
         return PCA(shape)
-    return PCA.fit(_sample_images(dataset, b.pca_samples, cfg.train.seed))
+    return PCA.fit(sample_images(dataset, b.pca_samples, cfg.train.seed))
 
 
 def bands_fine_to_coarse(basis: Basis) -> torch.Tensor:
@@ -92,17 +102,29 @@ def build_schedule(cfg: Config, basis: Basis) -> Schedule:
 
 
 def build_process(cfg: Config, dataset: Dataset | None = None):
-    """The process. Data-dependent parts (PCA, data-matched prior) are fitted on ``dataset``
-    when given; otherwise they are placeholders to be filled by ``load_state_dict``. A
-    :class:`~nudiff.beta.process.BetaProcess` for ``process.family: beta``."""
-    if cfg.process.family == "beta":
-        from nudiff.beta.process import BetaProcess
+    """The process of the config's family. Data-dependent parts (PCA, data-matched prior) are
+    fitted on ``dataset`` when given; otherwise they are placeholders to be filled by
+    ``load_state_dict``."""
+    return family_of(cfg).build_process(cfg, dataset)
 
-        return BetaProcess(data_shape(cfg), **cfg.process.beta.model_dump())
+
+def build_denoiser(cfg: Config, process, dataset: Dataset | None = None):
+    """The model of the config's family (data moments measured on ``dataset``; without one,
+    placeholders for ``load_state_dict``)."""
+    return family_of(cfg).build_model(cfg, process, dataset)
+
+
+def build_loss(cfg: Config, process, model):
+    """The training loss of the config's family."""
+    return family_of(cfg).build_loss(cfg, process, model)
+
+
+def build_linear_process(cfg: Config, dataset: Dataset | None = None) -> Process:
+    """The linear process of ``process.basis``, ``process.schedule`` and ``process.prior``."""
     basis = build_basis(cfg, dataset)
     prior = Prior.white(basis.shape)
     if cfg.process.prior.type == "data" and dataset is not None:
-        images = _sample_images(dataset, cfg.process.prior.fit_samples, cfg.train.seed + 1)
+        images = sample_images(dataset, cfg.process.prior.fit_samples, cfg.train.seed + 1)
         prior = Prior.fit(basis, images.split(512))
     return Process(basis, build_schedule(cfg, basis), prior)
 
@@ -186,7 +208,6 @@ def build_backbone(
             coord_channels=d.coord_channels,
             num_classes=m.num_classes,
         )
-    from nudiff.config import lego_bricks
     from nudiff.models.lego import LEGO
 
     bricks = lego_bricks(m.lego, resolution or cfg.data.resolution)
@@ -209,26 +230,16 @@ def _data_moments(cfg: Config, process: Process, dataset: Dataset | None):
     m = cfg.model
     if m.sigma_data != "data" or dataset is None:
         return None, None
-    images = _sample_images(dataset, m.stats_samples, cfg.train.seed + 2)
+    images = sample_images(dataset, m.stats_samples, cfg.train.seed + 2)
     mean, std = moments(process.encode, images.split(512), "model.sigma_data: data")
     return mean, group_rms(std, process.basis)
 
 
-def build_denoiser(
-    cfg: Config, process: Process, dataset: Dataset | None = None
-) -> Denoiser | MultiScaleDenoiser:
-    """The preconditioned denoiser (a :class:`MultiScaleDenoiser` with ``model.multiscale``);
-    with ``model.sigma_data: data`` its per-component moments are measured on ``dataset``
-    (without one they are placeholders for ``load_state_dict``)."""
+def build_linear_denoiser(cfg: Config, process: Process, dataset: Dataset | None = None):
+    """The preconditioned :class:`Denoiser` around the configured backbone; with
+    ``model.sigma_data: data`` its per-component moments are measured on ``dataset`` (without
+    one they are placeholders for ``load_state_dict``)."""
     m = cfg.model
-    if cfg.process.family == "beta":
-        return build_beta_denoiser(cfg, process, dataset)
-    if cfg.process.transform is not None:
-        return build_ndm(cfg, process, dataset)
-    if m.multiscale is not None:
-        return build_multiscale(cfg, process, dataset)
-    if cfg.conditional is not None:
-        return build_conditional(cfg, process)
     features = Denoiser.noise_features(process, conditioning=m.noise_conditioning)
     backbone = build_backbone(cfg, process.shape[0], features)
     kw = {"noise_conditioning": m.noise_conditioning}
@@ -236,39 +247,6 @@ def build_denoiser(
         return Denoiser(process, backbone, m.prediction, sigma_data=m.sigma_data, **kw)
     mean, std = _data_moments(cfg, process, dataset)
     return Denoiser(process, backbone, m.prediction, data_mean=mean, data_std=std, **kw)
-
-
-def build_ndm(cfg: Config, process: Process, dataset: Dataset | None = None):
-    """A Neural Diffusion Model (:class:`~nudiff.ndm.NDM`): the configured denoiser and the
-    ``process.transform`` (a learned one around its own backbone with one noise feature,
-    ``t``)."""
-    from nudiff.ndm import NDM, IdentityTransform, LearnedTransform
-
-    t = cfg.process.transform
-    denoiser = build_denoiser(
-        cfg.model_copy(update={"process": cfg.process.model_copy(update={"transform": None})}),
-        process,
-        dataset,
-    )
-    if t.type == "identity":
-        return NDM(denoiser, IdentityTransform())
-    model = cfg.model.model_copy(update={"backbone": t.backbone or cfg.model.backbone})
-    backbone = build_backbone(cfg.model_copy(update={"model": model}), process.shape[0], 1, t.width)
-    return NDM(denoiser, LearnedTransform(process, backbone))
-
-
-def build_beta_denoiser(cfg: Config, process, dataset: Dataset | None = None):
-    """A :class:`~nudiff.beta.denoiser.BetaDenoiser` around the configured backbone; its
-    per-pixel data mean (the sampler's start) is measured on ``stats_samples`` images of
-    ``dataset`` (without one, a placeholder for ``load_state_dict``)."""
-    from nudiff.beta.denoiser import BetaDenoiser
-
-    backbone = build_backbone(cfg, process.shape[0], BetaDenoiser.noise_features())
-    mean = None
-    if dataset is not None:
-        images = _sample_images(dataset, cfg.model.stats_samples, cfg.train.seed + 2)
-        mean = process.to_unit(images).mean(0)
-    return BetaDenoiser(process, backbone, mean)
 
 
 def build_multiscale(
@@ -304,39 +282,6 @@ def build_multiscale(
     return MultiScaleDenoiser(process, scales)
 
 
-def build_task(cfg: Config):
-    from nudiff.conditional.tasks import build_task as make
-
-    c = cfg.conditional
-    return make(c.task, **({"coverage": c.coverage} if c.task.startswith("inpaint") else {}))
-
-
-def build_conditional(cfg: Config, process: Process):
-    """A :class:`~nudiff.conditional.estimators.ConditionalDenoiser`: one UNet on
-    ``concat(x, y)``, with outputs for ``y`` too when ``y`` diffuses."""
-    from nudiff.conditional.estimators import ConditionalDenoiser, split_condition
-
-    c, task = cfg.conditional, build_task(cfg)
-    y_shape = task.y_shape(process.shape)
-    values, _ = split_condition(task, torch.zeros(1, *y_shape))
-    joint = c.estimator != "cde"
-    backbone = build_backbone(
-        cfg,
-        process.shape[0] + y_shape[0],
-        noise_features=2,
-        out_channels=process.shape[0] + (values.shape[1] if joint else 0),
-    )
-    return ConditionalDenoiser(
-        process,
-        task,
-        backbone,
-        c.estimator,
-        c.y_log_snr_min,
-        float(cfg.model.sigma_data),
-        c.anneal_steps,
-    )
-
-
 def group_rms(std: torch.Tensor, basis: Basis) -> torch.Tensor:
     """Per-component stds ``(C, H, W)`` replaced by the root mean square of their basis group.
 
@@ -352,23 +297,11 @@ def group_rms(std: torch.Tensor, basis: Basis) -> torch.Tensor:
     return var[index].sqrt().clamp_min(1e-3 * var.max().sqrt())
 
 
-def build_loss(
+def build_denoising_loss(
     cfg: Config, process: Process, denoiser: Denoiser | MultiScaleDenoiser
 ) -> DenoisingLoss | MultiScaleLoss:
+    """The denoising loss of the linear process: one network, or one scale per step."""
     l = cfg.loss
-    if cfg.process.transform is not None:
-        from nudiff.ndm.loss import NDMLoss
-
-        return NDMLoss(process, l.ndm.bound, l.ndm.steps, l.ndm.dequantize)
-    if cfg.process.family == "beta":
-        from nudiff.beta.loss import BetaDiffusionLoss
-
-        b = l.beta
-        return BetaDiffusionLoss(process, b.type, b.w_cond, b.w_marg, b.s_ratio, b.t_min)
-    if cfg.conditional is not None:
-        from nudiff.conditional.estimators import ConditionalLoss
-
-        return ConditionalLoss(denoiser, l.t_sampling, l.log_snr_mean, l.log_snr_std)
     joint = cfg.model.backbone == "lego" and cfg.model.lego.joint_loss
     if isinstance(denoiser, MultiScaleDenoiser):
         ms = cfg.model.multiscale

@@ -1,4 +1,8 @@
-"""High-level API: train a config into a run folder, load a run, sample from it."""
+"""Run folders: train a config into one, load a run, sample from it.
+
+Every step asks the config's family (:mod:`nudiff.families`) for what is its own (building,
+loading, sampling); what is common (run folders, checkpoints, batching, several processes, the
+settings a command gives) lives here."""
 
 from __future__ import annotations
 
@@ -6,94 +10,75 @@ from pathlib import Path
 
 import torch
 
-from nudiff.build import build_data, build_denoiser, build_loss, build_process
 from nudiff.config import Config, dump_config, parse_yaml, validate
-from nudiff.data import load_batch, random_hflip
-from nudiff.models.denoiser import Denoiser
-from nudiff.samplers import BrickSkip, SampleResult, sample
-
-
-def sample_settings(cfg: Config) -> dict:
-    """The keywords of :func:`nudiff.samplers.sample` that the config's ``sample`` section sets."""
-    s = cfg.sample
-    return {
-        "sampler": s.sampler,
-        "steps": s.steps,
-        "grid": s.grid,
-        "budgets": s.budgets,
-        "options": s.options,
-        "skip": BrickSkip.from_config(s.skip),
-        "guidance": s.guidance,
-        "guidance_interval": s.guidance_interval,
-    }
-
-
-def make_sample_fn(cfg: Config, process, dataset=None):
-    """Grid sampler for the trainer: the same seed every time, so grids are comparable (a
-    conditional model is conditioned on the degraded first training images)."""
-
-    def sample_fn(model: Denoiser, n: int, generator: torch.Generator) -> torch.Tensor:
-        device = next(model.parameters()).device
-        if cfg.process.family == "beta":
-            from nudiff.beta.sampler import sample_beta
-
-            out = sample_beta(model, n, steps=cfg.sample.steps, seed=cfg.train.seed, device=device)
-            return out.images.clamp(-1, 1)
-        if cfg.conditional is not None:
-            from nudiff.data import load_batch
-
-            x = load_batch(dataset, list(range(min(n, len(dataset))))).to(device)
-            y = model.task.degrade(x, torch.arange(len(x)))
-            out = sample_conditional(model, y, 1, **sample_settings(cfg), seed=cfg.train.seed)
-            return out.images.clamp(-1, 1)
-        # a class-conditional model: the classes in turn, guided as the config says
-        labels = torch.arange(n) % cfg.model.num_classes if cfg.model.num_classes else None
-        out = sample(
-            model,
-            model.process,
-            n,
-            **sample_settings(cfg),
-            labels=labels,
-            seed=cfg.train.seed,
-            device=device,
-        )
-        return out.images.clamp(-1, 1)
-
-    return sample_fn
+from nudiff.families import family_name, family_of
+from nudiff.samplers import SAMPLERS, BrickSkip, SampleResult, sample, sampler_options
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False, device=None) -> dict:
     """Train ``cfg`` into ``run_dir`` (see :class:`nudiff.training.trainer.Trainer`) on
-    ``device`` (None: ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU)."""
+    ``device`` (None: ``cuda:LOCAL_RANK`` when CUDA is available, else the CPU). Whether the
+    folder can take the run (no checkpoints, or resumable ones of the same model) is checked
+    before anything is written: a refused run leaves the folder as it was."""
     from nudiff.plots import plot_schedule
     from nudiff.training import distributed
     from nudiff.training.trainer import Trainer
 
     run_dir = Path(run_dir)
-    dataset = build_data(cfg, labelled=True)
-    process = build_process(cfg, dataset)
-    torch.manual_seed(cfg.train.seed)  # the same initial weights for the same config
-    model = build_denoiser(cfg, process, dataset)
+    parts = family_of(cfg).training_parts(cfg)
+    check_run_folder(run_dir, cfg, parts["model"], resume)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(cfg))
-        if cfg.process.family == "gaussian" and (
-            not resume or not (run_dir / "schedule.png").exists()
-        ):
-            plot_schedule(process, load_batch(dataset, [0])[0], run_dir / "schedule.png")
-    augment = random_hflip if cfg.data.hflip else None
+        schedule = parts.get("schedule")
+        if schedule is not None and (not resume or not (run_dir / "schedule.png").exists()):
+            plot_schedule(*schedule, run_dir / "schedule.png")
     trainer = Trainer(
-        model,
-        build_loss(cfg, process, model),
-        dataset,
+        parts["model"],
+        parts["loss"],
+        parts["dataset"],
         cfg.train,
         run_dir,
-        sample_fn=make_sample_fn(cfg, process, dataset),
-        augment=augment,
+        sample_fn=parts["sample_fn"],
+        augment=parts.get("augment"),
         device=device,
         resolved_config=cfg.model_dump(mode="json", by_alias=True),
     )
     return trainer.fit(resume=resume)
+
+
+def check_run_folder(run_dir: Path, cfg: Config, model, resume: bool) -> None:
+    """Refuse, before writing anything, a run folder whose checkpoints this run cannot use:
+    checkpoints without ``resume``, or a checkpoint of another family or of a model whose
+    weights do not fit ``model`` (another backbone, width, basis, ...)."""
+    from nudiff.training.checkpoint import latest_valid_checkpoint, list_checkpoints, load_weights
+
+    if not list_checkpoints(run_dir):
+        return
+    if not resume:
+        raise ValueError(
+            f"{run_dir / 'checkpoints'} already holds checkpoints; resume, or train into a new "
+            "folder"
+        )
+    ckpt = latest_valid_checkpoint(run_dir)
+    if ckpt is None:
+        return  # the trainer starts from scratch, with a note
+    saved = validate(parse_yaml((ckpt / "config.yaml").read_text(), str(ckpt / "config.yaml")))
+    if family_name(saved) != family_name(cfg):
+        raise ValueError(
+            f"cannot resume {run_dir}: it holds a {family_of(saved).key} run, this config is "
+            f"{family_of(cfg).key}; train into a new folder"
+        )
+    state, mine = load_weights(ckpt, ema=False), model.state_dict()
+    missing, extra = sorted(set(mine) - set(state)), sorted(set(state) - set(mine))
+    shapes = sorted(k for k in set(mine) & set(state) if state[k].shape != mine[k].shape)
+    if missing or extra or shapes:
+        first = (missing or extra or shapes)[0]
+        raise ValueError(
+            f"cannot resume {run_dir}: its checkpoint does not fit this config's model "
+            f"({len(missing)} missing, {len(extra)} unexpected, {len(shapes)} resized weights, "
+            f"e.g. {first}); train into a new folder"
+        )
 
 
 def load_run(
@@ -102,10 +87,10 @@ def load_run(
     device="auto",
     resolution: int | None = None,
     overrides: list[str] | None = None,
-) -> tuple[Config, Denoiser]:
-    """Config and denoiser (EMA weights by default) from a run folder or checkpoint folder,
-    on ``device`` (``auto``: CUDA, then MPS, then the CPU; see
-    :func:`nudiff.devices.resolve_device`).
+) -> tuple[Config, torch.nn.Module]:
+    """Config and model (EMA weights by default: the denoiser, or a distilled run's
+    generator) from a run folder or checkpoint folder, on ``device`` (``auto``: CUDA, then
+    MPS, then the CPU; see :func:`nudiff.devices.resolve_device`).
 
     ``resolution``: rebuild the model for ``resolution`` x ``resolution`` images (see
     :func:`at_resolution`); the returned config says the new resolution. ``overrides``:
@@ -125,17 +110,11 @@ def load_run(
     cfg = validate(tree)
     state = load_weights(ckpt, ema=ema)
     if resolution is not None and resolution != cfg.data.resolution:
-        cfg, state = at_resolution(cfg, state, resolution)
-    process = build_process(cfg)  # data-fitted buffers come from the state dict
-    model = build_denoiser(cfg, process)
-    if cfg.distill is not None:  # a distilled run: its one-step generator
-        from nudiff.distill.run import load_generator
+        from nudiff.families.features import require
 
-        if resolution is not None and resolution != cfg.data.resolution:
-            raise ValueError("a distilled generator samples at its training resolution only")
-        return cfg, load_generator(cfg, model, state).to(device).eval()
-    model.load_state_dict(state)
-    return cfg, model.to(device).eval()
+        require(cfg, "resolution")
+        cfg, state = at_resolution(cfg, state, resolution)
+    return cfg, family_of(cfg).load(cfg, state, device)
 
 
 def at_resolution(cfg: Config, state: dict, resolution: int) -> tuple[Config, dict]:
@@ -161,7 +140,7 @@ def at_resolution(cfg: Config, state: dict, resolution: int) -> tuple[Config, di
         raise ConfigError("--resolution does not apply to multi-scale or conditional models")
     if cfg.process.prior.type != "white":
         raise ConfigError("--resolution needs process.prior.type: white")
-    from nudiff.config import lego_bricks
+    from nudiff.models.config import lego_bricks
 
     old = cfg.data.resolution
     tree = cfg.model_dump(mode="json", by_alias=True)
@@ -278,70 +257,82 @@ def sample_model(
     the model's); batches of ``batch_size`` give the same images as one, and so does any number
     of torchrun processes (each draws its share; ``n`` must split evenly over them).
 
-    Arguments left at None take the run config's ``sample`` section; ``options`` of another
-    sampler than the config's replace the config's. ``skip``: LEGO brick skipping; ``labels``
-    ``(n,)``: classes of a class-conditional model, with classifier-free ``guidance`` (default:
-    the config's ``sample.guidance``) in ``guidance_interval``."""
+    Arguments left at None take the run config's ``sample`` section; the others replace it and
+    go through the config's checks like the config itself (a value the config would refuse, or
+    a setting the run's family does not support, is an error naming its ``sample.*`` key).
+    ``options`` of another sampler than the config's replace the config's. ``skip``: LEGO
+    brick skipping; ``labels`` ``(n,)``: classes of a class-conditional model, with
+    classifier-free ``guidance`` (default: the config's ``sample.guidance``) in
+    ``guidance_interval``."""
     if cfg.conditional is not None:
         raise ValueError(
             "a conditional model samples from conditions: nudiff sample RUN --condition INPUT "
             "(in Python: nudiff.load(RUN).restore(y))"
         )
+    cfg = with_sample_settings(
+        cfg,
+        sampler=sampler,
+        steps=steps,
+        grid=grid,
+        budgets=budgets,
+        options=options,
+        skip=skip,
+        guidance=guidance,
+        guidance_interval=guidance_interval,
+    )
+    family = family_of(cfg)
     if device is None:  # where the model is
         device = next(iter([*model.parameters(), *model.buffers()])).device
-    # settings of the Gaussian samplers that a generator or the Beta sampler cannot honour
-    gaussian_only = {"grid": grid, "budgets": budgets, "options": options, "skip": skip}
-    gaussian_only.update(guidance=guidance, guidance_interval=guidance_interval)
-    if cfg.distill is not None:
-        _reject_settings("a distilled generator", gaussian_only)
-        return _sample_generator(cfg, model, n, sampler, steps, seed, device, labels, batch_size)
-    if sampler == "onestep":
-        raise ValueError("sampler onestep needs a distilled run (nudiff distill sid)")
-    if cfg.process.family == "beta":
-        _reject_settings("the beta sampler", {**gaussian_only, "labels": labels})
-        return _sample_beta(cfg, model, n, sampler, steps, seed, device, progress, batch_size)
-    if sampler == "beta":
-        raise ValueError("sampler beta needs a Beta-diffusion model (process.family: beta)")
-    settings = sample_settings(cfg)
-    if guidance is not None:
-        settings.update(guidance=guidance)
-    if guidance_interval is not None:
-        settings.update(guidance_interval=guidance_interval)
+    if labels is None:
+        labels = family.default_labels(cfg, n)
     labels = _per_sample_labels(labels, n)
-    if skip is not None:
-        settings.update(skip=skip)
-    if sampler not in (None, settings["sampler"]):
-        settings.update(sampler=sampler, options={})
-    if steps is not None:
-        settings.update(steps=steps, budgets=None)
-    if budgets is not None:
-        settings.update(budgets=budgets)
-    if grid is not None:
-        settings.update(grid=grid)
-    if options is not None:
-        settings.update(options=options)
+    if labels is not None and cfg.model.num_classes is None:
+        raise ValueError("class labels need a class-conditional model (model.num_classes)")
     return _in_batches(
         n,
         batch_size,
-        lambda start, size: sample(
+        lambda start, size: family.sample(
+            cfg,
             model,
-            model.process,
             size,
-            **settings,
-            labels=None if labels is None else labels[start : start + size],
             seed=seed,
             start=start,
             device=device,
+            labels=None if labels is None else labels[start : start + size],
             progress=progress,
         ),
     )
 
 
-def _reject_settings(who: str, settings: dict) -> None:
-    """A clear error naming the ``settings`` given (not None) that ``who`` does not take."""
-    given = sorted(k for k, v in settings.items() if v is not None)
-    if given:
-        raise ValueError(f"{who} does not take {', '.join(given)}")
+def with_sample_settings(cfg: Config, **given) -> Config:
+    """``cfg`` with the sampling settings ``given`` (None: keep the config's) in its ``sample``
+    section, validated as a whole: command-line values meet the config's own checks. A new
+    sampler drops the old one's options; new ``steps`` drop the config's ``budgets``."""
+    if all(v is None for v in given.values()):
+        return cfg
+    s = cfg.sample.model_dump(mode="json", by_alias=True)
+    if given["sampler"] is not None and given["sampler"] != s["sampler"]:
+        s.update(sampler=given["sampler"], options={})
+    if given["steps"] is not None:
+        s.update(steps=given["steps"], budgets=None)
+    if given["skip"] is not None:
+        s["skip"] = {"bricks": given["skip"].bricks, "from": given["skip"].start}
+    if given["guidance_interval"] is not None:
+        s["guidance_interval"] = list(given["guidance_interval"])
+    for key in ("grid", "budgets", "options", "guidance"):
+        if given[key] is not None:
+            s[key] = given[key]
+    if given["options"] is not None and s["sampler"] in SAMPLERS:  # named as --opt names them
+        allowed = sampler_options(s["sampler"])
+        unknown = sorted(set(given["options"]) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {unknown} for sampler {s['sampler']!r}; it takes "
+                f"{sorted(allowed)}"
+            )
+    tree = cfg.model_dump(mode="json", by_alias=True)
+    tree["sample"] = s
+    return validate(tree)
 
 
 def _per_sample_labels(labels, n: int) -> torch.Tensor | None:
@@ -371,55 +362,6 @@ def _in_batches(n: int, batch_size: int, draw) -> SampleResult:
     u, images = torch.cat([p.u for p in parts]), torch.cat([p.images for p in parts])
     u, images = distributed.gather_rows(u), distributed.gather_rows(images)
     return SampleResult(u, images, parts[0].nfe, sum(p.seconds for p in parts), parts[0].skipped)
-
-
-def _sample_generator(cfg, generator, n, sampler, steps, seed, device, labels, batch_size):
-    """:func:`sample_model` for a distilled run: ``steps`` generator calls (1 by default)."""
-    from nudiff.config import ConfigError
-    from nudiff.distill.sid import sample_one_step
-    from nudiff.schedules.reference import ReferenceTime
-
-    if sampler not in (None, "onestep"):
-        raise ConfigError(f"a distilled run samples with sampler 'onestep', not {sampler!r}")
-    steps = steps or cfg.sample.steps
-    if cfg.model.num_classes and labels is None:  # the classes in turn
-        labels = torch.arange(n) % cfg.model.num_classes
-    labels = _per_sample_labels(labels, n)
-    ref = ReferenceTime(generator.process).to(device) if steps > 1 else None
-    return _in_batches(
-        n,
-        batch_size,
-        lambda start, size: sample_one_step(
-            generator,
-            size,
-            steps=steps,
-            seed=seed,
-            start=start,
-            labels=None if labels is None else labels[start : start + size],
-            device=device,
-            reference=ref,
-        ),
-    )
-
-
-def _sample_beta(cfg, model, n, sampler, steps, seed, device, progress, batch_size):
-    """:func:`sample_model` for a Beta-diffusion model: its own sampler only."""
-    from nudiff.beta.sampler import SAMPLER, sample_beta
-    from nudiff.config import ConfigError
-
-    if sampler not in (None, SAMPLER):
-        raise ConfigError(
-            f"a Beta-diffusion model (process.family: beta) samples with sampler {SAMPLER!r}, "
-            f"not the Gaussian sampler {sampler!r}"
-        )
-    steps = steps or cfg.sample.steps
-    return _in_batches(
-        n,
-        batch_size,
-        lambda start, size: sample_beta(
-            model, size, steps=steps, seed=seed, start=start, device=device, progress=progress
-        ),
-    )
 
 
 def sample_conditional(

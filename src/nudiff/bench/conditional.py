@@ -134,7 +134,8 @@ def _held_out(cfg, n_eval: int):
 def evaluate(run_dir: Path, scorer: Scorer, per_input: int, seed: int, device="auto") -> dict:
     from nudiff.conditional.inputs import comparison_grid
     from nudiff.data import save_image_grid
-    from nudiff.run import load_run, sample_conditional, sample_settings
+    from nudiff.families.gaussian import sample_settings
+    from nudiff.run import load_run, sample_conditional
 
     cfg, model = load_run(run_dir, device=device)
     truth, y = scorer.truth, scorer.y
@@ -156,7 +157,7 @@ def run(args) -> dict:
     import torch
 
     from nudiff.bench.common import environment, feature_net, train_or_reuse, write_json
-    from nudiff.build import build_task
+    from nudiff.conditional.build import build_task
     from nudiff.config import dump_config, load_config
     from nudiff.devices import resolve_device
     from nudiff.eval.lpips import lpips_or_none

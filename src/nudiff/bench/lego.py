@@ -162,52 +162,61 @@ def run(args) -> dict:
         "rows": [],
     }
     for name in names:
-        run_dir = out / name
-        print(f"== {name}: training {args.train_minutes:g} min into {run_dir}", flush=True)
-        trained = train_or_reuse(cfgs[name], run_dir, device)
-        kept = {k: trained[k] for k in ("steps", "images_per_s", "seconds")}
-        variants = [(None, None, None)]
-        if name == "lego":  # the larger canvas costs 4x: fewer samples, and 32x32 at that n
-            variants += [(args.skip, None, None), (None, args.resolution, args.n_samples_large)]
-            variants += [(None, None, args.n_samples_large)]
-        for skip, resolution, n in variants:
-            tag = "skip" if skip else f"{resolution}px" if resolution else "full"
-            tag += f"_n{n}" if n and not resolution else ""
-            scored = score_model(
-                run_dir,
-                args,
-                net,
-                f_ref,
-                cfgs[name].data.resolution,
-                skip,
-                resolution,
-                out / f"{name}_{tag}_samples.png",
-                n,
-                device,
-            )
-            row = {"backbone": name, **kept, **scored}
-            result["rows"].append(row)
-            print(
-                f"{name} [{tag}]: {kept['steps']} steps, FD {row['fd']:.2f} +- {row['fd_se']:.2f}"
-                f", {row['ms_per_sample']:.2f} ms/sample, {row['macs_per_sample'] / 1e9:.2f} "
-                f"GMAC/sample, brick calls {row['brick_calls']}",
-                flush=True,
-            )
-    rows = {
-        (r["backbone"], bool(r["skip"]), r["resolution"]): r
-        for r in result["rows"]
-        if r["n"] == args.n_samples
-    }
-    full = rows.get(("lego", False, cfg.data.resolution))
-    skipped = rows.get(("lego", True, cfg.data.resolution))
-    if full and skipped:
-        saving = 1 - skipped["ms_per_sample"] / full["ms_per_sample"]
-        ratio = skipped["fd"] / full["fd"]
-        result["skipping"] = {
-            "time_saving": saving,
-            "mac_saving": 1 - skipped["macs_per_sample"] / full["macs_per_sample"],
-            "fd_ratio": ratio,
-            "target_met": saving >= 0.25 and ratio <= 1.15,
-        }
+        result["rows"] += _train_and_score(name, cfgs[name], args, out, net, f_ref, device)
+    skipping = _skipping(result["rows"], args.n_samples, cfg.data.resolution)
+    if skipping is not None:
+        result["skipping"] = skipping
     write_json(result, args.json)
     return result
+
+
+def _train_and_score(name: str, cfg, args, out: Path, net, f_ref, device) -> list[dict]:
+    """Train (or reuse) backbone ``name`` into ``out / name`` and score its rows: the full
+    model, and for LEGO also brick skipping, the larger canvas and 32x32 at that sample
+    count; each row printed as it comes."""
+    run_dir = out / name
+    print(f"== {name}: training {args.train_minutes:g} min into {run_dir}", flush=True)
+    trained = train_or_reuse(cfg, run_dir, device)
+    kept = {k: trained[k] for k in ("steps", "images_per_s", "seconds")}
+    variants = [(None, None, None)]  # (skip, resolution, n)
+    if name == "lego":  # the larger canvas costs 4x: fewer samples, and 32x32 at that n
+        variants += [(args.skip, None, None), (None, args.resolution, args.n_samples_large)]
+        variants += [(None, None, args.n_samples_large)]
+    rows = []
+    for skip, resolution, n in variants:
+        tag = "skip" if skip else f"{resolution}px" if resolution else "full"
+        tag += f"_n{n}" if n and not resolution else ""
+        grid = out / f"{name}_{tag}_samples.png"
+        scored = score_model(
+            run_dir, args, net, f_ref, cfg.data.resolution, skip, resolution, grid, n, device
+        )
+        row = {"backbone": name, **kept, **scored}
+        rows.append(row)
+        print(
+            f"{name} [{tag}]: {kept['steps']} steps, FD {row['fd']:.2f} +- {row['fd_se']:.2f}"
+            f", {row['ms_per_sample']:.2f} ms/sample, {row['macs_per_sample'] / 1e9:.2f} "
+            f"GMAC/sample, brick calls {row['brick_calls']}",
+            flush=True,
+        )
+    return rows
+
+
+def _skipping(rows: list[dict], n_samples: int, resolution: int) -> dict | None:
+    """LEGO brick skipping against the full stack at the training ``resolution`` and
+    ``n_samples``: time and MAC savings, FD ratio, and whether the target (>= 25% faster,
+    FD within 15%) is met; None without both rows."""
+    by_key = {
+        (r["backbone"], bool(r["skip"]), r["resolution"]): r for r in rows if r["n"] == n_samples
+    }
+    full = by_key.get(("lego", False, resolution))
+    skipped = by_key.get(("lego", True, resolution))
+    if not (full and skipped):
+        return None
+    saving = 1 - skipped["ms_per_sample"] / full["ms_per_sample"]
+    ratio = skipped["fd"] / full["fd"]
+    return {
+        "time_saving": saving,
+        "mac_saving": 1 - skipped["macs_per_sample"] / full["macs_per_sample"],
+        "fd_ratio": ratio,
+        "target_met": saving >= 0.25 and ratio <= 1.15,
+    }

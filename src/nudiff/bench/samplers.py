@@ -70,7 +70,7 @@ def problem(schedule: str, resolution: int, channels: int, exponent: float = 2.0
     """``(process, oracle, basis name)`` for one benchmark setting (float32, on the CPU):
     Gaussian fields whose spectrum falls as the power ``exponent`` of the frequency."""
     from nudiff.bases import DCT, Haar
-    from nudiff.build import default_haar_levels
+    from nudiff.bases.haar import default_haar_levels
     from nudiff.oracle import GaussianOracle, field_model
     from nudiff.process import Process
     from nudiff.schedules import MultiSpeed, SoftConditioning, VPCosine
@@ -109,10 +109,7 @@ def group_errors(u, oracle, index, groups: int) -> tuple[float, float]:
 
 
 def run(args) -> dict:
-    import torch
-
     from nudiff.devices import resolve_device
-    from nudiff.samplers import sample, steps_for_nfe
 
     device = resolve_device(args.device)
     samplers = list(args.samplers)
@@ -126,69 +123,8 @@ def run(args) -> dict:
     for schedule in args.schedules:
         for res in args.resolution:
             for ch in args.image_channels:
-                process, oracle, basis = problem(schedule, res, ch, args.exponent)
-                index, names = process.basis.groups()
-                n = max(args.min_samples, args.n_samples * 1024 // (ch * res * res))
-                g = torch.Generator().manual_seed(args.seed + 1)
-                floors = [  # exact draws, on the CPU
-                    group_errors(oracle.sample_u0(n, g), oracle, index, len(names))
-                    for _ in range(args.floor_repeats)
-                ]
-                oracle = oracle.to(device)  # and its process: the samplers run on the device
-                floor = sum(f[0] for f in floors) / len(floors)
-                floor_mean = sum(f[1] for f in floors) / len(floors)
-                setting = {
-                    "schedule": schedule,
-                    "basis": basis,
-                    "resolution": res,
-                    "channels": ch,
-                    "n": n,
-                    "mc_floor": floor,
-                    "mc_floor_mean": floor_mean,
-                }
-                runs = []
-                for name in samplers:
-                    if name == "dopri5":
-                        runs += [
-                            (name, None, {"rtol": float(x), "atol": float(x)})
-                            for x in args.ode_tolerance
-                        ]
-                    else:
-                        for nfe in args.nfe:
-                            try:
-                                runs.append((name, steps_for_nfe(name, nfe), {}))
-                            except ValueError:
-                                continue  # e.g. Heun at 2 NFE
-                for name, steps, options in runs:
-                    began = time.perf_counter()
-                    out = sample(
-                        oracle,
-                        process,
-                        n,
-                        sampler=name,
-                        steps=steps or 1,
-                        grid=args.grid,
-                        options=options,
-                        seed=args.seed,
-                        device=device,
-                    )
-                    var_err, mean_err = group_errors(out.u, oracle, index, len(names))
-                    row = {
-                        **setting,
-                        "sampler": name,
-                        "steps": steps,
-                        "nfe": out.nfe,
-                        "var_rel_error": var_err,
-                        "mean_error": mean_err,
-                        "seconds": time.perf_counter() - began,
-                        **({"rtol": options["rtol"]} if options else {}),
-                    }
-                    rows.append(row)
-                    print(
-                        f"{schedule:>10} {res}x{res}x{ch} {name:>14} nfe {out.nfe:>5}  "
-                        f"var {var_err:.4f} mean {mean_err:.4f} (floor {floor:.4f})",
-                        flush=True,
-                    )
+                setting, setting_rows = _run_setting(args, schedule, res, ch, samplers, device)
+                rows += setting_rows
                 summary.append(_targets(setting, [r for r in rows if _same(r, setting)]))
     result = {
         "benchmark": "samplers",
@@ -203,6 +139,86 @@ def run(args) -> dict:
     if args.plot:
         plot(result, args.plot)
     return result
+
+
+def _run_setting(
+    args, schedule: str, res: int, ch: int, samplers: list[str], device
+) -> tuple[dict, list[dict]]:
+    """Every sampler run of one setting: the setting (with its Monte-Carlo floors) and its
+    rows, printed as they come."""
+    import torch
+
+    from nudiff.samplers import sample
+
+    process, oracle, basis = problem(schedule, res, ch, args.exponent)
+    index, names = process.basis.groups()
+    n = max(args.min_samples, args.n_samples * 1024 // (ch * res * res))
+    g = torch.Generator().manual_seed(args.seed + 1)
+    floors = [  # exact draws, on the CPU
+        group_errors(oracle.sample_u0(n, g), oracle, index, len(names))
+        for _ in range(args.floor_repeats)
+    ]
+    oracle = oracle.to(device)  # and its process: the samplers run on the device
+    setting = {
+        "schedule": schedule,
+        "basis": basis,
+        "resolution": res,
+        "channels": ch,
+        "n": n,
+        "mc_floor": sum(f[0] for f in floors) / len(floors),
+        "mc_floor_mean": sum(f[1] for f in floors) / len(floors),
+    }
+    rows = []
+    for name, steps, options in _sampler_runs(samplers, args):
+        began = time.perf_counter()
+        out = sample(
+            oracle,
+            process,
+            n,
+            sampler=name,
+            steps=steps or 1,
+            grid=args.grid,
+            options=options,
+            seed=args.seed,
+            device=device,
+        )
+        var_err, mean_err = group_errors(out.u, oracle, index, len(names))
+        rows.append(
+            {
+                **setting,
+                "sampler": name,
+                "steps": steps,
+                "nfe": out.nfe,
+                "var_rel_error": var_err,
+                "mean_error": mean_err,
+                "seconds": time.perf_counter() - began,
+                **({"rtol": options["rtol"]} if options else {}),
+            }
+        )
+        print(
+            f"{schedule:>10} {res}x{res}x{ch} {name:>14} nfe {out.nfe:>5}  "
+            f"var {var_err:.4f} mean {mean_err:.4f} (floor {setting['mc_floor']:.4f})",
+            flush=True,
+        )
+    return setting, rows
+
+
+def _sampler_runs(samplers: list[str], args) -> list[tuple[str, int | None, dict]]:
+    """``(sampler, steps, options)`` of every run: dopri5 once per ``--ode-tolerance``, the
+    fixed-step samplers at every ``--nfe`` they can take."""
+    from nudiff.samplers import steps_for_nfe
+
+    runs = []
+    for name in samplers:
+        if name == "dopri5":
+            runs += [(name, None, {"rtol": float(x), "atol": float(x)}) for x in args.ode_tolerance]
+        else:
+            for nfe in args.nfe:
+                try:
+                    runs.append((name, steps_for_nfe(name, nfe), {}))
+                except ValueError:
+                    continue  # e.g. Heun at 2 NFE
+    return runs
 
 
 def _same(row: dict, setting: dict) -> bool:

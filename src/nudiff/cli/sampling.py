@@ -109,7 +109,8 @@ def _sample_conditional(args) -> None:
     from nudiff.data.images import read_images
     from nudiff.devices import resolve_device
     from nudiff.eval.lpips import LPIPS_ENV, lpips_or_none
-    from nudiff.run import load_run, sample_conditional, sample_settings
+    from nudiff.families.gaussian import sample_settings
+    from nudiff.run import load_run, sample_conditional
 
     single_process("nudiff sample --condition")
     device = resolve_device(args.device)

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nudiff.config import Config, dump_config, parse_overrides, parse_yaml, set_key, validate
-from nudiff.distill.sid import OneStepGenerator, ReferenceTime, SiDLoss, SiDModel, sample_one_step
+from nudiff.config import Config, parse_overrides, parse_yaml, set_key, validate
+from nudiff.distill.sid import OneStepGenerator, ReferenceTime, SiDLoss, SiDModel
 
 #: distillation's training settings over the teacher's (SiD: Adam betas (0, 0.999), no
 #: warm-up, no clipping; the LR is SiD's CIFAR-10 one); ``--set`` overrides them
@@ -36,12 +36,14 @@ def distill_config(teacher: str | Path, overrides: list[str] | None = None) -> C
     """The config of a SiD run of the teacher run (or checkpoint folder) ``teacher``: the
     teacher's config, ``distill: {method: sid, teacher: <its checkpoint folder>}``,
     :data:`DISTILL_TRAIN`, ``sample: {sampler: onestep, steps: 1}``, then ``overrides``."""
+    from nudiff.families.features import require
     from nudiff.training.checkpoint import resolve_checkpoint
 
     ckpt = resolve_checkpoint(teacher)
     tree = parse_yaml((ckpt / "config.yaml").read_text(), str(ckpt / "config.yaml")) or {}
     if tree.get("distill") is not None:
         raise ValueError(f"{teacher} is a distilled run; distil its teacher instead")
+    require(validate(copy.deepcopy(tree)), "teacher")
     tree["distill"] = {"method": "sid", "teacher": str(ckpt.resolve())}
     tree.setdefault("train", {}).update(DISTILL_TRAIN)
     tree["sample"] = {**tree.get("sample", {}), "sampler": "onestep", "steps": 1}
@@ -97,34 +99,11 @@ def build_sid(cfg: Config, device=None) -> tuple[SiDModel, SiDLoss]:
 
 
 def distill(cfg: Config, run_dir: str | Path, resume: bool = False, device=None) -> dict:
-    """Train the SiD run ``cfg`` into ``run_dir`` on ``device`` (the generic trainer,
-    data-free, two phases); returns the trainer's summary."""
-    from nudiff.training import distributed
-    from nudiff.training.trainer import Trainer
+    """Train the SiD run ``cfg`` into ``run_dir`` on ``device``: :func:`nudiff.run.train` (the
+    generic trainer, data-free, two phases); returns the trainer's summary."""
+    from nudiff.run import train
 
-    run_dir = Path(run_dir)
-    torch.manual_seed(cfg.train.seed)
-    model, loss = build_sid(cfg)
-    if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(dump_config(cfg))
-    labels = cfg.model.num_classes
-
-    def sample_fn(m: SiDModel, n: int, generator: torch.Generator) -> torch.Tensor:
-        y = torch.arange(n) % labels if labels else None
-        return sample_one_step(m.generator, n, seed=cfg.train.seed, labels=y).images.clamp(-1, 1)
-
-    trainer = Trainer(
-        model,
-        loss,
-        None,
-        cfg.train,
-        run_dir,
-        sample_fn=sample_fn,
-        device=device,
-        resolved_config=cfg.model_dump(mode="json", by_alias=True),
-    )
-    return trainer.fit(resume=resume)
+    return train(cfg, run_dir, resume=resume, device=device)
 
 
 def load_generator(cfg: Config, denoiser: nn.Module, state: dict) -> OneStepGenerator:

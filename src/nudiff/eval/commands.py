@@ -3,6 +3,8 @@ returning JSON-ready dicts (every figure with its sample count)."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -98,14 +100,11 @@ def eval_nll(
 
     if n < 1 or batch_size < 1:
         raise ValueError(f"--n-images and --batch-size must be >= 1, got {n}, {batch_size}")
-    cfg, model = load_run(run, ema=ema, device=device)
-    if cfg.process.family != "gaussian":
-        from nudiff.config import ConfigError
+    from nudiff.families import family_of
+    from nudiff.families.features import require
 
-        raise ConfigError(
-            f"nudiff eval nll needs a Gaussian process; {run} has process.family: "
-            f"{cfg.process.family} (its likelihood is not implemented)"
-        )
+    cfg, model = load_run(run, ema=ema, device=device)
+    require(cfg, "likelihood")  # a Beta model, a one-step generator: no density here
     images = _eval_images(cfg, data, n)
     if method == "elbo":
         settings = {"n_times": n_times}
@@ -117,6 +116,7 @@ def eval_nll(
         model,
         model.process,
         images,
+        methods=family_of(cfg).likelihoods(model),
         batch_size=batch_size,
         seed=seed,
         progress=progress,
@@ -164,37 +164,18 @@ def eval_fd(
     ranks (``n`` must split evenly over them) and scored on rank 0, which returns the
     single-process result (the other ranks return an empty dict)."""
     from nudiff.devices import resolve_device
-    from nudiff.eval.frechet import frechet_distance, gaussian_stats, kid
 
     if (run is None) == (samples is None):
         raise ValueError("give exactly one of a run to sample and --samples SAMPLES.npz")
     if n < 2:
         raise ValueError(f"--n-samples must be >= 2, got {n}")
     device = resolve_device(device)
-    if str(features) == "inception":
-        from nudiff.eval.inception import InceptionV3
-
-        net, shape = InceptionV3(inception_weights, device), None
-        extract, kid_seed = net.features, 2020  # torch-fidelity's seed: its KID subsets
-    else:
-        from nudiff.eval.features import classify, extract_features, load_feature_net
-
-        if inception_weights is not None:
-            raise ValueError("--inception-weights goes with --features inception")
-        net = load_feature_net(features).to(device)
-        shape, kid_seed = (net.in_channels, net.resolution, net.resolution), 0
-
-        def extract(images):
-            return extract_features(net, images)
-
+    net, shape, extract, kid_seed = _feature_space(features, inception_weights, device)
     ref_images = _npz_images(ref, n, label=class_label)
-    info: dict = {}
     if samples is not None:
-        gen = _npz_images(samples, n, last=False)
+        gen, info = _npz_images(samples, n, last=False), {}
     else:
-        from nudiff.run import sample_run
-
-        result = sample_run(
+        gen, info = _sample_images(
             run,
             n=n,
             sampler=sampler,
@@ -207,25 +188,16 @@ def eval_fd(
             labels=None if class_label is None else torch.full((n,), class_label),
             guidance=guidance,
         )
-        gen = float_to_uint8(result.images.clamp(-1, 1)).cpu()
-        info = {"nfe": result.nfe, "sampling_seconds": result.seconds}
-        from nudiff.training import distributed
-
-        if not distributed.is_main():
+        if gen is None:  # not rank 0, which scores every rank's samples
             return {}
     if shape is not None:  # the feature network's own input size and channels
         ref_images, gen = fit_images(ref_images, shape), fit_images(gen, shape)
     if class_label is not None:
         info.update(class_label=class_label, guidance=guidance)
-        if shape is not None:
-            info["class_accuracy"] = float((classify(net, gen) == class_label).mean())
-    f_gen, f_ref = extract(gen), extract(ref_images)
-    fd = frechet_distance(*gaussian_stats(f_gen), *gaussian_stats(f_ref))
-    kid_mean, kid_std = kid(f_gen, f_ref, subsets=kid_subsets, seed=kid_seed)
+        if shape is not None:  # a feature network classifies the data's classes
+            info["class_accuracy"] = _class_accuracy(net, gen, class_label)
     return {
-        "fd": fd,
-        "kid": kid_mean,
-        "kid_std": kid_std,
+        **_distances(extract(gen), extract(ref_images), kid_subsets, kid_seed),
         "n": n,
         "n_ref": n,
         "features": str(features),
@@ -235,6 +207,57 @@ def eval_fd(
         **({"sampler": sampler, "steps": steps} if run is not None else {}),
         **info,
     }
+
+
+def _feature_space(
+    features: str | Path, inception_weights: str | Path | None, device: torch.device
+) -> tuple[torch.nn.Module, tuple[int, int, int] | None, Callable, int]:
+    """``(net, shape, extract, kid_seed)`` of :func:`eval_fd`'s ``features``: Inception-v3
+    (``shape`` None: it resizes any image itself) or a feature network (its input ``shape``
+    ``(C, R, R)``); ``extract``: uint8 images ``(N, C, H, W)`` -> features ``(N, D)``."""
+    if str(features) == "inception":
+        from nudiff.eval.inception import InceptionV3
+
+        net = InceptionV3(inception_weights, device)
+        return net, None, net.features, 2020  # torch-fidelity's seed: its KID subsets
+    from nudiff.eval.features import extract_features, load_feature_net
+
+    if inception_weights is not None:
+        raise ValueError("--inception-weights goes with --features inception")
+    net = load_feature_net(features).to(device)
+    shape = (net.in_channels, net.resolution, net.resolution)
+    return net, shape, functools.partial(extract_features, net), 0
+
+
+def _sample_images(run: str | Path, **kw) -> tuple[torch.Tensor | None, dict]:
+    """Images of ``run`` (:func:`nudiff.run.sample_run` with ``kw``) as uint8 ``(n, C, H, W)``
+    on the CPU, and the sampling cost; under torchrun, ``(None, {})`` on ranks other than 0."""
+    from nudiff.run import sample_run
+    from nudiff.training import distributed
+
+    result = sample_run(run, **kw)
+    gen = float_to_uint8(result.images.clamp(-1, 1)).cpu()
+    if not distributed.is_main():
+        return None, {}
+    return gen, {"nfe": result.nfe, "sampling_seconds": result.seconds}
+
+
+def _class_accuracy(net: torch.nn.Module, images: torch.Tensor, label: int) -> float:
+    """The share of uint8 ``images`` ``(N, C, H, W)`` the feature network puts in class
+    ``label``."""
+    from nudiff.eval.features import classify
+
+    return float((classify(net, images) == label).mean())
+
+
+def _distances(f_gen: torch.Tensor, f_ref: torch.Tensor, kid_subsets: int, kid_seed: int) -> dict:
+    """Frechet distance and KID (mean and std over ``kid_subsets`` subsets) of features
+    ``(N, D)``."""
+    from nudiff.eval.frechet import frechet_distance, gaussian_stats, kid
+
+    fd = frechet_distance(*gaussian_stats(f_gen), *gaussian_stats(f_ref))
+    kid_mean, kid_std = kid(f_gen, f_ref, subsets=kid_subsets, seed=kid_seed)
+    return {"fd": fd, "kid": kid_mean, "kid_std": kid_std}
 
 
 def train_features(
@@ -261,7 +284,12 @@ def train_features(
         images = fit_images(images, (channels, resolution, resolution)).permute(0, 2, 3, 1)
         images = images.numpy()
     net, info = train_feature_net(
-        images, labels, steps=steps, batch_size=batch_size, seed=seed, holdout=holdout,
+        images,
+        labels,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        holdout=holdout,
         device=device,
     )
     info = {**info, "data": str(data)}

@@ -182,6 +182,33 @@ def train_feature_net(
     """
     start = time.perf_counter()
     x = _uint8_nchw(images_uint8, "images_uint8")
+    y = _check_training_set(x, labels, holdout, steps, batch_size)
+    n_holdout = round(holdout * x.shape[0])
+    n_train = x.shape[0] - n_holdout
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
+        torch.manual_seed(seed)
+        net = FeatureNet(x.shape[1], int(y.max()) + 1, x.shape[2], width, feature_dim)
+    net.to(device).train()
+    losses = _train_classifier(
+        net, x[:n_train], y[:n_train], steps, batch_size, lr, seed, device, progress
+    )
+    net.eval()
+    net.info = {
+        "accuracy": _accuracy(net, x[n_train:], y[n_train:], device) if n_holdout else None,
+        "steps": steps,
+        "seconds": round(time.perf_counter() - start, 2),
+        "n_train": n_train,
+        "n_holdout": n_holdout,
+        "train_loss": float(np.mean(losses[-max(1, steps // 10) :])),
+    }
+    return net, dict(net.info)
+
+
+def _check_training_set(
+    x: torch.Tensor, labels: np.ndarray, holdout: float, steps: int, batch_size: int
+) -> torch.Tensor:
+    """Validate :func:`train_feature_net`'s arguments for images ``x`` ``(N, C, H, W)``;
+    return the labels as int64 ``(N,)``."""
     y = np.asarray(labels)
     if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(
@@ -193,18 +220,27 @@ def train_feature_net(
         raise ValueError(f"holdout must be in [0, 1), got {holdout}")
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got {steps}, {batch_size}")
-    n_holdout = round(holdout * x.shape[0])
-    n_train = x.shape[0] - n_holdout
-    if n_train < 1:
+    if x.shape[0] - round(holdout * x.shape[0]) < 1:
         raise ValueError(f"no training images left: {x.shape[0]} images, holdout {holdout}")
     if y.min() < 0:
         raise ValueError(f"labels must be >= 0, got min {y.min()}")
-    y = torch.from_numpy(y.astype(np.int64))
+    return torch.from_numpy(y.astype(np.int64))
 
-    with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
-        torch.manual_seed(seed)
-        net = FeatureNet(x.shape[1], int(y.max()) + 1, x.shape[2], width, feature_dim)
-    net.to(device).train()
+
+def _train_classifier(
+    net: FeatureNet,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: str | torch.device,
+    progress: bool,
+) -> list[float]:
+    """Train ``net`` on uint8 images ``x`` ``(N, C, H, W)`` with labels ``y`` ``(N,)``: AdamW,
+    a linear warm-up then a cosine to 0, batches drawn from successive random permutations
+    and shifted by up to 2 pixels (all seeded by ``seed``). Returns every step's loss."""
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.05)
     warmup = max(1, min(100, steps // 10))
@@ -215,7 +251,7 @@ def train_feature_net(
     losses = []
     for _ in tqdm(range(steps), desc="feature net", disable=not progress):
         while len(order) < batch_size:  # epochs of random permutations
-            order = torch.cat([order, torch.randperm(n_train, generator=gen)])
+            order = torch.cat([order, torch.randperm(len(x), generator=gen)])
         idx, order = order[:batch_size], order[batch_size:]
         xb = _random_shift(uint8_to_float(x[idx]).to(device), 2, gen)
         loss = F.cross_entropy(net(xb), y[idx].to(device))
@@ -224,25 +260,20 @@ def train_feature_net(
         opt.step()
         sched.step()
         losses.append(loss.item())
-    net.eval()
+    return losses
 
-    accuracy = None
-    if n_holdout:
-        correct = 0
-        with torch.inference_mode():
-            for xb, yb in zip(x[n_train:].split(1000), y[n_train:].split(1000), strict=True):
-                pred = net(uint8_to_float(xb).to(device)).argmax(dim=1).cpu()
-                correct += int((pred == yb).sum())
-        accuracy = correct / n_holdout
-    net.info = {
-        "accuracy": accuracy,
-        "steps": steps,
-        "seconds": round(time.perf_counter() - start, 2),
-        "n_train": n_train,
-        "n_holdout": n_holdout,
-        "train_loss": float(np.mean(losses[-max(1, steps // 10) :])),
-    }
-    return net, dict(net.info)
+
+def _accuracy(
+    net: FeatureNet, x: torch.Tensor, y: torch.Tensor, device: str | torch.device
+) -> float:
+    """The share of uint8 images ``x`` ``(N, C, H, W)`` that ``net`` puts in class ``y``
+    ``(N,)``."""
+    correct = 0
+    with torch.inference_mode():
+        for xb, yb in zip(x.split(1000), y.split(1000), strict=True):
+            pred = net(uint8_to_float(xb).to(device)).argmax(dim=1).cpu()
+            correct += int((pred == yb).sum())
+    return correct / len(x)
 
 
 def save_feature_net(net: FeatureNet, path: str | os.PathLike, info: dict | None = None) -> None:

@@ -155,29 +155,29 @@ def nll_bpd(
     seed: int = 0,
     progress: bool = False,
     method: str = "ode",
+    methods: dict | None = None,
     **kwargs,
 ) -> dict:
     """NLL in bits/dim of uint8 images ``(N, C, H, W)``: mean, standard error over images, the
     NFE per batch and the time. ``method``: ``ode`` (the PF-ODE density; ``kwargs`` go to
     :func:`ode_log_likelihood`), ``elbo`` (the variational bound, an upper bound on the
-    SDE model's NLL; ``kwargs`` go to :func:`nudiff.eval.elbo.elbo_log_likelihood`) or
-    ``elbo-discrete`` (the T-step bound; ``kwargs`` ``n_times``, ``steps``). An NDM model
-    (:class:`~nudiff.ndm.NDM`) uses its own bound and PF-ODE (:mod:`nudiff.ndm.likelihood`).
+    SDE model's NLL; ``kwargs`` go to :func:`nudiff.eval.elbo.elbo_log_likelihood`).
+    ``methods``: name -> log-likelihood function, the model family's own (e.g. a Neural
+    Diffusion Model's bound and PF-ODE, or the T-step bound ``elbo-discrete``: see
+    :meth:`nudiff.families.base.Family.likelihoods`); default: the model's
+    ``likelihood_methods`` if it has them, else ``ode`` and ``elbo``.
 
     Batch ``k`` (of ``batch_size`` images) draws its dequantisation noise, times and probes from
     the seed ``(seed, k)``; under torchrun the ranks share the batches and every rank returns
     the single-process result."""
     from tqdm.auto import tqdm
 
-    from nudiff.eval.elbo import elbo_log_likelihood
+    if methods is None:  # a model with likelihoods of its own (an NDM's) says so
+        methods = getattr(denoiser, "likelihood_methods", None)
+    if methods is None:
+        from nudiff.eval.elbo import elbo_log_likelihood
 
-    methods = {"ode": ode_log_likelihood, "elbo": elbo_log_likelihood}
-    from nudiff.ndm import NDM
-
-    if isinstance(denoiser, NDM) or method == "elbo-discrete":
-        from nudiff.ndm.likelihood import NDM_METHODS
-
-        methods = NDM_METHODS
+        methods = {"ode": ode_log_likelihood, "elbo": elbo_log_likelihood}
     if method not in methods:
         raise ValueError(f"method must be one of {sorted(methods)}, got {method!r}")
 

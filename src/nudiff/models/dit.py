@@ -8,14 +8,23 @@ at any ``H, W`` divisible by the patch size.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nudiff.models.labels import LabelEmbedding, label_term
-from nudiff.models.unet import _zero, check_inputs, with_coordinates
+from nudiff.models.labels import LabelEmbedding
+from nudiff.models.layers import (
+    check_coord_channels,
+    check_inputs,
+    check_positive,
+    coordinate_channels,
+    count_forward_macs,
+    embed_noise,
+    noise_frequencies,
+    noise_mlp,
+    with_coordinates,
+    zero_init,
+)
 
 __all__ = ["DiT", "DiTBlock", "coordinate_channels", "sincos_pos_embed_2d"]
 
@@ -66,42 +75,6 @@ def sincos_pos_embed_2d(
     return emb.reshape(grid_h * grid_w, dim).to(dtype)
 
 
-def coordinate_channels(
-    batch: int,
-    height: int,
-    width: int,
-    *,
-    canvas: tuple[int, int] | None = None,
-    offset: tuple[int, int] = (0, 0),
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """Pixel-centre coordinates in ``[-1, 1]``: ``(batch, 2, height, width)``, row then column.
-
-    The ``height x width`` window sits at ``offset = (top, left)`` on a ``canvas = (H_c, W_c)``
-    (default: the window itself); pixel ``(i, j)`` gets ``((2 (top + i) + 1) / H_c - 1,
-    (2 (left + j) + 1) / W_c - 1)``. The coordinates span the canvas being generated, whatever
-    the training size: a model trained at 32x32 and sampled at 64x64 sees ``[-1, 1]`` over the
-    64x64 canvas, so a region's coordinates still say where on the canvas it lies.
-    """
-    canvas = (height, width) if canvas is None else tuple(canvas)
-    top, left = offset
-    if height < 1 or width < 1 or batch < 1:
-        raise ValueError(f"batch, height and width must be >= 1, got {batch}, {height}, {width}")
-    if top < 0 or left < 0 or top + height > canvas[0] or left + width > canvas[1]:
-        raise ValueError(
-            f"a {height}x{width} window at offset {offset} does not fit a canvas of {canvas}"
-        )
-    dtype = torch.get_default_dtype() if dtype is None else dtype
-
-    def axis(start: int, n: int, size: int) -> torch.Tensor:
-        return (2 * torch.arange(start, start + n, device=device, dtype=dtype) + 1) / size - 1
-
-    rows = axis(top, height, canvas[0])[:, None].expand(height, width)
-    cols = axis(left, width, canvas[1])[None, :].expand(height, width)
-    return torch.stack([rows, cols])[None].expand(batch, 2, height, width)
-
-
 def _per_input(params: torch.Tensor, n: int) -> torch.Tensor:
     """Per-image ``(B, K)`` -> ``(N, 1, K)``: ``N = B * R`` inputs, ``R`` consecutive per image."""
     return params.repeat_interleave(n // params.shape[0], dim=0)[:, None]
@@ -131,7 +104,7 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width)
         )
-        self.modulation = _zero(nn.Linear(width, 6 * width))
+        self.modulation = zero_init(nn.Linear(width, 6 * width))
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """``x``: ``(N, L, D)`` tokens; ``emb``: ``(B, D)`` embedding after SiLU, ``B | N``."""
@@ -189,30 +162,24 @@ class DiT(nn.Module):
     ):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
-        for name, value in [
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("patch_size", patch_size),
-            ("depth", depth),
-            ("noise_features", noise_features),
-        ]:
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        check_positive(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            patch_size=patch_size,
+            depth=depth,
+            noise_features=noise_features,
+        )
         if width < 4 or width % 4:
             raise ValueError(f"width must be a positive multiple of 4, got {width}")
-        if coord_channels not in (0, 2):
-            raise ValueError(f"coord_channels must be 0 or 2, got {coord_channels}")
+        check_coord_channels(coord_channels)
 
         self.in_channels, self.out_channels = in_channels, out_channels
         self.patch_size, self.width, self.depth = patch_size, width, depth
         self.noise_features, self.coord_channels = noise_features, coord_channels
 
-        # The UNet's noise features: geometric frequencies from 0.1 to 100 rad per unit.
-        freqs = torch.exp(torch.linspace(math.log(0.1), math.log(100.0), width // 2))
-        self.register_buffer("freqs", freqs, persistent=False)
-        self.emb_mlp = nn.Sequential(
-            nn.Linear(noise_features * width, width), nn.SiLU(), nn.Linear(width, width)
-        )
+        # the UNet's noise embedding, to the token width
+        self.register_buffer("freqs", noise_frequencies(width // 2), persistent=False)
+        self.emb_mlp = noise_mlp(noise_features * width, width)
         self.num_classes = num_classes
         self.label_emb = None if num_classes is None else LabelEmbedding(num_classes, width)
         self.patch_embed = nn.Conv2d(
@@ -220,8 +187,8 @@ class DiT(nn.Module):
         )
         self.blocks = nn.ModuleList(DiTBlock(width, heads, mlp_ratio) for _ in range(depth))
         self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
-        self.modulation_out = _zero(nn.Linear(width, 2 * width))
-        self.linear_out = _zero(nn.Linear(width, patch_size * patch_size * out_channels))
+        self.modulation_out = zero_init(nn.Linear(width, 2 * width))
+        self.linear_out = zero_init(nn.Linear(width, patch_size * patch_size * out_channels))
 
     @property
     def downsample_factor(self) -> int:
@@ -234,11 +201,7 @@ class DiT(nn.Module):
     def embed(self, c_noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Noise features ``(B, F)`` (and labels ``(B,)``) -> embedding ``(B, width)``, after
         SiLU."""
-        angles = c_noise[:, :, None] * self.freqs.to(c_noise.dtype)  # (B, F, width / 2)
-        feats = torch.cat([angles.cos(), angles.sin()], dim=-1).flatten(1)
-        emb = self.emb_mlp(feats) + label_term(self.label_emb, labels, c_noise.shape[0])
-        # Every adaLN modulation applies SiLU before its projection; do it once here.
-        return F.silu(emb)
+        return embed_noise(c_noise, labels, self.freqs, self.emb_mlp, self.label_emb)
 
     def denoise(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """The network after embedding: ``(N, C_in + coord_channels, H, W), (B, width)`` ->
@@ -304,37 +267,14 @@ class DiT(nn.Module):
                 f"need positive height, width divisible by patch_size={p} and regions >= 1, "
                 f"got {height}, {width}, {regions}"
             )
-        macs = 0
-
-        def conv_hook(m: nn.Conv2d, inputs, out: torch.Tensor) -> None:
-            nonlocal macs
-            macs += out.numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
-
-        def linear_hook(m: nn.Linear, inputs, out: torch.Tensor) -> None:
-            nonlocal macs
-            macs += out.numel() * m.in_features
-
-        def attn_hook(m: DiTBlock, inputs, out: torch.Tensor) -> None:
-            nonlocal macs
-            n, length, d = inputs[0].shape
-            macs += 2 * n * length**2 * d
-
-        hooks = []
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                hooks.append(m.register_forward_hook(conv_hook))
-            elif isinstance(m, nn.Linear):
-                hooks.append(m.register_forward_hook(linear_hook))
-            elif isinstance(m, DiTBlock):
-                hooks.append(m.register_forward_hook(attn_hook))
         q = next(self.parameters())
         channels = self.in_channels + self.coord_channels
-        try:
-            self.denoise(
-                torch.zeros(regions, channels, height, width, dtype=q.dtype, device=q.device),
-                self.embed(torch.zeros(1, self.noise_features, dtype=q.dtype, device=q.device)),
-            )
-        finally:
-            for hook in hooks:
-                hook.remove()
-        return int(macs)
+        x = torch.zeros(regions, channels, height, width, dtype=q.dtype, device=q.device)
+        c_noise = torch.zeros(1, self.noise_features, dtype=q.dtype, device=q.device)
+        # attention over L tokens of width D in each of N sequences: N L^2 D for QK^T and AV each
+        return count_forward_macs(
+            self,
+            lambda: self.denoise(x, self.embed(c_noise)),
+            DiTBlock,
+            lambda s: 2 * s[0] * s[1] ** 2 * s[2],
+        )

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nudiff.models.dit import DiT, coordinate_channels
-from nudiff.models.unet import check_inputs, with_coordinates
+from nudiff.models.dit import DiT
+from nudiff.models.layers import check_inputs, check_positive, coordinate_channels, with_coordinates
 
 __all__ = [
     "LEGO",
@@ -180,13 +180,9 @@ class LEGO(nn.Module):
     ):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
-        for name, value in [
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("noise_features", noise_features),
-        ]:
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+        check_positive(
+            in_channels=in_channels, out_channels=out_channels, noise_features=noise_features
+        )
         bricks = check_bricks(bricks)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.noise_features = noise_features

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from nudiff.models.unet import _zero, check_inputs
+from nudiff.models.layers import check_inputs, fourier_features, noise_frequencies, zero_init
 
 
 class MLP(nn.Module):
@@ -32,22 +30,19 @@ class MLP(nn.Module):
         self.out_channels = c if out_channels is None else out_channels
         self.noise_features = noise_features
         # c_noise spans a few units: periods from ~60 down to ~0.06, as in the UNet
-        freqs = torch.exp(torch.linspace(math.log(0.1), math.log(100.0), frequencies))
-        self.register_buffer("freqs", freqs, persistent=False)
+        self.register_buffer("freqs", noise_frequencies(frequencies), persistent=False)
         self.inp = nn.Linear(c * h * w + 2 * frequencies * noise_features, width)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
             for _ in range(depth)
         )
-        self.out = _zero(nn.Linear(width, self.out_channels * h * w))
+        self.out = zero_init(nn.Linear(width, self.out_channels * h * w))
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[1:]) != self.shape:
             raise ValueError(f"x must have shape (B, {self.shape}), got {tuple(x.shape)}")
         cond = check_inputs(x, c_noise, self.in_channels, self.noise_features, 1)
-        angles = cond[:, :, None] * self.freqs.to(x.dtype)
-        emb = torch.cat([angles.cos(), angles.sin()], -1).flatten(1)
-        h = self.inp(torch.cat([x.flatten(1), emb], 1))
+        h = self.inp(torch.cat([x.flatten(1), fourier_features(cond, self.freqs)], 1))
         for block in self.blocks:
             h = h + block(h)
         return self.out(h).reshape(len(x), self.out_channels, *self.shape[1:])

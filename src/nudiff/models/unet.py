@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nudiff.models.labels import LabelEmbedding, label_term
+from nudiff.models.labels import LabelEmbedding
+from nudiff.models.layers import (
+    check_coord_channels,
+    check_inputs,
+    check_positive,
+    count_forward_macs,
+    embed_noise,
+    noise_frequencies,
+    noise_mlp,
+    with_coordinates,
+    zero_init,
+)
 
 __all__ = ["UNet"]
 
@@ -21,60 +32,6 @@ def _largest_divisor(n: int, at_most: int) -> int:
 
 def _norm(channels: int, norm_groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(_largest_divisor(channels, norm_groups), channels)
-
-
-def _zero(module: nn.Module) -> nn.Module:
-    """Zero-initialise a layer: residual branches start as the identity and the net outputs 0."""
-    for p in module.parameters():
-        nn.init.zeros_(p)
-    return module
-
-
-def check_inputs(
-    x: torch.Tensor, c_noise: torch.Tensor, channels: int, noise_features: int, multiple: int
-) -> torch.Tensor:
-    """Validate a backbone's inputs: ``x`` ``(B, channels, H, W)`` with ``H, W`` multiples of
-    ``multiple``, ``c_noise`` ``(B, noise_features)`` (or ``(B,)`` for one feature); return
-    ``c_noise`` as ``(B, F)`` in ``x``'s dtype."""
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"x must be a rank-4 tensor (B, C, H, W), got {shape}")
-    if x.shape[1] != channels:
-        raise ValueError(f"x must have {channels} channels, got {x.shape[1]}")
-    if x.shape[2] % multiple or x.shape[3] % multiple:
-        raise ValueError(
-            f"x height and width must be divisible by downsample_factor={multiple}, "
-            f"got {tuple(x.shape[2:])}"
-        )
-    c_noise = torch.as_tensor(c_noise, device=x.device)
-    want = [(x.shape[0], noise_features)]
-    if noise_features == 1:
-        want.append((x.shape[0],))
-    if tuple(c_noise.shape) not in want:
-        raise ValueError(
-            f"c_noise must have shape {' or '.join(map(str, want))}, got {tuple(c_noise.shape)}"
-        )
-    return c_noise.reshape(x.shape[0], noise_features).to(x.dtype)
-
-
-def with_coordinates(
-    x: torch.Tensor, coords: torch.Tensor | None, coord_channels: int
-) -> torch.Tensor:
-    """``x`` with ``coord_channels`` (0 or 2) coordinate channels appended: ``coords``
-    ``(B, 2, H, W)``, or the full grid of ``x`` when None (see
-    :func:`~nudiff.models.dit.coordinate_channels`)."""
-    if not coord_channels:
-        if coords is not None:
-            raise ValueError("coords given to a backbone without coordinate channels")
-        return x
-    b, _, h, w = x.shape
-    if coords is None:
-        from nudiff.models.dit import coordinate_channels
-
-        coords = coordinate_channels(b, h, w, device=x.device, dtype=x.dtype)
-    elif tuple(coords.shape) != (b, 2, h, w):
-        raise ValueError(f"coords must have shape {(b, 2, h, w)}, got {tuple(coords.shape)}")
-    return torch.cat([x, coords.to(x)], dim=1)
 
 
 class ResBlock(nn.Module):
@@ -90,7 +47,7 @@ class ResBlock(nn.Module):
         self.emb = nn.Linear(emb_dim, 2 * out_ch)
         self.norm2 = _norm(out_ch, norm_groups)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = _zero(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -110,7 +67,7 @@ class Attention(nn.Module):
         self.heads = _largest_divisor(channels, max(1, channels // head_channels))
         self.norm = _norm(channels, norm_groups)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = _zero(nn.Conv2d(channels, channels, 1))
+        self.proj = zero_init(nn.Conv2d(channels, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -185,83 +142,41 @@ class UNet(nn.Module):
     ):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
-        if coord_channels not in (0, 2):
-            raise ValueError(f"coord_channels must be 0 or 2, got {coord_channels}")
-        self.coord_channels = coord_channels
         channel_mult, attn_levels = tuple(channel_mult), tuple(attn_levels)
-        for name, value in [
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("num_res_blocks", num_res_blocks),
-            ("head_channels", head_channels),
-            ("noise_features", noise_features),
-            ("emb_mult", emb_mult),
-            ("norm_groups", norm_groups),
-        ]:
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if channels < 2 or channels % 2:
-            raise ValueError(f"channels must be a positive even number, got {channels}")
-        if not channel_mult or min(channel_mult) < 1:
-            raise ValueError(f"channel_mult must be non-empty positive ints, got {channel_mult}")
-        if any(not 0 <= lvl < len(channel_mult) for lvl in attn_levels):
-            raise ValueError(f"attn_levels must lie in [0, {len(channel_mult)}), got {attn_levels}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-
+        check_coord_channels(coord_channels)
+        check_positive(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            num_res_blocks=num_res_blocks,
+            head_channels=head_channels,
+            noise_features=noise_features,
+            emb_mult=emb_mult,
+            norm_groups=norm_groups,
+        )
+        _check_layout(channels, channel_mult, attn_levels, dropout)
+        self.coord_channels = coord_channels
         self.in_channels, self.out_channels = in_channels, out_channels
         self.noise_features = noise_features
         self.num_levels = len(channel_mult)
 
-        # Geometric frequencies from 0.1 to 100 rad per unit: c_noise (e.g. log-SNR / 4) spans a
-        # few units, so the slowest features are near-linear and the fastest have period ~0.06.
-        half = channels // 2
-        freqs = torch.exp(torch.linspace(math.log(0.1), math.log(100.0), half))
-        self.register_buffer("freqs", freqs, persistent=False)
         emb_dim = emb_mult * channels
-        self.emb_mlp = nn.Sequential(
-            nn.Linear(noise_features * channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
-        )
+        self.register_buffer("freqs", noise_frequencies(channels // 2), persistent=False)
+        self.emb_mlp = noise_mlp(noise_features * channels, emb_dim)
         self.num_classes = num_classes
         self.label_emb = None if num_classes is None else LabelEmbedding(num_classes, emb_dim)
 
-        def res(cin: int, cout: int) -> ResBlock:
-            return ResBlock(cin, cout, emb_dim, dropout, norm_groups)
-
-        def attn(ch: int) -> Attention:
-            return Attention(ch, head_channels, norm_groups)
-
+        # Layers are created in the order of the forward pass (the order of the random
+        # initialisation and of the state dict).
+        res = functools.partial(ResBlock, emb_dim=emb_dim, dropout=dropout, norm_groups=norm_groups)
+        attn = functools.partial(Attention, head_channels=head_channels, norm_groups=norm_groups)
+        widths = [channels * mult for mult in channel_mult]
         self.conv_in = nn.Conv2d(in_channels + coord_channels, channels, 3, padding=1)
-        # Encoder: remember the width of every feature map that is passed to the decoder.
-        self.down = nn.ModuleList()
-        skips, ch = [channels], channels
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                block = nn.ModuleList([res(ch, channels * mult)])
-                ch = channels * mult
-                if level in attn_levels:
-                    block.append(attn(ch))
-                self.down.append(block)
-                skips.append(ch)
-            if level < self.num_levels - 1:
-                self.down.append(nn.ModuleList([Downsample(ch)]))
-                skips.append(ch)
-
+        self.down, skips = _encoder(channels, widths, num_res_blocks, attn_levels, res, attn)
+        ch = widths[-1]
         self.mid = nn.ModuleList([res(ch, ch), attn(ch), res(ch, ch)])
-
-        self.up = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(channel_mult))):
-            for _ in range(num_res_blocks + 1):
-                block = nn.ModuleList([res(ch + skips.pop(), channels * mult)])
-                ch = channels * mult
-                if level in attn_levels:
-                    block.append(attn(ch))
-                self.up.append(block)
-            if level > 0:
-                self.up.append(nn.ModuleList([Upsample(ch)]))
-
-        self.norm_out = _norm(ch, norm_groups)
-        self.conv_out = _zero(nn.Conv2d(ch, out_channels, 3, padding=1))
+        self.up = _decoder(widths, num_res_blocks, attn_levels, res, attn, skips)
+        self.norm_out = _norm(widths[0], norm_groups)
+        self.conv_out = zero_init(nn.Conv2d(widths[0], out_channels, 3, padding=1))
 
     @property
     def downsample_factor(self) -> int:
@@ -280,11 +195,7 @@ class UNet(nn.Module):
     def embed(self, c_noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Noise features ``(B, F)`` (and labels ``(B,)``) -> embedding ``(B, emb_mult *
         channels)``, after SiLU."""
-        angles = c_noise[:, :, None] * self.freqs.to(c_noise.dtype)  # (B, F, channels / 2)
-        feats = torch.cat([angles.cos(), angles.sin()], dim=-1).flatten(1)
-        emb = self.emb_mlp(feats) + label_term(self.label_emb, labels, c_noise.shape[0])
-        # Every residual block applies SiLU before its projection; do it once here.
-        return F.silu(emb)
+        return embed_noise(c_noise, labels, self.freqs, self.emb_mlp, self.label_emb)
 
     def forward(
         self,
@@ -296,7 +207,7 @@ class UNet(nn.Module):
         """Denoise ``x`` ``(B, C_in, H, W)`` given ``c_noise`` ``(B,)`` | ``(B, F)`` and, for a
         class-conditional net, ``labels`` ``(B,)`` (None: the null label). With
         ``coord_channels = 2`` the coordinate channels ``coords`` ``(B, 2, H, W)`` are appended
-        (None: the full grid of the input, :func:`~nudiff.models.dit.coordinate_channels`; a
+        (None: the full grid of the input, :func:`~nudiff.models.layers.coordinate_channels`; a
         patch-trained model gets its crops' coordinates).
 
         Returns ``(B, C_out, H, W)``.
@@ -327,37 +238,75 @@ class UNet(nn.Module):
         Counts convolutions, linear layers and the two attention matmuls (``QK^T`` and ``AV``,
         ``L^2 * C`` each for ``L`` pixels); normalisations, activations and softmax are ignored.
         """
-        macs = 0
-
-        def conv_hook(m: nn.Conv2d, inputs, out: torch.Tensor) -> None:
-            nonlocal macs
-            k = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-            macs += out.numel() * k
-
-        def linear_hook(m: nn.Linear, inputs, out: torch.Tensor) -> None:
-            nonlocal macs
-            macs += out.numel() * m.in_features
-
-        def attn_hook(m: Attention, inputs, out: torch.Tensor) -> None:
-            nonlocal macs
-            b, c, h, w = inputs[0].shape
-            macs += 2 * (h * w) ** 2 * c
-
-        hooks = []
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                hooks.append(m.register_forward_hook(conv_hook))
-            elif isinstance(m, nn.Linear):
-                hooks.append(m.register_forward_hook(linear_hook))
-            elif isinstance(m, Attention):
-                hooks.append(m.register_forward_hook(attn_hook))
         p = next(self.parameters())
-        try:
-            self(
-                torch.zeros(1, self.in_channels, height, width, dtype=p.dtype, device=p.device),
-                torch.zeros(1, self.noise_features, dtype=p.dtype, device=p.device),
-            )
-        finally:
-            for hook in hooks:
-                hook.remove()
-        return int(macs)
+        x = torch.zeros(1, self.in_channels, height, width, dtype=p.dtype, device=p.device)
+        c_noise = torch.zeros(1, self.noise_features, dtype=p.dtype, device=p.device)
+        # attention over L = H W pixels of width C: L^2 C for QK^T, as much for AV
+        return count_forward_macs(
+            self, lambda: self(x, c_noise), Attention, lambda s: 2 * (s[2] * s[3]) ** 2 * s[1]
+        )
+
+
+def _check_layout(
+    channels: int, channel_mult: tuple[int, ...], attn_levels: tuple[int, ...], dropout: float
+) -> None:
+    """Validate the UNet's widths, attention levels and dropout (one-line ``ValueError``)."""
+    if channels < 2 or channels % 2:
+        raise ValueError(f"channels must be a positive even number, got {channels}")
+    if not channel_mult or min(channel_mult) < 1:
+        raise ValueError(f"channel_mult must be non-empty positive ints, got {channel_mult}")
+    if any(not 0 <= lvl < len(channel_mult) for lvl in attn_levels):
+        raise ValueError(f"attn_levels must lie in [0, {len(channel_mult)}), got {attn_levels}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+
+def _encoder(
+    channels: int,
+    widths: list[int],
+    num_res_blocks: int,
+    attn_levels: tuple[int, ...],
+    res: Callable[[int, int], ResBlock],
+    attn: Callable[[int], Attention],
+) -> tuple[nn.ModuleList, list[int]]:
+    """The encoder's blocks from ``conv_in``'s ``channels`` on: per level ``num_res_blocks``
+    residual blocks to ``widths[level]`` (each followed by attention at ``attn_levels``), then
+    a downsampling except at the last level. Also returns the width of every feature map passed
+    to the decoder (``conv_in``'s first)."""
+    down, skips, ch = nn.ModuleList(), [channels], channels
+    for level, width in enumerate(widths):
+        for _ in range(num_res_blocks):
+            block = nn.ModuleList([res(ch, width)])
+            ch = width
+            if level in attn_levels:
+                block.append(attn(ch))
+            down.append(block)
+            skips.append(ch)
+        if level < len(widths) - 1:
+            down.append(nn.ModuleList([Downsample(ch)]))
+            skips.append(ch)
+    return down, skips
+
+
+def _decoder(
+    widths: list[int],
+    num_res_blocks: int,
+    attn_levels: tuple[int, ...],
+    res: Callable[[int, int], ResBlock],
+    attn: Callable[[int], Attention],
+    skips: list[int],
+) -> nn.ModuleList:
+    """The decoder's blocks, deepest level first: per level ``num_res_blocks + 1`` residual
+    blocks, each reading the next encoder feature map (widths popped from ``skips``) besides
+    its input, then an upsampling except at level 0."""
+    up, ch = nn.ModuleList(), widths[-1]
+    for level, width in reversed(list(enumerate(widths))):
+        for _ in range(num_res_blocks + 1):
+            block = nn.ModuleList([res(ch + skips.pop(), width)])
+            ch = width
+            if level in attn_levels:
+                block.append(attn(ch))
+            up.append(block)
+        if level > 0:
+            up.append(nn.ModuleList([Upsample(ch)]))
+    return up

@@ -2,8 +2,8 @@
 inside the linear process, ``z_t = alpha(t) F(x, t) + sigma(t) eps`` per component. See
 ``docs/ndm.md``."""
 
+from nudiff.ndm.model import NDM
 from nudiff.ndm.transform import (
-    NDM,
     TRANSFORMS,
     IdentityTransform,
     LearnedTransform,

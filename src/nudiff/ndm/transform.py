@@ -71,44 +71,22 @@ class LearnedTransform(nn.Module):
 
     def with_time_derivative(self, u: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
         """``F(u, t)`` and ``dF/dt(u, t)``, the latter by forward-mode differentiation in ``t``
-        (``torch.func.jvp``, one pass): differentiable in the weights and in ``u``."""
+        (``torch.func.jvp``, one pass): differentiable in the weights and in ``u``. Attention
+        (a DiT transform) runs as plain matrix products here: the fused kernels have no
+        forward-mode derivative."""
         from torch.func import jvp
+        from torch.nn.attention import SDPBackend, sdpa_kernel
 
         t = _batch_times(t, u).clone()  # a time shared by the batch is an expanded view
-        return jvp(lambda tt: self(u, tt), (t,), (torch.ones_like(t),))
-
-
-class NDM(nn.Module):
-    """A denoiser and a transform trained together. Called like the denoiser (``x0`` estimate
-    of the whitened components: ``x_hat`` is predicted directly, never reconstructed from an eps
-    estimate through ``F``), so every tool that takes a denoiser takes it; the NDM samplers and
-    likelihoods also use :attr:`transform`."""
-
-    def __init__(self, denoiser: nn.Module, transform: nn.Module):
-        super().__init__()
-        self.denoiser, self.transform = denoiser, transform
-
-    @property
-    def process(self) -> Process:
-        return self.denoiser.process
-
-    @property
-    def num_classes(self):
-        return getattr(self.denoiser, "num_classes", None)
-
-    @property
-    def identity(self) -> bool:
-        return bool(self.transform.identity)
-
-    def forward(self, u: torch.Tensor, t, **kwargs) -> torch.Tensor:
-        return self.denoiser(u, t, **kwargs)
+        with sdpa_kernel(SDPBackend.MATH):
+            return jvp(lambda tt: self(u, tt), (t,), (torch.ones_like(t),))
 
 
 def transform_of(model) -> nn.Module:
-    """The transform of an :class:`NDM` (through a wrapper with ``.denoiser``), else identity."""
-    if isinstance(model, NDM):
-        return model.transform
-    inner = getattr(model, "denoiser", None)
-    if isinstance(inner, NDM):
-        return inner.transform
+    """The transform of an NDM (:class:`~nudiff.ndm.model.NDM`, also through a wrapper with
+    ``.denoiser``), else the identity (any other denoiser: the linear process)."""
+    for m in (model, getattr(model, "denoiser", None)):
+        transform = getattr(m, "transform", None)
+        if isinstance(transform, IdentityTransform | LearnedTransform):
+            return transform
     return IdentityTransform()

@@ -149,7 +149,7 @@ def sample(
         if sampler == "dopri5":
             raise ValueError("brick skipping needs a fixed-step sampler, not dopri5")
         denoiser = SkippingDenoiser(denoiser, skip, ts)
-    fn = _ndm_sampler(denoiser, sampler) or SAMPLERS[sampler]
+    fn = _own_sampler(denoiser, sampler) or SAMPLERS[sampler]
     source = NoiseSource(seed, start, n, device)
     began = time.perf_counter()
     if multiscale:
@@ -190,23 +190,13 @@ def sample(
     return SampleResult(u0, images, model.nfe, time.perf_counter() - began, skipped)
 
 
-def _ndm_sampler(denoiser, sampler: str):
-    """The NDM version of ``sampler`` for an NDM with a learned transform (None otherwise: an
-    identity transform samples with the linear samplers, which it equals)."""
-    from nudiff.ndm import NDM
-
-    if not isinstance(denoiser, NDM) or denoiser.identity:
-        return None
-    from functools import partial
-
-    from nudiff.ndm.sampler import NDM_SAMPLERS
-
-    if sampler not in NDM_SAMPLERS:
-        raise ValueError(
-            f"an NDM with a learned transform samples with {', '.join(NDM_SAMPLERS)}, not "
-            f"{sampler!r}"
-        )
-    return partial(NDM_SAMPLERS[sampler], transform=denoiser.transform)
+def _own_sampler(denoiser, sampler: str):
+    """A model's own version of ``sampler`` (None: the model samples with the library's): a
+    model whose sampling differs from the linear process's (a Neural Diffusion Model's learned
+    transform) has a ``sampler_for(name)`` method that returns the step function, or raises
+    for a sampler it cannot use."""
+    own = getattr(denoiser, "sampler_for", None)
+    return own(sampler) if own is not None else None
 
 
 def check_labels(denoiser, labels, n: int) -> torch.Tensor:

@@ -172,6 +172,53 @@ def extend_columns(
     """
     c, h, w = process.shape
     cw = column_windows(process)
+    stride = _check_extension(images, columns, stride, process.shape, cw)
+    device = next(iter([*denoiser.parameters(), *denoiser.buffers()]), images).device
+    n, w_in = len(images), images.shape[3]
+    x = images.to(device, torch.float32)
+    tau = max(cw.roll_time, process.t_min)
+    model = CountingDenoiser(denoiser)
+    sample_kw = dict(options or {})
+    began = time.perf_counter()
+    with torch.inference_mode():
+        u = _window_at(process, x[..., w_in - w :], tau, NoiseSource(seed, start, n, device))
+        out = torch.cat([x, x.new_zeros(n, c, h, columns)], dim=3)
+        kept = w_in - cw.regenerated
+        prior_std = process.prior_variance().to(x)[0].sqrt().expand(c, h, w)
+        alpha_tau = process.coefficients(torch.tensor(tau), u)[0].to(x.dtype)
+        sizes = [stride] * (columns // stride) + ([columns % stride] if columns % stride else [])
+        breaks = process.schedule.breakpoints()
+        right = w_in  # the window's end, in output columns
+        for r, s in _rounds(sizes, progress):
+            source = NoiseSource((seed + 1) * 100_003 + r, start, n, device)
+            # the window moves s columns on: s fresh prior columns open on the right
+            u = torch.cat([u[..., s:], source.randn((c, h, s)) * prior_std[..., :s]], dim=3)
+            right += s
+            last = r == len(sizes) - 1
+            ts = _segment(tau + s * cw.shift, process.t_min if last else tau, steps, breaks)
+            noise = source if stochastic else None
+            u = sampler(
+                model, process, u, ts.to(device), noise=noise, denoise_final=last, **sample_kw
+            )
+            # finished columns: those leaving in the next round (clean at tau), or all at the end
+            x_win = process.decode(u if last else u / alpha_tau)
+            lo = right - w
+            hi = right if last else lo + sizes[r + 1]
+            if hi > kept:
+                out[..., max(lo, kept) : hi] = x_win[..., max(lo, kept) - lo : hi - lo]
+    return ExtensionResult(out, kept, model.nfe, time.perf_counter() - began)
+
+
+def _check_extension(
+    images: torch.Tensor,
+    columns: int,
+    stride: int | None,
+    shape: tuple[int, int, int],
+    cw: ColumnWindows,
+) -> int:
+    """Validate :func:`extend_columns`' arguments for a model of ``shape`` ``(C, H, W)``;
+    return the stride (default ``min(W // 4, max_stride)``, at least 1)."""
+    c, h, w = shape
     if images.dim() != 4 or tuple(images.shape[1:3]) != (c, h) or images.shape[3] < w:
         raise ValueError(
             f"images must be (B, {c}, {h}, W_in) with W_in >= {w} (the model's width), got "
@@ -182,48 +229,19 @@ def extend_columns(
     stride = stride if stride is not None else max(1, min(w // 4, cw.max_stride))
     if not 1 <= stride <= cw.max_stride:
         raise ValueError(f"stride must be in [1, {cw.max_stride}] for this schedule, got {stride}")
-    device = next(iter([*denoiser.parameters(), *denoiser.buffers()]), images).device
-    n, w_in = len(images), images.shape[3]
-    x = images.to(device, torch.float32)
-    tau = max(cw.roll_time, process.t_min)
-    model = CountingDenoiser(denoiser)
-    sample_kw = dict(options or {})
-    began = time.perf_counter()
-    with torch.inference_mode():
-        start_noise = NoiseSource(seed, start, n, device)
-        u = process.marginal(
-            process.encode(x[..., w_in - w :]), torch.tensor(tau), start_noise.randn((c, h, w))
-        ).to(x.dtype)
-        out = torch.cat([x, x.new_zeros(n, c, h, columns)], dim=3)
-        kept = w_in - cw.regenerated
-        prior_std = process.prior_variance().to(x)[0].sqrt().expand(c, h, w)
-        alpha_tau = process.coefficients(torch.tensor(tau), u)[0].to(x.dtype)
-        sizes = [stride] * (columns // stride) + ([columns % stride] if columns % stride else [])
-        breaks = process.schedule.breakpoints()
-        right = w_in  # the window's end, in output columns
-        rounds = enumerate(sizes)
-        if progress:
-            rounds = tqdm(rounds, total=len(sizes), desc="extend", unit="round", leave=False)
-        for r, s in rounds:
-            source = NoiseSource((seed + 1) * 100_003 + r, start, n, device)
-            u = torch.cat([u[..., s:], source.randn((c, h, s)) * prior_std[..., :s]], dim=3)
-            right += s
-            last = r == len(sizes) - 1
-            t_lo = process.t_min if last else tau
-            ts = _segment(tau + s * cw.shift, t_lo, steps, breaks).to(device)
-            u = sampler(
-                model,
-                process,
-                u,
-                ts,
-                noise=source if stochastic else None,
-                denoise_final=last,
-                **sample_kw,
-            )
-            # finished columns: those leaving in the next round (clean at tau), or all at the end
-            x_win = process.decode(u if last else u / alpha_tau)
-            lo = right - w
-            hi = right if last else lo + sizes[r + 1]
-            if hi > kept:
-                out[..., max(lo, kept) : hi] = x_win[..., max(lo, kept) - lo : hi - lo]
-    return ExtensionResult(out, kept, model.nfe, time.perf_counter() - began)
+    return stride
+
+
+def _window_at(process: Process, x: torch.Tensor, tau: float, noise: NoiseSource) -> torch.Tensor:
+    """The last window ``x`` ``(B, C, H, W)`` of the input images put at time ``tau`` by the
+    forward process: ``(B, C, H, W)`` in the process's space."""
+    u = process.marginal(process.encode(x), torch.tensor(tau), noise.randn(tuple(x.shape[1:])))
+    return u.to(x.dtype)
+
+
+def _rounds(sizes: list[int], progress: bool):
+    """``(round, columns added)`` pairs, with a progress bar if ``progress``."""
+    rounds = enumerate(sizes)
+    if progress:
+        rounds = tqdm(rounds, total=len(sizes), desc="extend", unit="round", leave=False)
+    return rounds

@@ -188,48 +188,17 @@ class Trainer:
             )
         self.config, self.run_dir = config, Path(run_dir)
         self.dataset, self.sample_fn, self.augment = dataset, sample_fn, augment
-        self.resolved_config = resolved_config or {"train": config.model_dump(mode="json")}
-        try:  # fail now rather than at the first checkpoint
-            yaml.safe_dump(self.resolved_config)
-        except yaml.YAMLError as e:
-            raise ValueError(
-                f"resolved_config must be plain data (dicts, lists, strings, "
-                f"numbers): {str(e).splitlines()[0]}"
-            ) from None
+        self.resolved_config = _plain_data(
+            resolved_config or {"train": config.model_dump(mode="json")}
+        )
         self.model = model.to(self.device)
         self.loss = loss.to(self.device) if isinstance(loss, nn.Module) else loss
         # a multi-scale model trains one of its networks per step: the others have no gradient
         self.ddp = dist.wrap(self.model, self.device, find_unused=_has_unused(self.model))
         self.ema = EMA(self.model)  # after DDP has broadcast rank 0's weights
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        cuda = self.device.type == "cuda"
-        # phases: (name, parameters); None names the single phase of an ordinary loss
-        if callable(getattr(self.loss, "phases", None)):
-            self.phases = [(k, list(v)) for k, v in self.loss.phases(self.model).items()]
-        else:
-            self.phases = [(None, self.params)]
-        # which averaged parameters each phase trains (a phase's EMA flags, fixed for the run)
-        self._phase_masks = [
-            [id(p) in ids for p in self.ema.sources]
-            for ids in ({id(p) for p in params} for _, params in self.phases)
-        ]
-        self.optimizers = [
-            torch.optim.AdamW(
-                params,
-                lr=config.lr,
-                betas=config.betas,
-                weight_decay=config.weight_decay,
-                fused=cuda or None,
-            )
-            for _, params in self.phases
-        ]
-        self.schedulers = [
-            torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(config, s))
-            for opt in self.optimizers
-        ]
-        amp = config.mixed_precision if cuda else "no"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+        self._setup_phases()
+        self._setup_precision()
         self.generator = torch.Generator(self.device).manual_seed(mix_seed(config.seed, _NOISE))
         self._aug_generator = torch.Generator(self.device)
         self.local_batch = config.batch_size // self.world
@@ -238,13 +207,48 @@ class Trainer:
             callable(getattr(self.loss, "batch_multiplier", None))
             and getattr(self.loss, "patch", None) is not None
         )
+        self._setup_progress()
+
+    def _setup_phases(self) -> None:
+        """The loss's phases, each with its AdamW, LR schedule and mask of averaged parameters."""
+        cfg = self.config
+        # phases: (name, parameters); None names the single phase of an ordinary loss
+        if callable(getattr(self.loss, "phases", None)):
+            self.phases = [(k, list(v)) for k, v in self.loss.phases(self.model).items()]
+        else:
+            self.phases = [(None, self.params)]
+        self.phased = self.phases[0][0] is not None
+        self.phase_names = [name for name, _ in self.phases] if self.phased else []
+        # which averaged parameters each phase trains (a phase's EMA flags, fixed for the run)
+        self._phase_masks = [
+            [id(p) in ids for p in self.ema.sources]
+            for ids in ({id(p) for p in params} for _, params in self.phases)
+        ]
+        fused = self.device.type == "cuda" or None
+        self.optimizers = [
+            torch.optim.AdamW(
+                params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, fused=fused
+            )
+            for _, params in self.phases
+        ]
+        self.schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s))
+            for opt in self.optimizers
+        ]
+
+    def _setup_precision(self) -> None:
+        """Autocast dtype and gradient scaler: mixed precision applies on CUDA only."""
+        amp = self.config.mixed_precision if self.device.type == "cuda" else "no"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+
+    def _setup_progress(self) -> None:
+        """A fresh run's position (a checkpoint restores it) and logging state."""
         self.step = self.epoch = self.position = 0
         self.images_seen = 0  # images loaded so far (patch training: images, not pixels)
         self.elapsed = 0.0  # seconds of training before this fit(), from the checkpoint
         self._window: list[float] = []  # losses since the last log row
         self._phase_window: list[list[float]] = []  # each phase's, of a phased loss
-        self.phased = self.phases[0][0] is not None
-        self.phase_names = [name for name, _ in self.phases] if self.phased else []
         self.logger: RunLogger | None = None
         self._plot_t = -math.inf
         self._deadline = math.inf  # wall-clock end of the current fit() (max_minutes)
@@ -275,7 +279,7 @@ class Trainer:
         phase's gradient norm before clipping (``None`` if not clipping and not
         ``need_grad_norm``) as 0-dim device tensors: nothing here waits for the device.
         """
-        cfg, n_micro = self.config, self.config.grad_accum
+        n_micro = self.config.grad_accum
         xs = [None] * n_micro if x0 is None else x0.tensor_split(n_micro)
         parts = {
             k: v.tensor_split(n_micro) if isinstance(v, torch.Tensor) else [v] * n_micro
@@ -287,30 +291,11 @@ class Trainer:
             zip(self.phases, self.optimizers, self.schedulers, self._phase_masks, strict=True)
         ):
             self.model.zero_grad(set_to_none=True)  # an earlier phase's gradients are not ours
-            kw = {} if phase is None else {"phase": phase}
             for i, x in enumerate(xs):
                 sync = i == n_micro - 1 or self.ddp is self.model
                 rows = {k: v[i] for k, v in parts.items()}
-                with nullcontext() if sync else self.ddp.no_sync():
-                    with self._autocast():
-                        per_sample = self.loss(self.ddp, x, rows, **kw)
-                    n = _rows(x, rows)
-                    if per_sample.shape != (n,):
-                        raise ValueError(
-                            f"the loss must return one value per sample, shape ({n},); got "
-                            f"{tuple(per_sample.shape)}"
-                        )
-                    micro = per_sample.float().mean() / n_micro
-                    self.scaler.scale(micro).backward()
-                losses[j] += micro.detach()
-            self.scaler.unscale_(opt)
-            norm = None
-            if cfg.grad_clip > 0:
-                norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            elif need_grad_norm:
-                grads = [p.grad for p in params if p.grad is not None]
-                norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
-            self.scaler.step(opt)
+                losses[j] += self._forward_backward(x, rows, phase, sync)
+            norm = self._optimizer_step(opt, params, need_grad_norm)
             # parameters without a gradient (a multi-scale model's networks of other scales)
             # were not trained: their averages wait for their own steps
             trained = [
@@ -323,6 +308,50 @@ class Trainer:
         self.phase_losses = losses
         total = losses.sum()
         images = self.batch_for_step(self.step)
+        self._update_ema(trained, images)
+        self.images_seen += images
+        self.step += 1
+        return total, norm
+
+    def _forward_backward(
+        self, x: torch.Tensor | None, rows: dict, phase: str | None, sync: bool
+    ) -> torch.Tensor:
+        """Loss and backward pass of one micro-batch ``x`` ``(b, C, H, W)`` (None: data-free)
+        with its ``rows`` of the draws; ``sync``: DDP averages the gradients (the last
+        micro-batch). Returns the micro-batch's mean loss over ``grad_accum``, detached, 0-dim."""
+        kw = {} if phase is None else {"phase": phase}
+        with nullcontext() if sync else self.ddp.no_sync():
+            with self._autocast():
+                per_sample = self.loss(self.ddp, x, rows, **kw)
+            n = _rows(x, rows)
+            if per_sample.shape != (n,):
+                raise ValueError(
+                    f"the loss must return one value per sample, shape ({n},); got "
+                    f"{tuple(per_sample.shape)}"
+                )
+            micro = per_sample.float().mean() / self.config.grad_accum
+            self.scaler.scale(micro).backward()
+        return micro.detach()
+
+    def _optimizer_step(
+        self, opt: torch.optim.Optimizer, params: list[nn.Parameter], need_grad_norm: bool
+    ) -> torch.Tensor | None:
+        """Unscale, clip and step one phase's optimiser; return the gradient norm before
+        clipping (None if not clipping and not ``need_grad_norm``)."""
+        self.scaler.unscale_(opt)
+        norm = None
+        if self.config.grad_clip > 0:
+            norm = nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        elif need_grad_norm:
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+        self.scaler.step(opt)
+        return norm
+
+    def _update_ema(self, trained: list[bool], images: int) -> None:
+        """Average the ``trained`` parameters into the EMA after a step of ``images`` images,
+        with a half-life of ``ema_halflife_images`` images."""
+        cfg = self.config
         if self.variable_batch:  # the half-life counts the images this step and before it
             seen = self.images_seen
             self.ema.update(
@@ -341,9 +370,6 @@ class Trainer:
                 ),
                 trained,
             )
-        self.images_seen += images
-        self.step += 1
-        return total, norm
 
     def batch_for_step(self, step: int) -> int:
         """The global batch of step ``step``: ``train.batch_size``, times the loss's
@@ -390,97 +416,24 @@ class Trainer:
         ``losses`` the ``(step, loss)`` of every step of this call.
         """
         cfg, main = self.config, dist.is_main()
+        resumed = self._start(resume)
         if main:
-            _console_logging()
-        resumed = self._resume() if resume else False
-        if not resumed:
-            if not resume and list_checkpoints(self.run_dir):
-                raise FileExistsError(
-                    f"{self.run_dir / 'checkpoints'} already holds checkpoints;"
-                    " resume, or train into a new folder"
-                )
-            self._seed_global_rngs()
-        if main:
-            n_all = sum(p.numel() for p in self.model.parameters())
-            log.info(
-                "model: %s parameters (%s trainable); %d process(es) on %s",
-                f"{n_all:,}",
-                f"{sum(p.numel() for p in self.params):,}",
-                self.world,
-                self.device,
-            )
-            if cfg.mixed_precision != "no" and self.device.type != "cuda":
-                log.info(
-                    "mixed_precision=%s applies on CUDA only; training in float32 on %s",
-                    cfg.mixed_precision,
-                    self.device,
-                )
-            self.logger = RunLogger(
-                self.run_dir,
-                self.step if resumed else None,
-                cfg.tensorboard,
-                tuple(f"loss_{name}" for name in self.phase_names),
-            )
+            self._open_logs(resumed)
         self.model.train()
         loader = self._loader() if self.dataset is not None else None
-        per_epoch = len(self.dataset) // cfg.batch_size if self.dataset is not None else 1
         start_images, t0 = self.images_seen, time.perf_counter()
-        deadline = t0 + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
+        self._open_progress(t0)
         flags = torch.tensor([0.0, 1.0], device=self.device)  # stat[1] > 0: a rank is over time
-        # under a wall-clock budget the step count's ETA means nothing: show the budget instead
-        fmt = "{desc}: {n_fmt} steps [{elapsed}, {rate_fmt}{postfix}]" if cfg.max_minutes else None
-        pbar = tqdm(
-            total=cfg.steps,
-            initial=self.step,
-            disable=not main,
-            desc="train",
-            dynamic_ncols=True,
-            bar_format=fmt,
-        )
-        self._pbar, self._deadline = pbar, deadline
-        self._losses: list[tuple[int, float]] = []
-        self._log_t, self._log_step, self._log_images = t0, self.step, self.images_seen
-        self._stop, saved, pending = False, None, None
+        saved, pending = None, None
         batches = iter(loader) if loader is not None else None
         try:
             while self.step < cfg.steps and not self._stop:
-                x0, labels = (
-                    _images_and_labels(next(batches)) if batches is not None else (None, None)
-                )
-                if x0 is not None:
-                    x0 = x0.to(self.device, non_blocking=True)
-                if batches is None:  # data-free: no data position to keep
-                    pass
-                elif self.variable_batch:  # position counts images of the data stream
-                    self.epoch, self.position = divmod(
-                        self.epoch * len(self.dataset)
-                        + self.position
-                        + self.batch_for_step(self.step),
-                        len(self.dataset),
-                    )
-                else:
-                    self.epoch, self.position = divmod(
-                        self.epoch * per_epoch + self.position + 1, per_epoch
-                    )
-                noise = self.draw_noise()
-                if labels is not None:  # the data's; a loss that does not use them ignores them
-                    noise["labels"] = labels.to(self.device, non_blocking=True)
-                if self.augment is not None and x0 is not None:
-                    self._aug_generator.manual_seed(
-                        mix_seed(cfg.seed, _AUGMENT, self.step, self.rank)
-                    )
-                    x0 = self.augment(x0, self._aug_generator)
+                x0, noise = self._next_batch(next(batches) if batches is not None else None)
                 lr = self.scheduler.get_last_lr()[0]
                 log_now = (self.step + 1) % cfg.log_every == 0
                 loss, norm = self.train_step(x0, noise, need_grad_norm=log_now)
-                stat = torch.cat(
-                    [
-                        torch.stack([loss, flags[int(time.perf_counter() > deadline)]]),
-                        self.phase_losses if self.phased else self.phase_losses[:0],
-                    ]
-                )
-                dist.all_reduce_sum_(stat)  # global loss sum; any rank over time stops all
-                pbar.update(1)
+                stat = self._global_stat(loss, flags)
+                self._pbar.update(1)
                 # read the previous step's loss now, so the host never waits for this one
                 if pending is not None:
                     self._settle(*pending)
@@ -501,13 +454,118 @@ class Trainer:
                 if ckpt_now or self._stop:
                     saved = self._save(self.elapsed + time.perf_counter() - t0)
         finally:
-            pbar.close()
-            del batches
-            if self.logger is not None:
-                self.logger.plot()
-                self.logger.close()
+            self._pbar.close()
+            del batches  # ends the loader's workers now, even while an error propagates
+            self._close_logger()
         dist.barrier()
-        seconds = time.perf_counter() - t0
+        return self._summary(time.perf_counter() - t0, start_images, saved)
+
+    def _start(self, resume: bool) -> bool:
+        """Restore the newest valid checkpoint (``resume``) or start afresh; True if resumed."""
+        if dist.is_main():
+            _console_logging()
+        resumed = self._resume() if resume else False
+        if not resumed:
+            if not resume and list_checkpoints(self.run_dir):
+                raise FileExistsError(
+                    f"{self.run_dir / 'checkpoints'} already holds checkpoints;"
+                    " resume, or train into a new folder"
+                )
+            self._seed_global_rngs()
+        return resumed
+
+    def _open_logs(self, resumed: bool) -> None:
+        """Rank 0: note the model's size and the precision, open the run's log."""
+        cfg = self.config
+        n_all = sum(p.numel() for p in self.model.parameters())
+        log.info(
+            "model: %s parameters (%s trainable); %d process(es) on %s",
+            f"{n_all:,}",
+            f"{sum(p.numel() for p in self.params):,}",
+            self.world,
+            self.device,
+        )
+        if cfg.mixed_precision != "no" and self.device.type != "cuda":
+            log.info(
+                "mixed_precision=%s applies on CUDA only; training in float32 on %s",
+                cfg.mixed_precision,
+                self.device,
+            )
+        self.logger = RunLogger(
+            self.run_dir,
+            self.step if resumed else None,
+            cfg.tensorboard,
+            tuple(f"loss_{name}" for name in self.phase_names),
+        )
+
+    def _open_progress(self, t0: float) -> None:
+        """The progress bar, the wall-clock deadline and the per-fit loss records."""
+        cfg = self.config
+        self._deadline = t0 + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
+        # under a wall-clock budget the step count's ETA means nothing: show the budget instead
+        fmt = "{desc}: {n_fmt} steps [{elapsed}, {rate_fmt}{postfix}]" if cfg.max_minutes else None
+        self._pbar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            disable=not dist.is_main(),
+            desc="train",
+            dynamic_ncols=True,
+            bar_format=fmt,
+        )
+        self._losses: list[tuple[int, float]] = []
+        self._log_t, self._log_images = t0, self.images_seen
+        self._stop = False
+
+    def _next_batch(self, batch) -> tuple[torch.Tensor | None, dict]:
+        """The step's images ``(B_local, C, H, W)`` on the device, augmented (None: data-free),
+        and its draws (with the data's labels); advances the data position."""
+        x0, labels = _images_and_labels(batch) if batch is not None else (None, None)
+        if x0 is not None:
+            x0 = x0.to(self.device, non_blocking=True)
+        if batch is not None:  # a data-free run has no data position
+            self._advance_data_position()
+        noise = self.draw_noise()
+        if labels is not None:  # the data's; a loss that does not use them ignores them
+            noise["labels"] = labels.to(self.device, non_blocking=True)
+        if self.augment is not None and x0 is not None:
+            self._aug_generator.manual_seed(
+                mix_seed(self.config.seed, _AUGMENT, self.step, self.rank)
+            )
+            x0 = self.augment(x0, self._aug_generator)
+        return x0, noise
+
+    def _advance_data_position(self) -> None:
+        """Move ``(epoch, position)`` past this step's global batch."""
+        n = len(self.dataset)
+        if self.variable_batch:  # position counts images of the data stream
+            self.epoch, self.position = divmod(
+                self.epoch * n + self.position + self.batch_for_step(self.step), n
+            )
+        else:
+            per_epoch = n // self.config.batch_size
+            self.epoch, self.position = divmod(
+                self.epoch * per_epoch + self.position + 1, per_epoch
+            )
+
+    def _global_stat(self, loss: torch.Tensor, flags: torch.Tensor) -> torch.Tensor:
+        """``[loss, over time, phase losses...]`` summed over ranks (any rank over time stops
+        all), without waiting for the device: ``flags`` ``[0., 1.]`` picks the time flag."""
+        stat = torch.cat(
+            [
+                torch.stack([loss, flags[int(time.perf_counter() > self._deadline)]]),
+                self.phase_losses if self.phased else self.phase_losses[:0],
+            ]
+        )
+        dist.all_reduce_sum_(stat)
+        return stat
+
+    def _close_logger(self) -> None:
+        if self.logger is not None:
+            self.logger.plot()
+            self.logger.close()
+
+    def _summary(self, seconds: float, start_images: int, saved: Path | None) -> dict[str, Any]:
+        """:meth:`fit`'s result after ``seconds`` of training from ``start_images`` images."""
         return {
             "steps": self.step,
             "final_loss": self._losses[-1][1] if self._losses else None,
@@ -592,7 +650,7 @@ class Trainer:
             images_per_s=images / max(now - self._log_t, 1e-9),
             elapsed=self.elapsed + elapsed,
         )
-        self._window, self._log_t, self._log_step = [], now, self.step
+        self._window, self._log_t = [], now
         self._phase_window = []
         self._log_images = self.images_seen
         if now - self._plot_t > 60:  # the curve at most once a minute
@@ -723,6 +781,18 @@ def _rows(x0: torch.Tensor | None, noise: dict) -> int:
     if x0 is not None:
         return x0.shape[0]
     return next(v.shape[0] for v in noise.values() if isinstance(v, torch.Tensor))
+
+
+def _plain_data(config: dict) -> dict:
+    """``config`` if YAML can write it; fail at once rather than at the first checkpoint."""
+    try:
+        yaml.safe_dump(config)
+    except yaml.YAMLError as e:
+        raise ValueError(
+            f"resolved_config must be plain data (dicts, lists, strings, "
+            f"numbers): {str(e).splitlines()[0]}"
+        ) from None
+    return config
 
 
 def _images_and_labels(batch) -> tuple[torch.Tensor, torch.Tensor | None]:

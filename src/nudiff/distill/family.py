@@ -1,0 +1,93 @@
+"""A SiD-distilled one-step generator as a family: its run is the teacher's config plus a
+``distill`` section; it trains data-free (generator and fake score, two phases) and samples
+with ``onestep``. The teacher's own builders give the networks' architecture."""
+
+from __future__ import annotations
+
+import torch
+
+from nudiff.families.gaussian import GaussianFamily
+
+
+class SiDFamily(GaussianFamily):
+    name = "sid"
+    key = "distill (SiD)"
+    label = "one-step"
+    selected_by = "a distilled run (distill: ...)"
+    selector = "distill"
+    description = "SiD: a teacher distilled data-free into a one-step generator"
+    sections = ("distill",)
+    # the teacher's own features it distils; what a one-step generator cannot do is refused
+    features = frozenset(
+        {"class-labels", "multiscale", "log-normal-times", "softness-range", "basis"}
+        | {"data-prior", "dit", "lego", "mlp"}
+    )
+
+    def samplers(self, cfg) -> tuple[str, ...]:
+        return ("onestep",)
+
+    def check(self, cfg) -> None:
+        """Only Gaussian teachers of the linear process distil (a conditional-task teacher needs
+        data for its condition: ``conditional`` is a feature it does not support)."""
+        if cfg.process.family != "gaussian":
+            raise ValueError("distill: SiD distils Gaussian-process teachers (process.family)")
+        if cfg.process.transform is not None:
+            raise ValueError(
+                "distill: SiD needs a linear process; a Neural Diffusion Model "
+                "(process.transform) is not supported"
+            )
+        if cfg.distill.sigma_min >= cfg.distill.sigma_max:
+            raise ValueError("distill.sigma_min must be below distill.sigma_max")
+
+    def training_parts(self, cfg) -> dict:
+        from nudiff.distill.run import build_sid
+
+        torch.manual_seed(cfg.train.seed)
+        model, loss = build_sid(cfg)
+        k = cfg.model.num_classes
+
+        def sample_fn(m, n: int, generator: torch.Generator) -> torch.Tensor:
+            device = next(m.parameters()).device
+            labels = torch.arange(n) % k if k else None
+            out = self.sample(
+                cfg, m.generator, n, seed=cfg.train.seed, start=0, device=device, labels=labels
+            )
+            return out.images.clamp(-1, 1)
+
+        return {"model": model, "loss": loss, "dataset": None, "sample_fn": sample_fn}
+
+    def load(self, cfg, state: dict, device):
+        """The run's EMA or raw generator (the teacher's architecture, the run's weights)."""
+        from nudiff.distill.run import load_generator
+
+        teacher = self.build_model(cfg, self.build_process(cfg))
+        return load_generator(cfg, teacher, state).to(device).eval()
+
+    def default_labels(self, cfg, n: int):
+        """A class-conditional generator draws the classes in turn when given no labels."""
+        k = cfg.model.num_classes
+        return torch.arange(n) % k if k else None
+
+    def sample(self, cfg, model, n, *, seed, start, device, labels=None, progress=False):
+        """``cfg.sample.steps`` generator calls (1: SiD's one step)."""
+        from nudiff.distill.sid import sample_one_step
+        from nudiff.schedules.reference import ReferenceTime
+
+        steps = cfg.sample.steps
+        ref = ReferenceTime(model.process).to(device) if steps > 1 else None
+        return sample_one_step(
+            model,
+            n,
+            steps=steps,
+            seed=seed,
+            start=start,
+            labels=labels,
+            device=device,
+            reference=ref,
+        )
+
+    def likelihoods(self, model) -> dict:
+        return {}  # a one-step generator has no density
+
+
+FAMILY = SiDFamily()
