@@ -1,8 +1,11 @@
 """Structure report: lines per module, functions over 80 lines, import cycles (all imports,
 including those inside functions), largest files."""
-import ast, sys
+
+import ast
+import sys
 from pathlib import Path
-root = Path(sys.argv[1]) / "src" / "nudiff"
+
+root = Path(sys.argv[1] if len(sys.argv) > 1 else ".") / "src" / "nudiff"
 mods = {}
 for p in root.rglob("*.py"):
     name = "nudiff." + ".".join(p.relative_to(root).with_suffix("").parts)
@@ -41,27 +44,48 @@ graph = {m: {d for d in ds if d in mods and d != m} for m, ds in graph.items()}
 # strongly connected components (Tarjan)
 index, low, stack, on, sccs, i = {}, {}, [], set(), [], [0]
 sys.setrecursionlimit(10000)
+
+
 def sc(v):
-    index[v] = low[v] = i[0]; i[0] += 1; stack.append(v); on.add(v)
+    index[v] = low[v] = i[0]
+    i[0] += 1
+    stack.append(v)
+    on.add(v)
     for w in graph[v]:
         if w not in index:
-            sc(w); low[v] = min(low[v], low[w])
+            sc(w)
+            low[v] = min(low[v], low[w])
         elif w in on:
             low[v] = min(low[v], index[w])
     if low[v] == index[v]:
         comp = []
         while True:
-            w = stack.pop(); on.discard(w); comp.append(w)
-            if w == v: break
-        if len(comp) > 1: sccs.append(sorted(comp))
+            w = stack.pop()
+            on.discard(w)
+            comp.append(w)
+            if w == v:
+                break
+        if len(comp) > 1:
+            sccs.append(sorted(comp))
+
+
 for v in graph:
-    if v not in index: sc(v)
+    if v not in index:
+        sc(v)
 # ignore package __init__ re-export cycles (parent package <-> its own submodule)
-real = [c for c in sccs if not all(any(o != x and (o.startswith(x + ".") or x.startswith(o + ".")) for o in c) for x in c)]
+real = [
+    c
+    for c in sccs
+    if not all(
+        any(o != x and (o.startswith(x + ".") or x.startswith(o + ".")) for o in c) for x in c
+    )
+]
 sizes = sorted(((len(p.read_text().splitlines()), m) for m, p in mods.items()), reverse=True)
 print("modules:", len(mods), "lines:", sum(s for s, _ in sizes))
 print("largest:", ", ".join(f"{m.removeprefix('nudiff.')} {s}" for s, m in sizes[:10]))
 print("functions over 80 lines:", len(long_funcs))
-for n, f in sorted(long_funcs, reverse=True): print("  ", n, f)
+for n, f in sorted(long_funcs, reverse=True):
+    print("  ", n, f)
 print("import cycles (strongly connected groups):", len(sccs))
-for c in sccs: print("  ", " <-> ".join(x.removeprefix("nudiff.") for x in c))
+for c in sccs:
+    print("  ", " <-> ".join(x.removeprefix("nudiff.") for x in c))

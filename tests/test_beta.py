@@ -222,7 +222,7 @@ def test_toy_data():
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["process.basis.type=haar"], "process.basis.type: identity"),
+        (["process.basis.type=haar"], "beta does not support process.basis.type: haar"),
         (["sample.sampler=ddim"], "sample.sampler: beta"),
         (["model.multiscale={}"], "model.multiscale"),
         (["model.num_classes=3"], "model.num_classes"),
@@ -270,10 +270,13 @@ def test_beta_training_resumes_bit_identically_and_samples(tmp_path, capsys):
     assert png.is_file() and np.load(npz)["x_train"].shape[0] == 8
     assert "8 samples, 4 NFE" in capsys.readouterr().out
     assert main(["sample", run, "--out", str(png), "--n-samples", "8", "--sampler", "ddim"]) == 2
-    assert "samples with sampler 'beta', not the Gaussian sampler 'ddim'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "samples with sample.sampler: beta, not the Gaussian sampler 'ddim'" in err
     assert main(["eval", "nll", run, "--n-images", "2"]) == 2
-    assert "needs a Gaussian process" in capsys.readouterr().err
+    assert "process.family: beta does not support nudiff eval nll" in capsys.readouterr().err
     from nudiff.run import sample_run
 
-    with pytest.raises(ValueError, match="beta sampler does not take guidance, labels"):
+    with pytest.raises(ValueError, match="beta does not support sample.guidance"):
         sample_run(run, 2, labels=[0, 1], guidance=2.0)
+    with pytest.raises(ValueError, match="class labels need a class-conditional model"):
+        sample_run(run, 2, labels=[0, 1])

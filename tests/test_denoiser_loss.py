@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from nudiff.bases import DCT, Haar
-from nudiff.losses import DenoisingLoss, sample_times
+from nudiff.losses import DenoisingLoss, Weighting, sample_times
 from nudiff.models.denoiser import Denoiser
 from nudiff.oracle import GaussianOracle, field_model
 from nudiff.process import Process
@@ -70,7 +70,7 @@ def test_loss_at_oracle_equals_weighted_posterior_variance():
     oracle = GaussianOracle(process, data)
     g = torch.Generator().manual_seed(0)
     for weighting in ("uniform", "likelihood", "min-snr"):
-        loss = DenoisingLoss(process, weighting, prediction="edm").double()
+        loss = DenoisingLoss(process, Weighting(process, weighting, "edm")).double()
         n = 4000
         t = torch.full((n,), 0.3, dtype=torch.float64)
         noise = {"t": t, "eps": torch.randn(n, *haar.shape, generator=g, dtype=torch.float64)}

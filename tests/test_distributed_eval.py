@@ -60,7 +60,7 @@ def test_two_processes_sample_what_one_samples(tiny_run, tmp_path):
         == 0
     )
     res = _torchrun("sample", *common, "--out", tmp_path / "two.png", "--npz", tmp_path / "two.npz")
-    assert "on 2 processes" in res.stdout and res.stdout.count("8 samples") == 1  # rank 0 prints
+    assert "on 2 processes" in res.stdout and res.stdout.count("8 samples,") == 1  # rank 0 prints
     one, two = np.load(tmp_path / "one.npz")["x_train"], np.load(tmp_path / "two.npz")["x_train"]
     assert one.shape == (8, 16, 16, 3) and np.array_equal(one, two)
     assert (tmp_path / "two.png").is_file()

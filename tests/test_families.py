@@ -129,7 +129,7 @@ def test_command_line_sampling_settings_meet_the_configs_checks(old_runs, tmp_pa
     run, png = str(old_runs / "gaussian"), str(tmp_path / "s.png")
     for extra, message in [
         (["--guidance", "-1"], "sample.guidance"),
-        (["--guidance-interval", "0.2,0.8"], "need a class-conditional model"),
+        (["--guidance-interval", "0.2,0.8"], "so does sample.guidance_interval"),
         (["--sampler", "beta"], "sample.sampler beta needs process.family: beta"),
     ]:
         capsys.readouterr()

@@ -17,10 +17,11 @@ from nudiff.build import build_data, build_denoiser, build_loss, build_process
 from nudiff.cli import main
 from nudiff.config import ConfigError, load_config
 from nudiff.data import Labelled, NpzDataset, build_dataset, dataset_labels, load_batch
+from nudiff.losses import ClassLabels
 from nudiff.models.denoiser import Denoiser
 from nudiff.process import Process
 from nudiff.run import load_run, sample_run
-from nudiff.samplers import sample
+from nudiff.samplers import Guided, sample
 from nudiff.schedules import VPCosine
 
 # 8x8 single shapes: 6 classes (circle, box, triangle; light or dark background)
@@ -66,7 +67,7 @@ def test_label_dropout_is_drawn_at_its_rate_and_replaces_labels_by_the_null_labe
     assert abs(drop.float().mean().item() - 0.25) < 4 * math.sqrt(0.25 * 0.75 / 20_000)
     noise = {**loss.draw(4, torch.Generator().manual_seed(1)), "labels": torch.tensor([0, 1, 2, 3])}
     noise["drop"] = torch.tensor([True, False, True, False])
-    assert loss.labels(noise, torch.zeros(1))["labels"].tolist() == [6, 1, 6, 3]
+    assert loss.piece(ClassLabels).labels(noise, torch.zeros(1))["labels"].tolist() == [6, 1, 6, 3]
     with pytest.raises(ValueError, match="needs labelled data"):
         loss(model, torch.zeros(4, 3, 8, 8), {k: v for k, v in noise.items() if k != "labels"})
 
@@ -90,11 +91,11 @@ def test_null_label_is_the_unconditional_model_and_guidance_one_the_conditional(
         assert torch.equal(null, model(u, t))  # labels=None: the null label
         cond = model(u, t, labels=labels)
         assert not torch.allclose(cond, null)
-        assert torch.equal(model(u, t, labels=labels, guidance=1.0), cond)
-        guided = model(u, t, labels=labels, guidance=3.0)
+        assert torch.equal(Guided(model, 1.0)(u, t, labels=labels), cond)
+        guided = Guided(model, 3.0)(u, t, labels=labels)
         torch.testing.assert_close(guided, null + 3.0 * (cond - null), rtol=1e-5, atol=1e-5)
         # guided only inside the interval: rows at t outside it are conditional
-        part = model(u, t, labels=labels, guidance=3.0, guidance_interval=(0.3, 0.8))
+        part = Guided(model, 3.0, (0.3, 0.8))(u, t, labels=labels)
         torch.testing.assert_close(part[[0, 3]], cond[[0, 3]], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(part[[1, 2]], guided[[1, 2]], rtol=1e-5, atol=1e-5)
 
@@ -107,8 +108,8 @@ class _Classes(nn.Module):
 
 class ExactClassDenoiser(Denoiser):
     """The exact denoiser of per-class Gaussians ``N(means[c], var)`` in whitened components
-    (null label: ``null_mean`` with the same variance, or the mixture of the classes), with the
-    :class:`Denoiser`'s own guidance."""
+    (null label: ``null_mean`` with the same variance, or the mixture of the classes), guided
+    by :class:`~nudiff.samplers.Guided` like any :class:`Denoiser`."""
 
     def __init__(self, process, means, var, null_mean=None):
         super().__init__(process, _Classes(len(means)))
@@ -117,7 +118,7 @@ class ExactClassDenoiser(Denoiser):
     def _gaussian(self, u, alpha, sigma, mean):
         return mean + alpha * self.var * (u - alpha * mean) / (alpha**2 * self.var + sigma**2)
 
-    def _estimate(self, u, t, all_bricks, labels, process=None):
+    def forward(self, u, t, labels=None, process=None, crop=None):
         alpha, sigma = self.process.coefficients(t, u)
         k = len(self.means)
         means = self.means.to(u)[labels.clamp(max=k - 1)]  # (B, C, H, W)

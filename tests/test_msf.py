@@ -205,7 +205,7 @@ def test_bad_msf_configs_are_clear_errors(overrides, message):
         _tiny_msf(*overrides)
 
 
-def test_schedule_levels_set_the_basis_levels():
+def test_schedule_levels_are_the_haar_levels():
     cfg = load_config(
         QUICKSTART,
         [
@@ -214,7 +214,10 @@ def test_schedule_levels_set_the_basis_levels():
             "model.multiscale.scale_weights=null",
         ],
     )
-    assert cfg.process.basis.levels == 1 and cfg.scale_levels() == [0, 1]
+    # read, not written into the basis section: validation never changes a config
+    assert cfg.process.basis.levels is None
+    assert cfg.haar_levels() == 1 and cfg.scale_levels() == [0, 1]
+    assert build_process(cfg).basis.levels == 1
 
 
 def test_msf_training_resumes_bit_identically_and_samples(tmp_path):

@@ -9,7 +9,7 @@ from torch import nn
 from conftest import assert_resume_exact, data_only_config, tiny
 from nudiff.bases import Haar, Identity
 from nudiff.config import ConfigError, load_config
-from nudiff.losses import DenoisingLoss
+from nudiff.losses import DenoisingLoss, PatchCrops
 from nudiff.models import UNet
 from nudiff.models.denoiser import Denoiser
 from nudiff.models.dit import DiT, coordinate_channels
@@ -162,7 +162,7 @@ def test_patch_loss_draws_crops_and_equals_the_full_loss_on_full_crops():
     process = Process(basis, VPCosine()).double()
     model = Denoiser(process, Recorder()).double()
     patch = PatchSizes([4, 8], 8, seed=2)
-    loss = DenoisingLoss(process, patch=patch)
+    loss = DenoisingLoss(process, pieces=[PatchCrops(process, patch)])
     g = torch.Generator().manual_seed(0)
     step = next(k for k in range(100) if patch.size_for_step(k) == 4)
     noise = loss.draw(6, g, step=step)

@@ -28,7 +28,7 @@ from nudiff.distill.sid import (
     edm_sigma,
     sid_generator_loss,
 )
-from nudiff.losses import DenoisingLoss
+from nudiff.losses import DenoisingLoss, TimeSampling, Weighting
 from nudiff.oracle import DiagonalGaussian, GaussianOracle
 from nudiff.process import Process
 from nudiff.schedules import EDM, VPCosine
@@ -201,7 +201,9 @@ def test_exact_gaussian_teacher_gives_the_data_variances(tmp_path):
     with torch.no_grad():  # starts as N(0, I): the data's variances are 0.05x .. 2x that
         net.log_scale.copy_(-generator.noise_std.log().reshape(1, 1, 1))
     model = SiDModel(generator, GaussianDenoiser(process, teacher.m, teacher.w))
-    fake_loss = DenoisingLoss(process, "uniform", "x0", 1.0, t_sampling="uniform")
+    fake_loss = DenoisingLoss(
+        process, Weighting(process, "uniform", "x0", 1.0), TimeSampling(process, "uniform")
+    )
     trainer = _train(
         model,
         SiDLoss(process, teacher, fake_loss),
@@ -265,7 +267,9 @@ def test_ring_of_eight_gaussians_every_mode_gets_its_mass(tmp_path):
     teacher = MixtureDenoiser(process, means, 0.02).requires_grad_(False)
     fake = MixtureDenoiser(process, means, 0.02)
     model = SiDModel(OneStepGenerator(MLPGenerator(process), 0.5), fake)
-    fake_loss = DenoisingLoss(process, "uniform", "x0", 1.0, t_sampling="uniform")
+    fake_loss = DenoisingLoss(
+        process, Weighting(process, "uniform", "x0", 1.0), TimeSampling(process, "uniform")
+    )
     trainer = _train(
         model,
         SiDLoss(process, teacher, fake_loss),
@@ -316,7 +320,7 @@ def test_distilling_a_multiscale_teacher_resumes_exactly_and_samples(tmp_path):
     torch.testing.assert_close(sample_model(cfg, gen, 5).images, out.images)  # batch-invariant
     assert sample_model(cfg, gen, 2, steps=2).nfe == 2
     assert main(["sample", str(b), "--n-samples", "2", "--sampler", "ddim"]) == 2
-    with pytest.raises(ValueError, match="distilled generator does not take budgets, grid"):
+    with pytest.raises(ValueError, match=r"distill \(SiD\) does not support sample.budgets"):
         sample_model(cfg, gen, 2, grid="uniform", budgets=[1, 1, 1])
 
 

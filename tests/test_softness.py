@@ -10,7 +10,7 @@ from conftest import assert_resume_exact, data_only_config, tiny
 from nudiff.bases import Haar
 from nudiff.cli import main
 from nudiff.config import ConfigError, load_config
-from nudiff.losses import DenoisingLoss
+from nudiff.losses import DenoisingLoss, SoftnessRange
 from nudiff.models.denoiser import Denoiser
 from nudiff.process import Process
 from nudiff.schedules import SoftConditioning, VPCosine
@@ -40,9 +40,10 @@ def test_with_softness_is_the_schedule_built_at_that_softness():
 
 def test_each_batch_is_noised_and_denoised_at_its_drawn_softness():
     process = _process(1.0)
-    loss = DenoisingLoss(process, softness=(0.5, math.inf), seed=3)
-    draws = [loss.softness_for_step(k) for k in range(2000)]
-    assert draws == [loss.softness_for_step(k) for k in range(2000)]  # a function of the step
+    soft = SoftnessRange(process, (0.5, math.inf), seed=3)
+    loss = DenoisingLoss(process, pieces=[soft])
+    draws = [soft.softness_for_step(k) for k in range(2000)]
+    assert draws == [soft.softness_for_step(k) for k in range(2000)]  # a function of the step
     a = torch.tensor([1 / s for s in draws])
     assert (a >= 0).all() and (a <= 2).all()
     assert abs(a.mean().item() - 1.0) < 0.05 and abs(a.var().item() - 4 / 12) < 0.03
@@ -60,7 +61,7 @@ def test_each_batch_is_noised_and_denoised_at_its_drawn_softness():
     torch.testing.assert_close(backbone.seen[0][1], want.condition(t, at.log_snr(t, x)))
     assert not torch.allclose(backbone.seen[0][1], model.condition(t, process.log_snr(t, x)))
     with pytest.raises(ValueError, match="soft-conditioning schedule"):
-        DenoisingLoss(Process(Haar((1, 8, 8), 2), VPCosine()), softness=(0.5, 2.0))
+        SoftnessRange(Process(Haar((1, 8, 8), 2), VPCosine()), (0.5, 2.0))
 
 
 @pytest.mark.parametrize(

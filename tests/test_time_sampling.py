@@ -8,7 +8,7 @@ import torch
 from nudiff.bases import DCT, Haar
 from nudiff.build import build_denoiser, build_loss, build_process
 from nudiff.config import ConfigError, load_config
-from nudiff.losses import LogNormalTimes, sample_times
+from nudiff.losses import DenoisingLoss, LogNormalTimes, TimeSampling, sample_times
 from nudiff.process import Process
 from nudiff.schedules import EDM, MultiSpeed, VPCosine
 from nudiff.schedules.reference import ReferenceTime
@@ -89,7 +89,7 @@ def test_multiscale_loss_draws_log_normal_levels_per_scale():
         s = noise["scale"]
         lo, hi = model.interval(s)
         assert ((noise["t"] >= lo) & (noise["t"] <= hi)).all()
-        density = loss.losses[s].density
+        density = loss.losses[s].times.density
         lam_ends = density.reference.log_snr(torch.tensor([hi, lo], dtype=torch.float64))
         lam = density.reference.log_snr(noise["t"].double())
         u = _cdf_positions(lam, 1.0, 2.4, *lam_ends.tolist()).sort().values
@@ -101,7 +101,7 @@ def test_multiscale_loss_draws_log_normal_levels_per_scale():
     "config,overrides,message",
     [
         ("beta_toy1.yaml", [], "does not support loss.t_sampling: log-normal"),
-        ("mnist32_ndm.yaml", [], "own importance density"),
+        ("mnist32_ndm.yaml", [], r"\(NDM\) does not support loss.t_sampling: log-normal"),
         ("quickstart.yaml", ["loss.log_snr_std=0"], "log_snr_std"),
     ],
 )
@@ -117,7 +117,7 @@ def test_multiscale_loss_honours_uniform_times_in_each_scale():
     process = build_process(cfg)
     model = build_denoiser(cfg, process)
     loss = build_loss(cfg, process, model)
-    assert [s.t_sampling for s in loss.losses] == ["uniform"] * len(model.scales)
+    assert [s.times.mode for s in loss.losses] == ["uniform"] * len(model.scales)
     g = torch.Generator().manual_seed(0)
     noise = loss.draw(4000, g, step=0)
     lo, hi = model.interval(noise["scale"])
@@ -129,5 +129,6 @@ def test_multiscale_loss_honours_uniform_times_in_each_scale():
     u = ((t - lo) / (hi - lo)).sort().values
     centres = (torch.arange(4000, dtype=torch.float64) + 0.5) / 4000
     assert (u - centres).abs().max() > 10 / 4000
+    within = [(s, TimeSampling(s.process, "interval", (0.0, 1.0))) for s in loss.losses]
     with pytest.raises(ValueError, match="stratified, uniform or log-normal"):
-        type(loss)(model, t_sampling="interval")
+        type(loss)(model, [DenoisingLoss(s.process, s.weighting, times) for s, times in within])

@@ -12,6 +12,7 @@ from conftest import assert_resume_exact, tiny, train_args, woken_model
 from nudiff.build import build_denoiser, build_loss, build_process
 from nudiff.cli import main
 from nudiff.config import ConfigError, load_config
+from nudiff.losses import JointBricks
 from nudiff.models.dit import DiT
 from nudiff.models.lego import LEGO
 from nudiff.run import load_run, sample_run
@@ -86,12 +87,12 @@ def test_bad_backbone_configs_are_one_line_errors(overrides, message):
 
 
 def test_every_brick_is_a_denoiser_and_the_last_active_one_is_the_output():
-    """``all_bricks`` gives brick k's own preconditioned estimate; a model cut after brick k
+    """``per_brick`` gives brick k's own preconditioned estimate; a model cut after brick k
     (``active_bricks = k``) is exactly that denoiser."""
     cfg, model = woken_model(TINY_LEGO)
     u, t = torch.randn(3, 3, 8, 8), torch.tensor([0.2, 0.5, 0.9])
     with torch.no_grad():
-        every = model(u, t, all_bricks=True)
+        every = model.per_brick(u, t)
         assert every.shape == (3, *u.shape)
         torch.testing.assert_close(every[-1], model(u, t), rtol=0, atol=0)
         for k in (1, 2):
@@ -104,7 +105,7 @@ def test_every_brick_is_a_denoiser_and_the_last_active_one_is_the_output():
 def test_joint_loss_is_the_mean_of_the_bricks_losses():
     cfg, model = woken_model(TINY_LEGO)
     loss = build_loss(cfg, model.process, model)
-    assert loss.joint
+    assert loss.piece(JointBricks) is not None
     x0 = torch.rand(4, 3, 8, 8) * 2 - 1
     noise = loss.draw(4, torch.Generator().manual_seed(1))
     got = loss(model, x0, noise)

@@ -15,7 +15,16 @@ from torch.utils.data import Dataset
 from nudiff.bases import DCT, PCA, Basis, Fourier, Haar, Identity
 from nudiff.data import build_dataset, load_batch
 from nudiff.families import family_of
-from nudiff.losses import DenoisingLoss, MultiScaleLoss
+from nudiff.losses import (
+    ClassLabels,
+    DenoisingLoss,
+    JointBricks,
+    MultiScaleLoss,
+    PatchCrops,
+    SoftnessRange,
+    TimeSampling,
+    Weighting,
+)
 from nudiff.models import UNet
 from nudiff.models.config import lego_bricks, stage_model
 from nudiff.models.denoiser import Denoiser
@@ -300,45 +309,51 @@ def group_rms(std: torch.Tensor, basis: Basis) -> torch.Tensor:
 def build_denoising_loss(
     cfg: Config, process: Process, denoiser: Denoiser | MultiScaleDenoiser
 ) -> DenoisingLoss | MultiScaleLoss:
-    """The denoising loss of the linear process: one network, or one scale per step."""
-    l = cfg.loss
-    joint = cfg.model.backbone == "lego" and cfg.model.lego.joint_loss
-    if isinstance(denoiser, MultiScaleDenoiser):
-        ms = cfg.model.multiscale
-        return MultiScaleLoss(
-            denoiser,
-            l.weighting,
-            cfg.model.prediction,
-            l.min_snr_gamma,
-            l.band_weights,
-            ms.scale_sampling,
-            ms.scale_weights,
-            seed=cfg.train.seed,
-            joint=cfg.model.lego.joint_loss,  # for the scales whose network is LEGO
-            num_classes=cfg.model.num_classes,
-            label_dropout=cfg.model.label_dropout,
-            t_sampling=l.t_sampling,
-            log_snr_mean=l.log_snr_mean,
-            log_snr_std=l.log_snr_std,
+    """The denoising loss of the linear process: one network, or one scale per step (each
+    scale's loss on its sub-process, in its time interval, with the weights of its bands)."""
+    if not isinstance(denoiser, MultiScaleDenoiser):
+        return _denoising_loss(cfg, process, denoiser, cfg.loss.t_interval, cfg.loss.band_weights)
+    bands = cfg.loss.band_weights
+    if bands is not None and len(bands) != process.basis.levels + 1:
+        raise ValueError(
+            f"loss.band_weights needs one weight per Haar band ({process.basis.levels + 1}, "
+            f"finest first), got {len(bands)}"
         )
-    return DenoisingLoss(
-        process,
-        l.weighting,
-        cfg.model.prediction,
-        denoiser.data_std,
-        l.min_snr_gamma,
-        l.band_weights,
-        l.t_sampling,
-        l.t_interval,
-        joint=joint,
-        num_classes=cfg.model.num_classes,
-        label_dropout=cfg.model.label_dropout,
-        softness=(l.softness.min, l.softness.max) if l.softness is not None else None,
-        seed=cfg.train.seed,
-        patch=build_patch_sizes(cfg, process),
-        log_snr_mean=l.log_snr_mean,
-        log_snr_std=l.log_snr_std,
+    losses = [
+        _denoising_loss(
+            cfg, d.process, d, denoiser.interval(s), None if bands is None else bands[dropped:]
+        )
+        for s, (d, dropped) in enumerate(zip(denoiser.scales, denoiser.dropped, strict=True))
+    ]
+    ms = cfg.model.multiscale
+    return MultiScaleLoss(
+        denoiser, losses, ms.scale_sampling, ms.scale_weights, seed=cfg.train.seed
     )
+
+
+def _denoising_loss(cfg: Config, process: Process, denoiser, interval, band_weights):
+    """The :class:`DenoisingLoss` of ``denoiser`` (a network, or one scale of a multi-scale
+    model) on ``process``: ``loss``'s weighting (with ``band_weights``) and time sampling (in
+    ``interval``), and the batch pieces of the config's features, in their order: a softness
+    range, patch crops, class labels, LEGO's joint loss (for a LEGO network)."""
+    l, m = cfg.loss, cfg.model
+    sigma_data = getattr(denoiser, "data_std", 0.5)
+    weighting = Weighting(
+        process, l.weighting, m.prediction, sigma_data, l.min_snr_gamma, band_weights
+    )
+    times = TimeSampling(process, l.t_sampling, interval, l.log_snr_mean, l.log_snr_std)
+    pieces = []
+    if l.softness is not None:
+        pieces.append(SoftnessRange(process, (l.softness.min, l.softness.max), cfg.train.seed))
+    patch = build_patch_sizes(cfg, process)
+    if patch is not None:
+        pieces.append(PatchCrops(process, patch))
+    if m.num_classes is not None:
+        pieces.append(ClassLabels(m.num_classes, m.label_dropout))
+    joint = JointBricks()
+    if m.lego.joint_loss and joint.applies_to(denoiser):
+        pieces.append(joint)
+    return DenoisingLoss(process, weighting, times, pieces)
 
 
 def build_patch_sizes(cfg: Config, process: Process):

@@ -18,6 +18,9 @@ class BetaFamily(Family):
     sections = ("process.beta", "loss.beta")
     features = frozenset({"dit", "mlp", "resolution"})
 
+    def claims(self, cfg) -> bool:
+        return cfg.process.family == "beta"
+
     def samplers(self, cfg) -> tuple[str, ...]:
         from nudiff.beta.sampler import SAMPLER
 

@@ -17,22 +17,12 @@ import re
 import sys
 from dataclasses import dataclass
 
+from nudiff.families import LINEAR_SAMPLERS
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
-# the names of nudiff.samplers.SAMPLERS plus the two family samplers (a test keeps them equal)
-SAMPLER_NAMES = (
-    "dpmpp-2m",
-    "dpmpp-3m",
-    "dpmpp-2m-sde",
-    "ddim",
-    "ancestral",
-    "euler",
-    "heun",
-    "dopri5",
-    "euler-maruyama",
-    "pc",
-    "beta",
-    "onestep",
-)
+# the linear process's samplers plus the two family samplers (a test keeps them equal to
+# nudiff.samplers.SAMPLERS and the families')
+SAMPLER_NAMES = (*LINEAR_SAMPLERS, "beta", "onestep")
 GRID_NAMES = ("auto", "uniform", "log-snr", "edm")
 
 

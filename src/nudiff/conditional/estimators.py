@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from nudiff.conditional.tasks import Inpainting, SuperResolution, Task
-from nudiff.losses import LogNormalTimes, sample_times
+from nudiff.losses import TimeSampling
 from nudiff.process import Process
 from nudiff.schedules import ScalarSchedule, VPCosine, as_times
 
@@ -174,8 +174,7 @@ class ConditionalLoss(nn.Module):
         log_snr_std: float = 2.4,
     ):
         super().__init__()
-        self.t_sampling = t_sampling
-        self.density = LogNormalTimes.for_mode(t_sampling, model.process, log_snr_mean, log_snr_std)
+        self.times = TimeSampling(model.process, t_sampling, None, log_snr_mean, log_snr_std)
         self.process, self.task = model.process, model.task
         self.y_values_shape = split_condition(model.task, torch.zeros(1, *model.y_shape))[0].shape[
             1:
@@ -184,7 +183,7 @@ class ConditionalLoss(nn.Module):
 
     def draw(self, n: int, generator: torch.Generator, step: int = 0) -> dict:
         dev = generator.device
-        t = sample_times(n, self.t_sampling, generator, self.process.t_min, density=self.density)
+        t = self.times(n, generator)
         out = {
             "t": t,
             "eps": torch.randn((n, *self.process.shape), generator=generator, device=dev),

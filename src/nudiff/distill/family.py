@@ -14,7 +14,6 @@ class SiDFamily(GaussianFamily):
     key = "distill (SiD)"
     label = "one-step"
     selected_by = "a distilled run (distill: ...)"
-    selector = "distill"
     description = "SiD: a teacher distilled data-free into a one-step generator"
     sections = ("distill",)
     # the teacher's own features it distils; what a one-step generator cannot do is refused
@@ -23,19 +22,15 @@ class SiDFamily(GaussianFamily):
         | {"data-prior", "dit", "lego", "mlp"}
     )
 
+    def claims(self, cfg) -> bool:
+        return cfg.distill is not None
+
     def samplers(self, cfg) -> tuple[str, ...]:
         return ("onestep",)
 
     def check(self, cfg) -> None:
-        """Only Gaussian teachers of the linear process distil (a conditional-task teacher needs
-        data for its condition: ``conditional`` is a feature it does not support)."""
-        if cfg.process.family != "gaussian":
-            raise ValueError("distill: SiD distils Gaussian-process teachers (process.family)")
-        if cfg.process.transform is not None:
-            raise ValueError(
-                "distill: SiD needs a linear process; a Neural Diffusion Model "
-                "(process.transform) is not supported"
-            )
+        # teachers of another family (Beta, NDM) are refused by their sections: SiD distils
+        # the linear process
         if cfg.distill.sigma_min >= cfg.distill.sigma_max:
             raise ValueError("distill.sigma_min must be below distill.sigma_max")
 

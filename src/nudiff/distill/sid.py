@@ -37,6 +37,7 @@ from torch import nn
 from torch.func import functional_call
 
 from nudiff.process import Process
+from nudiff.samplers.base import Guided
 from nudiff.schedules.reference import ReferenceTime
 
 #: SiD's sigma_init = 2.5 as a log-SNR
@@ -91,8 +92,12 @@ class OneStepGenerator(nn.Module):
         return self.denoise(z, self.t_init, labels)
 
     def denoise(self, z, t, labels=None) -> torch.Tensor:
+        """The network's estimate of every component (a denoiser's
+        :meth:`~nudiff.models.denoiser.Denoiser.network_estimate`; a network without one is
+        called as it is)."""
         kw = {} if labels is None else {"labels": labels}
-        return self.network(z, t, exact_inactive=False, **kw)
+        estimate = getattr(self.network, "network_estimate", self.network)
+        return estimate(z, t, **kw)
 
     def refine(self, u, t: float, eps: torch.Tensor, labels=None) -> torch.Tensor:
         """Re-noise ``u`` to time ``t`` with ``eps`` and denoise it once."""
@@ -215,9 +220,7 @@ class SiDLoss(nn.Module):
         z_t = alpha * u_g + sigma * eps
         kw = {} if labels is None else {"labels": labels}
         b = _frozen_call(m.fake, z_t, t, **kw)
-        if labels is not None and self.guidance != 1:
-            kw["guidance"] = self.guidance
-        a = self.teacher(z_t, t, **kw)
+        a = Guided(self.teacher, self.guidance)(z_t, t, **kw)
         return self.scale * sid_generator_loss(u_g, a, b, self.alpha)
 
 

@@ -118,8 +118,10 @@ def kid(
         )
     dim = x.shape[1]
     rng = np.random.RandomState(seed)
-    draws = [(rng.choice(len(x), m, replace=False), rng.choice(len(y), m, replace=False))
-             for _ in range(subsets)]
+    draws = [
+        (rng.choice(len(x), m, replace=False), rng.choice(len(y), m, replace=False))
+        for _ in range(subsets)
+    ]
     i1 = np.stack([a for a, _ in draws])  # (S, m)
     i2 = np.stack([b for _, b in draws])
     x, y = torch.from_numpy(x), torch.from_numpy(y)  # torch: far faster batched matmuls

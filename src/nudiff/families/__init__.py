@@ -26,6 +26,21 @@ FAMILIES = {
 }
 _LOADED: dict[str, Family] = {}
 
+#: the samplers of the linear process (:data:`nudiff.samplers.SAMPLERS`; here, where the
+#: command line reads them without importing torch)
+LINEAR_SAMPLERS = (
+    "dpmpp-2m",
+    "dpmpp-3m",
+    "dpmpp-2m-sde",
+    "ddim",
+    "ancestral",
+    "euler",
+    "heun",
+    "dopri5",
+    "euler-maruyama",
+    "pc",
+)
+
 
 def family_name(cfg: Config) -> str:
     """The family of a config: a ``distill`` section makes a distilled generator, then

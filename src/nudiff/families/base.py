@@ -24,21 +24,24 @@ class Family:
     family's config holding one is an error); ``features``: the names of the shared features of
     :data:`nudiff.families.features.FEATURES` it honours (every other active feature is refused);
     ``label``: its samplers' adjective in messages (``the Gaussian sampler 'ddim'``);
-    ``selected_by``: what selects it, in words (``process.family: beta``); ``selector``: the
-    section whose presence selects it (``distill``), if one does; ``description``: one line for
-    the docs.
+    ``selected_by``: what selects it, in words (``process.family: beta``); ``description``: one
+    line for the docs.
     """
 
     name: str = ""
     key: str = ""
     label: str = ""
     selected_by: str = ""
-    selector: str | None = None
     description: str = ""
     sections: tuple[str, ...] = ()
     features: frozenset[str] = frozenset()
 
     # ---------------------------------------------------------------------------- config
+    def claims(self, cfg: Config) -> bool:
+        """Whether ``cfg`` asks for this family (it gets it unless a family that comes first
+        in :func:`nudiff.families.family_name` claims it too)."""
+        return False
+
     def samplers(self, cfg: Config) -> tuple[str, ...]:
         """The sampler names this family's models sample with."""
         raise NotImplementedError

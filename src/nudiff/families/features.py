@@ -72,8 +72,8 @@ def _check_patch(cfg: Config) -> None:
 def _check_guidance(cfg: Config) -> None:
     if cfg.model.num_classes is None:
         raise ValueError(
-            "sample.guidance (and sample.guidance_interval) need a class-conditional model "
-            "(model.num_classes)"
+            "sample.guidance needs a class-conditional model (model.num_classes), and so does "
+            "sample.guidance_interval"
         )
 
 
@@ -251,24 +251,24 @@ def refuse(family: Family, key: str) -> ValueError:
 
 
 def check_config(cfg: Config) -> None:
-    """Every cross-section rule of a config: the family's own rules, the sections of other
-    families, the active features its family does not support, its sampler, then the rules of
-    each supported active feature."""
+    """Every cross-section rule of a config: the sections of other families, the active
+    features its family does not support, its sampler, the family's own rules, then the rules
+    of each supported active feature."""
     family = family_of(cfg)
-    family.check(cfg)
     for name in FAMILIES:
         other = get_family(name)
         for section in () if other is family else other.sections:
             if _get(cfg, section) is None or section in family.sections:
                 continue
-            if section == other.selector:  # it would select the other family but for this one
-                raise refuse(family, section)
+            if other.claims(cfg):  # asked for, but this family comes first
+                raise refuse(family, other.selected_by)
             raise ValueError(f"{section} needs {other.selected_by}")
     for feature in FEATURES:
         if feature.active is not None and feature.active(cfg):
             if feature.name not in family.features:
                 raise refuse(family, feature.key_for(cfg))
     _check_sampler(cfg, family)
+    family.check(cfg)
     for feature in FEATURES:
         if feature.check is not None and feature.active(cfg):
             feature.check(cfg)
@@ -282,8 +282,8 @@ def _check_sampler(cfg: Config, family: Family) -> None:
     if owners and owners[0].name != "gaussian":  # a sampler of one family only
         raise ValueError(f"sample.sampler {name} needs {owners[0].selected_by}")
     other = f"the {owners[0].label} sampler " if owners else ""
-    choices = " or ".join(repr(s) for s in samplers)
-    raise ValueError(f"{family.key} samples with sampler {choices}, not {other}{name!r}")
+    choices = " | ".join(samplers)
+    raise ValueError(f"{family.key} samples with sample.sampler: {choices}, not {other}{name!r}")
 
 
 def require(cfg: Config, name: str) -> None:

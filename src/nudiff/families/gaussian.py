@@ -6,21 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from nudiff.families import LINEAR_SAMPLERS
 from nudiff.families.base import Family
-
-#: the samplers of the linear process (:data:`nudiff.samplers.SAMPLERS`)
-LINEAR_SAMPLERS = (
-    "dpmpp-2m",
-    "dpmpp-3m",
-    "dpmpp-2m-sde",
-    "ddim",
-    "ancestral",
-    "euler",
-    "heun",
-    "dopri5",
-    "euler-maruyama",
-    "pc",
-)
 
 
 def sample_settings(cfg) -> dict:
@@ -71,6 +58,9 @@ class GaussianFamily(Family):
             "teacher",
         }
     )
+
+    def claims(self, cfg) -> bool:
+        return cfg.process.family == "gaussian"
 
     def samplers(self, cfg) -> tuple[str, ...]:
         return LINEAR_SAMPLERS

@@ -195,8 +195,7 @@ def check_backbone(m: ModelConfig, res: int, where: str = "data.resolution") -> 
     elif m.backbone == "dit":
         if res % m.dit.patch_size:
             raise ValueError(
-                f"model.dit.patch_size={m.dit.patch_size} needs {where} divisible by it, "
-                f"got {res}"
+                f"model.dit.patch_size={m.dit.patch_size} needs {where} divisible by it, got {res}"
             )
         if m.dit.width % m.dit.heads:
             raise ValueError("model.dit.width must be divisible by model.dit.heads")

@@ -42,6 +42,11 @@ class Denoiser(nn.Module):
     Components that are fully noised at ``t`` (``process.inactive``) get the exact answer for a
     unit-variance prior, ``alpha u_t / (alpha^2 + sigma^2)``, i.e. the prior score, not the
     network's: no network needs to see them.
+
+    Besides ``model(u, t)`` (:meth:`forward`): :meth:`per_brick`, every brick's estimate of a
+    LEGO backbone (LEGO's joint loss), and :meth:`network_estimate`, the network's answer for
+    every component (SiD's generator). Classifier-free guidance wraps the denoiser
+    (:class:`~nudiff.samplers.base.Guided`).
     """
 
     def __init__(
@@ -111,31 +116,17 @@ class Denoiser(nn.Module):
         self,
         u: torch.Tensor,
         t,
-        all_bricks: bool = False,
         labels: torch.Tensor | None = None,
-        guidance: float = 1.0,
-        guidance_interval: tuple[float, float] | None = None,
         process: Process | None = None,
         crop=None,
-        exact_inactive: bool = True,
     ) -> torch.Tensor:
         """``u``: ``(B, C, H, W)`` noisy whitened components; ``t``: ``(B,)``, or ``(1,)`` for a
         time shared by the batch (samplers: the coefficients are then computed once, not per
         sample) -> x0 estimate ``(B, C, H, W)``.
 
-        ``all_bricks`` (a :class:`~nudiff.models.lego.LEGO` backbone): the estimate of every
-        brick, ``(K, B, C, H, W)``, each read through the same preconditioning (LEGO's joint
-        loss trains every brick as a denoiser of its own).
-
         ``labels`` ``(B,)``: classes of a class-conditional backbone (None, or the label
-        ``num_classes``: the null label, i.e. the unconditional model). ``guidance`` ``w``:
-        classifier-free guidance on the x0 estimate, ``x_null + w (x_label - x_null)`` per
-        component. For fixed ``u_t`` the x0 estimate is affine in the eps estimate and in the
-        score, so this is the usual guidance of eps or of the score, for every schedule and
-        sampler. ``w = 1`` is the conditional model (one pass); otherwise the labelled and the
-        null batch go through the network as one batch of ``2B``. ``guidance_interval (lo, hi)``:
-        guide only at ``lo <= t <= hi``, the conditional model elsewhere (chosen per row on the
-        device: no host sync).
+        ``num_classes``: the null label, i.e. the unconditional model). Classifier-free
+        guidance is a wrapper around the denoiser, :class:`~nudiff.samplers.base.Guided`.
 
         ``process``: the process of this call when it is not the model's own but one of its
         family with the same basis and prior (a model trained over a range of softness,
@@ -145,41 +136,59 @@ class Denoiser(nn.Module):
         per-image crops ``(B, C, p, p)`` of the full canvas. The coefficients, prior and data
         moments are the crops of the full ones, the noise conditioning is the full process's
         (the state of the whole image at ``t``), the backbone sees the crops' coordinates on
-        the full canvas. Sampling calls without a crop: the full canvas with the full grid.
+        the full canvas. Sampling calls without a crop: the full canvas with the full grid."""
+        return self._estimate(u, t, labels, process, crop, self._network)
 
-        ``exact_inactive=False``: the network's answer for every component, also those fully
-        noised at ``t`` (a one-step generator, :mod:`nudiff.distill.sid`, must produce them)."""
-        # only a generator's call passes the flag: subclasses (exact oracles) need not take it
-        kw = {} if exact_inactive else {"exact_inactive": False}
-        if crop is not None:
-            if labels is not None and guidance != 1:
-                raise ValueError("guidance does not apply to patch training calls")
-            return self._estimate(u, t, all_bricks, labels, process, crop, **kw)
-        if labels is None or (guidance == 1 and guidance_interval is None):
-            return self._estimate(u, t, all_bricks, labels, process, **kw)
-        t = as_times(t, u)
-        null = torch.full_like(labels, self.num_classes)
-        t2 = t if t.shape[0] == 1 else torch.cat([t, t])
-        both = self._estimate(
-            torch.cat([u, u]), t2, all_bricks, torch.cat([labels, null]), process, **kw
-        )
-        cond, uncond = both.chunk(2, dim=-4)
-        w = torch.as_tensor(guidance, dtype=u.dtype, device=u.device)
-        if guidance_interval is not None:
-            lo, hi = guidance_interval
-            w = torch.where((t >= lo) & (t <= hi), w, torch.ones_like(w)).view(-1, 1, 1, 1)
-        return uncond + w * (cond - uncond)
+    def per_brick(
+        self,
+        u: torch.Tensor,
+        t,
+        labels: torch.Tensor | None = None,
+        process: Process | None = None,
+        crop=None,
+    ) -> torch.Tensor:
+        """The estimate of every brick of a :class:`~nudiff.models.lego.LEGO` backbone,
+        ``(K, B, C, H, W)``, each read through the same preconditioning (LEGO's joint loss
+        trains every brick as a denoiser of its own); arguments as :meth:`forward`."""
+        if not callable(getattr(self.backbone, "forward_all", None)):
+            raise ValueError(
+                f"per-brick estimates need a LEGO backbone, got {type(self.backbone).__name__}"
+            )
+        return self._estimate(u, t, labels, process, crop, self._bricks)
+
+    def network_estimate(
+        self,
+        u: torch.Tensor,
+        t,
+        labels: torch.Tensor | None = None,
+        process: Process | None = None,
+        crop=None,
+    ) -> torch.Tensor:
+        """:meth:`forward` with the network's answer for every component, also those fully
+        noised at ``t`` that :meth:`forward` answers exactly (a one-step generator,
+        :mod:`nudiff.distill.sid`, must produce them)."""
+        return self._estimate(u, t, labels, process, crop, self._network, exact_inactive=False)
+
+    def _network(self, image, cond, kw: dict, basis, dtype) -> torch.Tensor:
+        """The backbone's output in components ``(B, C, H, W)``."""
+        return basis(self.backbone(image, cond, **kw).to(dtype))
+
+    def _bricks(self, image, cond, kw: dict, basis, dtype) -> torch.Tensor:
+        """Every brick's output in components ``(K, B, C, H, W)``."""
+        outs = self.backbone.forward_all(image, cond, **kw)
+        return basis(torch.cat(outs).to(dtype)).unflatten(0, (len(outs), -1))
 
     def _estimate(
         self,
         u: torch.Tensor,
         t,
-        all_bricks: bool,
         labels: torch.Tensor | None,
-        process: Process | None = None,
-        crop=None,
+        process: Process | None,
+        crop,
+        network,
         exact_inactive: bool = True,
     ) -> torch.Tensor:
+        """The preconditioned estimate from ``network`` (:meth:`_network`, :meth:`_bricks`)."""
         t = as_times(t, u)
         if t.shape[0] not in (1, u.shape[0]):
             raise ValueError(f"t must have shape (1,) or (B,) = ({u.shape[0]},), got {t.shape}")
@@ -201,12 +210,7 @@ class Denoiser(nn.Module):
         t = t.expand(u.shape[0])
         basis = process.basis
         image = basis.inverse(u * (sigma**2 + alpha**2 * rms2).rsqrt())
-        cond = self.condition(t, cond_log_snr)
-        if all_bricks:
-            outs = self.backbone.forward_all(image, cond, **kw)
-            out = basis(torch.cat(outs).to(u.dtype)).unflatten(0, (len(outs), -1))
-        else:
-            out = basis(self.backbone(image, cond, **kw).to(u.dtype))
+        out = network(image, self.condition(t, cond_log_snr), kw, basis, u.dtype)
         if self.prediction == "edm":
             n2 = sigma**2 + alpha**2 * sd**2
             x0 = m + (alpha * sd**2 / n2) * (u - alpha * m) + (sigma * sd * n2.rsqrt()) * out

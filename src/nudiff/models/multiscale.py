@@ -143,29 +143,41 @@ class MultiScaleDenoiser(nn.Module):
     def forward(self, u: torch.Tensor, t, scale: int | None = None, **kw) -> torch.Tensor:
         """``u``: ``(B, C, H, W)`` full components, or with ``scale`` the components of that
         scale; ``t``: ``(B,)`` or ``(1,)`` -> x0 estimate shaped like ``u``; ``kw`` go to the
-        scales' denoisers (e.g. ``labels``, ``guidance``).
+        scales' denoisers (e.g. ``labels``).
 
         Without ``scale`` the scale of each time is read on the host (one device sync per call;
         rows at different scales are grouped, one network call per scale present)."""
-        if scale is not None:  # kw: labels, guidance, all_bricks (LEGO's joint loss)
+        if scale is not None:  # kw: labels
             return self.scales[scale](u, t, **kw)
+        return self.assemble(u, t, self.scales, **kw)
+
+    def per_brick(self, u: torch.Tensor, t, scale: int, **kw) -> torch.Tensor:
+        """The per-brick estimates ``(K, B, C, h, w)`` of scale ``scale``'s LEGO denoiser on
+        its components (LEGO's joint loss; see :meth:`Denoiser.per_brick
+        <nudiff.models.denoiser.Denoiser.per_brick>`)."""
+        return self.scales[scale].per_brick(u, t, **kw)
+
+    def assemble(self, u: torch.Tensor, t, scales: Sequence, **kw) -> torch.Tensor:
+        """The full-resolution estimate with the block of scale ``s`` from ``scales[s]`` (the
+        scales' denoisers, or wrappers of them: a guided multi-scale model guides each scale on
+        its own block) and the prior answer for the bands finished there."""
         t = as_times(t, u)
         alpha, sigma = self.process.coefficients(t, u)
         out = alpha * u / (alpha**2 + sigma**2)  # the prior answer, right for finer bands
         if t.numel() == 1:
-            self._fill(out, u, t, self.scale_at(t.item()), slice(None), kw)
+            self._fill(out, u, t, scales, self.scale_at(t.item()), slice(None), kw)
             return out
         if t.shape[0] != u.shape[0]:
             raise ValueError(f"t must have shape (1,) or (B,) = ({u.shape[0]},), got {t.shape}")
         per_row = torch.tensor([self.scale_at(x) for x in t.tolist()])
         for s in per_row.unique().tolist():
             rows = (per_row == s).nonzero().flatten().to(u.device)
-            self._fill(out, u, t, s, rows, kw)
+            self._fill(out, u, t, scales, s, rows, kw)
         return out
 
-    def _fill(self, out, u, t, s: int, rows, kw: dict) -> None:
+    def _fill(self, out, u, t, scales: Sequence, s: int, rows, kw: dict) -> None:
         _, h, w = self.process.basis.coarse_shape(self.dropped[s])
         tr = t if t.numel() == 1 else t[rows]
         # per-row keywords (class labels) follow their rows
         kw = {k: v[rows] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in kw.items()}
-        out[rows, :, :h, :w] = self.scales[s](u[rows, :, :h, :w], tr, **kw)
+        out[rows, :, :h, :w] = scales[s](u[rows, :, :h, :w], tr, **kw)

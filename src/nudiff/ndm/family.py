@@ -4,7 +4,8 @@ likelihoods."""
 
 from __future__ import annotations
 
-from nudiff.families.gaussian import LINEAR_SAMPLERS, GaussianFamily
+from nudiff.families import LINEAR_SAMPLERS
+from nudiff.families.gaussian import GaussianFamily
 from nudiff.ndm.config import NDMLossConfig
 
 #: schedules with one alpha, sigma for all components (a learned transform needs g > 0)
@@ -16,13 +17,15 @@ class NDMFamily(GaussianFamily):
     key = "process.transform (NDM)"
     label = "NDM"
     selected_by = "process.transform (a Neural Diffusion Model)"
-    selector = "process.transform"
     description = "Neural Diffusion Models: a learned transform inside the linear process"
     sections = ("process.transform", "loss.ndm")
     features = frozenset(
         {"interval-steps", "time-grid", "basis", "data-prior", "dit", "mlp", "resolution"}
         | {"likelihood"}
     )
+
+    def claims(self, cfg) -> bool:
+        return cfg.process.transform is not None
 
     def samplers(self, cfg) -> tuple[str, ...]:
         """A learned transform samples with the NDM steps; the identity with every linear

@@ -6,12 +6,13 @@ import inspect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from nudiff.models.multiscale import MultiScaleDenoiser
 from nudiff.process import Process
-from nudiff.samplers.base import CountingDenoiser, NoiseSource, check_grid
+from nudiff.samplers.base import CountingDenoiser, Guided, NoiseSource, check_grid
 from nudiff.samplers.exponential import (
     sample_ddim,
     sample_dpmpp_2m,
@@ -116,13 +117,58 @@ def sample(
 
     ``labels`` ``(n,)``: classes of a class-conditional model, sampled with classifier-free
     ``guidance`` (1: the conditional model; applied at times in ``guidance_interval`` if given;
-    see :meth:`~nudiff.models.denoiser.Denoiser.forward`: a guided call runs the labelled and the
-    null batch together, so it counts one NFE at twice the batch). Without labels a
+    see :class:`~nudiff.samplers.base.Guided`: a guided call runs the labelled and the null
+    batch together, so it counts one NFE at twice the batch). Without labels a
     class-conditional model samples unconditionally (its null label) and ``guidance`` is unused.
 
     ``skip`` (a LEGO denoiser): run only its first bricks from a fraction of the steps on
     (:class:`~nudiff.samplers.skipping.BrickSkip`).
     """
+    options = check_options(sampler, options)
+    guide = None
+    if labels is not None:
+        extra = {**(extra or {}), "labels": check_labels(denoiser, labels, n).to(device)}
+        guide = partial(Guided, guidance=guidance, interval=guidance_interval)
+    ts = time_grid(denoiser, process, ts, steps, grid, budgets).to(device)
+    source = NoiseSource(seed, start, n, device)
+    kw = {"callback": callback, "progress": progress}
+    if isinstance(denoiser, MultiScaleDenoiser):
+        if skip is not None:
+            raise ValueError("brick skipping does not apply to a multi-scale model")
+        kw.update(dtype=dtype, extra=extra, options=options, wrap=guide)
+        return _coarse_to_fine(denoiser, process, sampler, ts, source, kw)
+    if skip is not None:
+        if sampler == "dopri5":
+            raise ValueError("brick skipping needs a fixed-step sampler, not dopri5")
+        denoiser = SkippingDenoiser(denoiser, skip, ts)
+    fn = _own_sampler(denoiser, sampler) or SAMPLERS[sampler]
+    model = CountingDenoiser(denoiser if guide is None else guide(denoiser), extra)
+    began = time.perf_counter()
+    with torch.inference_mode():
+        std = process.prior_variance().to(device, dtype)[0].sqrt()
+        u = source.randn(process.shape, dtype) * std
+        noise = source if sampler in STOCHASTIC else None
+        u0 = fn(model, process, u, ts, noise=noise, **kw, **options)
+        images = process.decode(u0)
+    skipped = denoiser.skipped_calls if skip is not None else 0
+    return SampleResult(u0, images, model.nfe, time.perf_counter() - began, skipped)
+
+
+def _coarse_to_fine(model, process, sampler: str, ts, source, kw: dict) -> SampleResult:
+    """:func:`sample` of a multi-scale model: coarse to fine (``kw``: the keywords of
+    :func:`~nudiff.samplers.multiscale.sample_coarse_to_fine`)."""
+    began = time.perf_counter()
+    stochastic = sampler in STOCHASTIC
+    u0, nfe = sample_coarse_to_fine(
+        model, SAMPLERS[sampler], ts, source, stochastic=stochastic, **kw
+    )
+    with torch.inference_mode():
+        images = process.decode(u0)
+    return SampleResult(u0, images, nfe, time.perf_counter() - began)
+
+
+def check_options(sampler: str, options: dict | None) -> dict:
+    """``options`` as a dict, checked against the keywords sampler ``sampler`` takes."""
     allowed = sampler_options(sampler)
     options = dict(options or {})
     unknown = sorted(set(options) - set(allowed))
@@ -130,64 +176,18 @@ def sample(
         raise ValueError(
             f"unknown option(s) {unknown} for sampler {sampler!r}; it takes {sorted(allowed)}"
         )
-    if labels is not None:
-        extra = {
-            **(extra or {}),
-            "labels": check_labels(denoiser, labels, n).to(device),
-            "guidance": float(guidance),
-            "guidance_interval": guidance_interval,
-        }
-    multiscale = isinstance(denoiser, MultiScaleDenoiser)
+    return options
+
+
+def time_grid(denoiser, process: Process, ts, steps, grid: str, budgets) -> torch.Tensor:
+    """``ts`` if given, else :func:`make_grid` of kind ``grid`` with ``steps`` steps or
+    per-interval ``budgets`` (a multi-scale model: ``steps`` split equally over its scales
+    unless ``budgets`` say otherwise); checked (:func:`~nudiff.samplers.base.check_grid`)."""
     if ts is None:
-        if multiscale and budgets is None:
+        if isinstance(denoiser, MultiScaleDenoiser) and budgets is None:
             budgets = equal_budgets(steps, len(denoiser.scales))
         ts = make_grid(process, None if budgets is not None else steps, grid, budgets=budgets)
-    ts = check_grid(ts)
-    if skip is not None:
-        if multiscale:
-            raise ValueError("brick skipping does not apply to a multi-scale model")
-        if sampler == "dopri5":
-            raise ValueError("brick skipping needs a fixed-step sampler, not dopri5")
-        denoiser = SkippingDenoiser(denoiser, skip, ts)
-    fn = _own_sampler(denoiser, sampler) or SAMPLERS[sampler]
-    source = NoiseSource(seed, start, n, device)
-    began = time.perf_counter()
-    if multiscale:
-        u0, nfe = sample_coarse_to_fine(
-            denoiser,
-            SAMPLERS[sampler],
-            ts.to(device),
-            source,
-            stochastic=sampler in STOCHASTIC,
-            dtype=dtype,
-            extra=extra,
-            callback=callback,
-            progress=progress,
-            options=options,
-        )
-        with torch.inference_mode():
-            images = process.decode(u0)
-        return SampleResult(u0, images, nfe, time.perf_counter() - began)
-    model = CountingDenoiser(denoiser, extra)
-    with torch.inference_mode():
-        u = (
-            source.randn(process.shape, dtype)
-            * process.prior_variance().to(device, dtype)[0].sqrt()
-        )
-        noise = source if sampler in STOCHASTIC else None
-        u0 = fn(
-            model,
-            process,
-            u,
-            ts.to(device),
-            noise=noise,
-            callback=callback,
-            progress=progress,
-            **options,
-        )
-        images = process.decode(u0)
-    skipped = denoiser.skipped_calls if skip is not None else 0
-    return SampleResult(u0, images, model.nfe, time.perf_counter() - began, skipped)
+    return check_grid(ts)
 
 
 def _own_sampler(denoiser, sampler: str):
@@ -217,6 +217,7 @@ __all__ = [
     "SAMPLERS",
     "BrickSkip",
     "CountingDenoiser",
+    "Guided",
     "NoiseSource",
     "SampleResult",
     "make_grid",

@@ -68,11 +68,14 @@ def sample_coarse_to_fine(
     callback=None,
     progress: bool = False,
     options: dict | None = None,
+    wrap=None,
 ) -> tuple[torch.Tensor, int]:
     """Run ``sampler`` (a function of :data:`nudiff.samplers.SAMPLERS`) scale by scale along
     ``ts`` and return the full-resolution components ``(n, C, H, W)`` and the NFE.
 
-    ``callback`` gets the sampler's dict plus ``scale``; ``i`` counts steps over all scales.
+    ``extra``: keywords of every call (``labels``); ``wrap``: applied to each scale's denoiser
+    (classifier-free guidance: :class:`~nudiff.samplers.base.Guided`). ``callback`` gets the
+    sampler's dict plus ``scale``; ``i`` counts steps over all scales.
     """
     segments = split_grid(model, ts)
     device = ts.device
@@ -83,7 +86,8 @@ def sample_coarse_to_fine(
     for k, (scale, segment) in enumerate(segments):
         if u.shape[-1] != model.scales[scale].process.shape[-1]:
             u = _grow(model, u, scale, source)
-        counting = CountingDenoiser(model.scales[scale], extra)
+        denoiser = model.scales[scale] if wrap is None else wrap(model.scales[scale])
+        counting = CountingDenoiser(denoiser, extra)
         hook = None
         if callback is not None:
 

@@ -101,6 +101,10 @@ class SkippingDenoiser:
         self.t_start = skip.start_time(ts.detach().cpu())
         self.full_calls = self.skipped_calls = 0
 
+    @property
+    def num_classes(self) -> int | None:
+        return getattr(self.denoiser, "num_classes", None)
+
     def __call__(self, u: torch.Tensor, t: torch.Tensor, **kw) -> torch.Tensor:
         if float(t.reshape(-1)[0]) > self.t_start:
             self.full_calls += 1
