@@ -27,8 +27,8 @@ from nudiff.cli.vocabulary import SAMPLER_NAMES, add, deprecated
 
 SCHEDULES = ("vp-cosine", "multispeed", "soft")
 NFES = (5, 10, 20, 50, 100, 200, 1000)
-ODE_SAMPLERS = ("euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m")
-SDE_SAMPLERS = ("euler-maruyama", "ancestral", "pc", "dpmpp-2m-sde")
+ODE_SAMPLERS = ("euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "unipc")
+SDE_SAMPLERS = ("euler-maruyama", "ancestral", "pc", "dpmpp-2m-sde", "dpmpp-3m-sde")
 # the samplers of nudiff.samplers.sample (the family samplers beta and onestep need a model)
 SAMPLERS = tuple(s for s in SAMPLER_NAMES if s not in ("beta", "onestep"))
 

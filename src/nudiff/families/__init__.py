@@ -32,6 +32,8 @@ LINEAR_SAMPLERS = (
     "dpmpp-2m",
     "dpmpp-3m",
     "dpmpp-2m-sde",
+    "dpmpp-3m-sde",
+    "unipc",
     "ddim",
     "ancestral",
     "euler",

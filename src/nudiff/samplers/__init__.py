@@ -18,12 +18,14 @@ from nudiff.samplers.exponential import (
     sample_dpmpp_2m,
     sample_dpmpp_2m_sde,
     sample_dpmpp_3m,
+    sample_dpmpp_3m_sde,
 )
 from nudiff.samplers.grids import GRIDS, make_grid, uniform_grid
 from nudiff.samplers.multiscale import equal_budgets, sample_coarse_to_fine
 from nudiff.samplers.ode import sample_dopri5, sample_euler, sample_heun
 from nudiff.samplers.sde import sample_ancestral, sample_euler_maruyama, sample_pc
 from nudiff.samplers.skipping import BrickSkip, SkippingDenoiser
+from nudiff.samplers.unipc import sample_unipc
 
 SAMPLERS = {
     "ancestral": sample_ancestral,
@@ -36,8 +38,10 @@ SAMPLERS = {
     "dpmpp-2m": sample_dpmpp_2m,
     "dpmpp-3m": sample_dpmpp_3m,
     "dpmpp-2m-sde": sample_dpmpp_2m_sde,
+    "dpmpp-3m-sde": sample_dpmpp_3m_sde,
+    "unipc": sample_unipc,
 }
-STOCHASTIC = {"ancestral", "euler-maruyama", "pc", "ddim", "dpmpp-2m-sde"}
+STOCHASTIC = {"ancestral", "euler-maruyama", "pc", "ddim", "dpmpp-2m-sde", "dpmpp-3m-sde"}
 _COMMON = {"noise", "callback", "progress", "denoise_final"}
 
 

@@ -1,4 +1,16 @@
-"""Probability-flow ODE samplers: Euler and Heun (EDM's 2nd order)."""
+"""Probability-flow ODE samplers: Euler and Heun in EDM's variables, and adaptive dopri5.
+
+EDM (Karras et al. 2022) writes the PF-ODE of ``u = alpha (x0 + sigma~ eps)`` in ``x~ = u /
+alpha`` against ``sigma~ = sigma / alpha``: ``dx~ / dsigma~ = (x~ - x0) / sigma~``. Here every
+component has its own ``sigma~_i(t)``, and each steps in its own variable between the grid's
+times, so for a scalar schedule these are EDM's (and k-diffusion's) Euler and Heun on the
+same sigmas. The Euler step is then DDIM; Heun corrects it with the trapezoidal rule, which in
+the components reads ``u_s = u'_s + alpha_s / 2 (e^h - 1) (x0(u'_s, s) - x0(u_t, t))`` with
+``h = psi_s - psi_t`` the step in half log-SNR (``docs/samplers.md`` derives it).
+
+``variable="t"`` steps in the schedule's time instead (``du/dt`` from the process's SDE),
+which equals the above only where ``sigma~`` is linear in ``t``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +18,9 @@ import torch
 
 from nudiff.process import Process
 from nudiff.samplers.base import check_grid, emit, steps_iter
+from nudiff.samplers.exponential import _coefficients
+
+VARIABLES = ("sigma", "t")
 
 
 def _velocity(model, process: Process, u, t):
@@ -13,30 +28,77 @@ def _velocity(model, process: Process, u, t):
     return process.pf_ode_velocity(u, t.view(1), x0), x0
 
 
+def _check_variable(variable: str) -> None:
+    if variable not in VARIABLES:
+        raise ValueError(f"variable must be one of {', '.join(VARIABLES)}, got {variable!r}")
+
+
+def _euler_sigma(process: Process, u, x0, t, s):
+    """One Euler step in ``(sigma~, x~)`` per component (DDIM) and the step's ``h``, ``alpha_s``."""
+    alpha_s, sigma_s, _, sigma_t, h = _coefficients(process, t, s, u)
+    u_next = (sigma_s / sigma_t).to(u) * u + (alpha_s * -torch.expm1(-h)).to(u) * x0
+    return u_next, h, alpha_s
+
+
 @torch.inference_mode()
 def sample_euler(
-    model, process: Process, u, ts, *, noise=None, callback=None, progress=False, denoise_final=True
+    model,
+    process: Process,
+    u,
+    ts,
+    *,
+    noise=None,
+    callback=None,
+    progress=False,
+    denoise_final=True,
+    variable: str = "sigma",
 ):
-    """Euler on ``du/dt = alpha' x0 + sigma' (u - alpha x0) / sigma``."""
+    """Euler on the PF-ODE, 1 NFE per step: in EDM's ``(sigma~, x~)`` per component
+    (``variable="sigma"``, equal to deterministic DDIM) or in the schedule's time ``t``."""
+    _check_variable(variable)
     ts = check_grid(ts).to(u)
     for i, (t, s) in enumerate(steps_iter(ts, progress, "euler")):
-        d, x0 = _velocity(model, process, u, t)
-        u = u + (s - t) * d
+        if variable == "sigma":
+            x0 = model(u, t)
+            u = _euler_sigma(process, u, x0, t, s)[0]
+        else:
+            d, x0 = _velocity(model, process, u, t)
+            u = u + (s - t) * d
         emit(callback, i, t, u, x0)
     return model(u, ts[-1]) if denoise_final else u
 
 
 @torch.inference_mode()
 def sample_heun(
-    model, process: Process, u, ts, *, noise=None, callback=None, progress=False, denoise_final=True
+    model,
+    process: Process,
+    u,
+    ts,
+    *,
+    noise=None,
+    callback=None,
+    progress=False,
+    denoise_final=True,
+    variable: str = "sigma",
 ):
-    """Heun's method (trapezoidal corrector), 2 NFE per step."""
+    """Heun's method (EDM's 2nd-order sampler), 2 NFE per step: in EDM's ``(sigma~, x~)`` per
+    component (``variable="sigma"``) or in the schedule's time ``t``. A component whose step
+    starts from pure noise (``alpha_t = 0``) or ends without noise (``sigma_s = 0``) has no
+    finite trapezoid in ``sigma~`` and takes the Euler step, as EDM does on its last step."""
+    _check_variable(variable)
     ts = check_grid(ts).to(u)
     for i, (t, s) in enumerate(steps_iter(ts, progress, "heun")):
-        d, x0 = _velocity(model, process, u, t)
-        pred = u + (s - t) * d
-        d2, _ = _velocity(model, process, pred, s)
-        u = u + (s - t) * 0.5 * (d + d2)
+        if variable == "sigma":
+            x0 = model(u, t)
+            pred, h, alpha_s = _euler_sigma(process, u, x0, t, s)
+            # the trapezoid's correction alpha_s / 2 (e^h - 1) (x0' - x0); 0 for a frozen one
+            c = torch.where(torch.isfinite(h), alpha_s * torch.expm1(h) / 2, 0.0)
+            u = pred + c.to(u) * (model(pred, s) - x0)
+        else:
+            d, x0 = _velocity(model, process, u, t)
+            pred = u + (s - t) * d
+            d2, _ = _velocity(model, process, pred, s)
+            u = u + (s - t) * 0.5 * (d + d2)
         emit(callback, i, t, u, x0)
     return model(u, ts[-1]) if denoise_final else u
 
