@@ -270,3 +270,29 @@ def test_ndm_benchmark_rows(tmp_path, monkeypatch):
         for key in ("nelbo_bpd", "nelbo_se", "ode_bpd", "ode_se", "fd", "fd_se"):
             assert math.isfinite(row[key]), (key, row)
     assert set(r["learned_minus_fixed"]) == {"nelbo_bpd", "ode_bpd", "fd"}
+
+
+def test_sampler_benchmark_rows_carry_options_and_the_exact_map_error(tmp_path, capsys):
+    js = tmp_path / "s.json"
+    args = ["bench", "samplers", "--resolution", "8", "--image-channels", "1", "--json", str(js)]
+    args += ["--schedules", "edm", "--nfe", "6,1000", "--n-samples", "64", "--min-samples", "64"]
+    args += ["--samplers", "unipc:order=2+variant=bh1,heun:variable=t,ddim,euler-maruyama"]
+    assert main(args) == 0
+    rows = json.loads(js.read_text())["rows"]
+    by = {(r["sampler"], r["nfe"]): r for r in rows}
+    assert {s for s, _ in by} == {"unipc:order=2+variant=bh1", "heun:variable=t", "ddim"} | {
+        "euler-maruyama"
+    }
+    assert by["euler-maruyama", 1000]["map_error"] is None  # stochastic: no closed form
+    # deterministic: exact, and converged at 1000 NFE
+    assert by["unipc:order=2+variant=bh1", 6]["map_error"] > 1e-3
+    assert by["unipc:order=2+variant=bh1", 1000]["map_error"] < 1e-5
+    assert by["heun:variable=t", 999]["map_error"] < 1e-3
+    for spec, message in [
+        ("unipc:foo=1", "unknown option(s) ['foo'] for sampler 'unipc'"),
+        ("unipc:order", "options are KEY=VALUE, got 'order'"),
+        ("unipc:order=5", "order must be 1, 2 or 3, got 5"),
+    ]:
+        capsys.readouterr()
+        assert main([*args[:-1], spec]) == 2
+        assert message in capsys.readouterr().err

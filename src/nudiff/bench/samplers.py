@@ -10,7 +10,13 @@ noise, measured the same way from exact samples of the same count). Per configur
 - ``mean_error``: the same for the mean, ``|mean over the group of (sample mean - true mean) /
   true std|``;
 - ``mc_floor`` / ``mc_floor_mean``: those errors for exact samples of the same count (averaged
-  over ``--floor-repeats`` draws).
+  over ``--floor-repeats`` draws);
+- ``map_error`` (deterministic samplers): ``max_i |g_i^2 / g_exact,i^2 - 1|``, the largest
+  relative error of a component's output variance against the exact PF-ODE on the same grid,
+  in closed form (:mod:`nudiff.samplers.surrogate`): no Monte-Carlo noise.
+
+A sampler may carry options, ``NAME:KEY=VALUE+KEY=VALUE`` (e.g. ``unipc:order=2``,
+``heun:variable=t``, ``dpmpp-3m:form=damped``); its rows are labelled so.
 
 Every sampler runs on the grid the library derives from the schedule (``--grid auto``). The
 summary checks the targets: the smallest DPM-Solver++ NFE whose variance error is within
@@ -25,7 +31,7 @@ import time
 from nudiff.bench.common import environment, write_json
 from nudiff.cli.vocabulary import SAMPLER_NAMES, add, deprecated
 
-SCHEDULES = ("vp-cosine", "multispeed", "soft")
+SCHEDULES = ("vp-cosine", "multispeed", "soft", "edm")
 NFES = (5, 10, 20, 50, 100, 200, 1000)
 ODE_SAMPLERS = ("euler", "heun", "ddim", "dpmpp-2m", "dpmpp-3m", "unipc")
 SDE_SAMPLERS = ("euler-maruyama", "ancestral", "pc", "dpmpp-2m-sde", "dpmpp-3m-sde")
@@ -38,11 +44,17 @@ def add_arguments(p) -> None:
     deprecated(p, "--resolutions", "--resolution")
     add(p, "--image-channels", "image channels of the settings", many=True, default=[1, 3])
     deprecated(p, "--channels", "--image-channels")
-    add(p, "--schedules", f"schedules: {', '.join(SCHEDULES)}", many=True, default=list(SCHEDULES))
+    add(
+        p,
+        "--schedules",
+        f"schedules: {', '.join(SCHEDULES)}",
+        many=True,
+        default=["vp-cosine", "multispeed", "soft"],
+    )
     add(
         p,
         "--samplers",
-        f"samplers to compare: {', '.join(SAMPLERS)}",
+        f"samplers to compare: {', '.join(SAMPLERS)}; options as NAME:KEY=VALUE+KEY=VALUE",
         many=True,
         default=[*ODE_SAMPLERS, *SDE_SAMPLERS, "dopri5"],
     )
@@ -73,7 +85,7 @@ def problem(schedule: str, resolution: int, channels: int, exponent: float = 2.0
     from nudiff.bases.haar import default_haar_levels
     from nudiff.oracle import GaussianOracle, field_model
     from nudiff.process import Process
-    from nudiff.schedules import MultiSpeed, SoftConditioning, VPCosine
+    from nudiff.schedules import EDM, MultiSpeed, SoftConditioning, VPCosine
 
     shape = (channels, resolution, resolution)
     if schedule == "vp-cosine":
@@ -84,11 +96,32 @@ def problem(schedule: str, resolution: int, channels: int, exponent: float = 2.0
     elif schedule == "soft":
         basis = DCT(shape)
         sched = SoftConditioning(basis.label(), softness=1.0)
+    elif schedule == "edm":
+        basis, sched = DCT(shape), EDM()
     else:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     process = Process(basis, sched)
     oracle = GaussianOracle(process, field_model(shape, exponent, basis=basis)).float()
     return process, oracle, type(basis).__name__.lower()
+
+
+def parse_sampler(spec: str) -> tuple[str, str, dict]:
+    """``"unipc:order=2+variant=bh1"`` -> ``(spec, "unipc", {"order": 2, "variant": "bh1"})``,
+    checked against the sampler's own keywords."""
+    import yaml
+
+    from nudiff.samplers import check_options
+
+    name, _, rest = spec.partition(":")
+    if name not in SAMPLERS:
+        raise ValueError(f"--samplers: unknown {name!r}; known: {', '.join(SAMPLERS)}")
+    options = {}
+    for item in filter(None, rest.split("+")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"--samplers: {spec!r}: options are KEY=VALUE, got {item!r}")
+        options[key.strip()] = yaml.safe_load(value)
+    return spec, name, check_options(name, options)
 
 
 def group_errors(u, oracle, index, groups: int) -> tuple[float, float]:
@@ -112,10 +145,7 @@ def run(args) -> dict:
     from nudiff.devices import resolve_device
 
     device = resolve_device(args.device)
-    samplers = list(args.samplers)
-    unknown = [s for s in samplers if s not in SAMPLERS]
-    if unknown:
-        raise ValueError(f"--samplers: unknown {unknown}; known: {', '.join(SAMPLERS)}")
+    samplers = [parse_sampler(s) for s in args.samplers]
     unknown = [s for s in args.schedules if s not in SCHEDULES]
     if unknown:
         raise ValueError(f"--schedules: unknown {unknown}; known: {', '.join(SCHEDULES)}")
@@ -146,9 +176,13 @@ def _run_setting(
 ) -> tuple[dict, list[dict]]:
     """Every sampler run of one setting: the setting (with its Monte-Carlo floors) and its
     rows, printed as they come."""
+    import copy
+
     import torch
 
-    from nudiff.samplers import sample
+    from nudiff.samplers import SAMPLERS as SAMPLERS_FN
+    from nudiff.samplers import STOCHASTIC, make_grid, sample
+    from nudiff.samplers.surrogate import map_error
 
     process, oracle, basis = problem(schedule, res, ch, args.exponent)
     index, names = process.basis.groups()
@@ -169,7 +203,8 @@ def _run_setting(
         "mc_floor_mean": sum(f[1] for f in floors) / len(floors),
     }
     rows = []
-    for name, steps, options in _sampler_runs(samplers, args):
+    exact = copy.deepcopy(oracle).double()  # the closed-form map, in float64
+    for label, name, steps, options in _sampler_runs(samplers, args):
         began = time.perf_counter()
         out = sample(
             oracle,
@@ -182,40 +217,48 @@ def _run_setting(
             seed=args.seed,
             device=device,
         )
+        seconds = time.perf_counter() - began
         var_err, mean_err = group_errors(out.u, oracle, index, len(names))
+        map_err = None
+        if name not in STOCHASTIC and name != "dopri5":
+            ts = make_grid(exact.process, steps, args.grid)
+            map_err = map_error(SAMPLERS_FN[name], exact, exact.process, ts, options)
         rows.append(
             {
                 **setting,
-                "sampler": name,
+                "sampler": label,
                 "steps": steps,
                 "nfe": out.nfe,
                 "var_rel_error": var_err,
                 "mean_error": mean_err,
-                "seconds": time.perf_counter() - began,
-                **({"rtol": options["rtol"]} if options else {}),
+                "map_error": map_err,
+                "seconds": seconds,
+                **({"rtol": options["rtol"]} if name == "dopri5" else {}),
             }
         )
+        exact_text = "" if map_err is None else f" map {map_err:.2e}"
         print(
-            f"{schedule:>10} {res}x{res}x{ch} {name:>14} nfe {out.nfe:>5}  "
-            f"var {var_err:.4f} mean {mean_err:.4f} (floor {setting['mc_floor']:.4f})",
+            f"{schedule:>10} {res}x{res}x{ch} {label:>14} nfe {out.nfe:>5}  "
+            f"var {var_err:.4f} mean {mean_err:.4f} (floor {setting['mc_floor']:.4f})" + exact_text,
             flush=True,
         )
     return setting, rows
 
 
-def _sampler_runs(samplers: list[str], args) -> list[tuple[str, int | None, dict]]:
-    """``(sampler, steps, options)`` of every run: dopri5 once per ``--ode-tolerance``, the
-    fixed-step samplers at every ``--nfe`` they can take."""
+def _sampler_runs(samplers: list[tuple[str, str, dict]], args) -> list[tuple]:
+    """``(label, sampler, steps, options)`` of every run: dopri5 once per ``--ode-tolerance``,
+    the fixed-step samplers at every ``--nfe`` they can take."""
     from nudiff.samplers import steps_for_nfe
 
     runs = []
-    for name in samplers:
+    for label, name, options in samplers:
         if name == "dopri5":
-            runs += [(name, None, {"rtol": float(x), "atol": float(x)}) for x in args.ode_tolerance]
+            for x in args.ode_tolerance:
+                runs.append((label, name, None, {**options, "rtol": float(x), "atol": float(x)}))
         else:
             for nfe in args.nfe:
                 try:
-                    runs.append((name, steps_for_nfe(name, nfe), {}))
+                    runs.append((label, name, steps_for_nfe(name, nfe, options), options))
                 except ValueError:
                     continue  # e.g. Heun at 2 NFE
     return runs
@@ -239,12 +282,13 @@ def _targets(setting: dict, rows: list[dict]) -> dict:
     out["mc_floor"] = setting["mc_floor"]
     if em is not None:
         threshold = em + setting["mc_floor"]
-        dpm = sorted(
-            r["nfe"]
-            for r in rows
-            if r["sampler"].startswith("dpmpp") and r["var_rel_error"] <= threshold
-        )
-        out["dpmpp_nfe_to_reach_em1000"] = dpm[0] if dpm else None
+        reach = {}
+        for r in rows:
+            if r["sampler"] != "euler-maruyama" and r["var_rel_error"] <= threshold:
+                reach[r["sampler"]] = min(reach.get(r["sampler"], r["nfe"]), r["nfe"])
+        dpm = [nfe for s, nfe in reach.items() if s.startswith("dpmpp")]
+        out["dpmpp_nfe_to_reach_em1000"] = min(dpm) if dpm else None
+        out["nfe_to_reach_em1000"] = dict(sorted(reach.items(), key=lambda kv: kv[1]))
     at20 = {
         s: err(s, nfe)
         for s, nfe in [("dpmpp-2m", 20), ("dpmpp-3m", 20), ("heun", 19), ("ddim", 20)]
