@@ -288,6 +288,20 @@ def test_sampler_benchmark_rows_carry_options_and_the_exact_map_error(tmp_path, 
     assert by["unipc:order=2+variant=bh1", 6]["map_error"] > 1e-3
     assert by["unipc:order=2+variant=bh1", 1000]["map_error"] < 1e-5
     assert by["heun:variable=t", 999]["map_error"] < 1e-3
+    # --grid optimized: the deterministic runs get grids fitted to another spectrum
+    opt = [
+        "--grid",
+        "optimized",
+        "--nfe",
+        "6",
+        "--samplers",
+        "unipc:order=2+variant=bh1,euler-maruyama",
+    ]
+    assert main([*args[:-2], *opt]) == 0
+    fitted = {r["sampler"]: r for r in json.loads(js.read_text())["rows"]}
+    unipc = "unipc:order=2+variant=bh1"
+    assert fitted[unipc]["grid"] == "optimized" and fitted["euler-maruyama"]["grid"] == "auto"
+    assert fitted[unipc]["map_error"] != by[unipc, 6]["map_error"]  # another grid
     for spec, message in [
         ("unipc:foo=1", "unknown option(s) ['foo'] for sampler 'unipc'"),
         ("unipc:order", "options are KEY=VALUE, got 'order'"),

@@ -54,6 +54,7 @@ ASKS = {
     "log-normal-times": (["loss.t_sampling=log-normal"], []),
     "conditional": (["conditional={task: sr2, estimator: cde}"], ["model.sigma_data=0.5"]),
     "interval-steps": (["sample.budgets=[2]"], []),
+    "optimized-grid": (["sample.grid=optimized"], []),
     "time-grid": (["sample.grid=uniform"], []),
     "basis": (["process.basis={type: dct}"], []),
     "data-prior": (["process.prior={type: data, fit_samples: 8}"], []),

@@ -164,7 +164,7 @@ def test_train_resume_sample_end_to_end(tmp_path, capsys):
     assert main([*args, "--sampler", "heun", "--opt", "eta=1"]) == 2
     assert "unknown option(s) ['eta'] for sampler 'heun'" in capsys.readouterr().err
     assert main([*args, "--opt", "eta"]) == 2
-    assert "--opt takes KEY=NUMBER" in capsys.readouterr().err
+    assert "--opt takes KEY=VALUE" in capsys.readouterr().err
 
 
 def test_cli_reports_config_errors(tmp_path, capsys):

@@ -71,8 +71,9 @@ class Run:
         classifier-free ``guidance`` in ``guidance_interval``. Sample ``k`` depends only on
         ``(seed, k)``, never on ``batch_size``. ``settings``: the other keywords of
         :func:`nudiff.run.sample_model` (``grid``, ``budgets``, ``options``, ``skip``)."""
-        from nudiff.run import sample_model
+        from nudiff.run import grid_folder, sample_model
 
+        settings.setdefault("grid_cache", grid_folder(self.path))
         if isinstance(labels, int):
             labels = torch.full((n,), labels)
         elif labels is None and self.num_classes and self.config.distill is None:

@@ -210,7 +210,8 @@ class SampleConfig(_Strict):
     """Defaults for sample grids during training and for ``nudiff sample``.
 
     ``sampler``: one of :data:`nudiff.samplers.SAMPLERS`; ``grid``: auto | uniform | log-snr |
-    edm (see :mod:`nudiff.samplers.grids`); ``budgets``: steps per interval between the
+    edm (see :mod:`nudiff.samplers.grids`) | optimized (fitted to the run's data moments for
+    the sampler, :mod:`nudiff.samplers.optimized`); ``budgets``: steps per interval between the
     schedule's breakpoints (replaces ``steps``); ``options``: the sampler's own keywords (e.g.
     ``eta`` for ddim, ``rtol``/``atol`` for dopri5); ``guidance``: classifier-free guidance
     weight of class-conditional models (1: the conditional model), applied at times in
@@ -219,9 +220,9 @@ class SampleConfig(_Strict):
 
     sampler: str = "dpmpp-2m-sde"
     steps: int = Field(20, ge=1)
-    grid: Literal["auto", "uniform", "log-snr", "edm"] = "auto"
+    grid: Literal["auto", "uniform", "log-snr", "edm", "optimized"] = "auto"
     budgets: list[Annotated[int, Field(ge=1)]] | None = None
-    options: dict[str, float] = {}
+    options: dict[str, bool | int | float | str] = {}
     n: int = Field(64, ge=1)
     guidance: float = Field(1.0, ge=0.0)
     guidance_interval: tuple[float, float] | None = None

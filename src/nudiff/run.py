@@ -173,7 +173,17 @@ def sample_run(
     config (:func:`load_run`); ``settings``: the keywords of :func:`sample_model` (sampler,
     steps, seed, batch size, skip, labels, guidance, ...)."""
     cfg, model = load_run(path, ema=ema, device=device, resolution=resolution, overrides=overrides)
+    settings.setdefault("grid_cache", grid_folder(path))
     return sample_model(cfg, model, n, **settings)
+
+
+def grid_folder(path: str | Path) -> Path:
+    """Where the run of ``path`` (a run or checkpoint folder) keeps its optimized time grids:
+    ``RUN/grids``."""
+    from nudiff.training.checkpoint import resolve_checkpoint
+
+    ckpt = resolve_checkpoint(path)
+    return (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt) / "grids"
 
 
 def extend_run(
@@ -252,6 +262,7 @@ def sample_model(
     labels: torch.Tensor | None = None,
     guidance: float | None = None,
     guidance_interval: tuple[float, float] | None = None,
+    grid_cache: str | Path | None = None,
 ) -> SampleResult:
     """Sample ``n`` images from a model loaded with :func:`load_run`, on ``device`` (default:
     the model's); batches of ``batch_size`` give the same images as one, and so does any number
@@ -263,7 +274,8 @@ def sample_model(
     ``options`` of another sampler than the config's replace the config's. ``skip``: LEGO
     brick skipping; ``labels`` ``(n,)``: classes of a class-conditional model, with
     classifier-free ``guidance`` (default: the config's ``sample.guidance``) in
-    ``guidance_interval``."""
+    ``guidance_interval``. ``grid_cache``: where an ``optimized`` grid is kept (a run
+    folder's ``grids/``), so that it is fitted once per run and sampler setting."""
     if cfg.conditional is not None:
         raise ValueError(
             "a conditional model samples from conditions: nudiff sample RUN --condition INPUT "
@@ -288,6 +300,12 @@ def sample_model(
     labels = _per_sample_labels(labels, n)
     if labels is not None and cfg.model.num_classes is None:
         raise ValueError("class labels need a class-conditional model (model.num_classes)")
+    if cfg.sample.grid == "optimized":  # fitted once here (or read from the cache), not per batch
+        from nudiff.samplers import time_grid
+
+        s = cfg.sample
+        args = (None, s.steps, "optimized", s.budgets, s.sampler, dict(s.options))
+        time_grid(model, model.process, *args, cache_dir=grid_cache)
     return _in_batches(
         n,
         batch_size,

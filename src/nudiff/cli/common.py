@@ -74,16 +74,21 @@ def print_result(result: dict, path: str | None, keys: tuple[str, ...]) -> None:
 
 
 def sampler_options(items: list[str] | None) -> dict | None:
-    """``--opt eta=0.5 --opt rtol=1e-5`` -> ``{"eta": 0.5, "rtol": 1e-5}``."""
+    """``--opt eta=0.5 --opt order=2 --opt variant=bh1`` -> ``{"eta": 0.5, "order": 2,
+    "variant": "bh1"}`` (values read as YAML scalars: numbers, true / false, or text)."""
+    import yaml
+
     if not items:
         return None
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not key.strip():
-            raise ValueError(f"--opt takes KEY=NUMBER, got {item!r}")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"--opt takes KEY=VALUE, got {item!r}")
+        parsed = yaml.safe_load(value)
+        if not isinstance(parsed, bool | int | float | str):
+            raise ValueError(
+                f"--opt takes KEY=VALUE with a number, true/false or a word, got {item!r}"
+            )
+        out[key.strip()] = parsed
     return out

@@ -23,7 +23,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 # the linear process's samplers plus the two family samplers (a test keeps them equal to
 # nudiff.samplers.SAMPLERS and the families')
 SAMPLER_NAMES = (*LINEAR_SAMPLERS, "beta", "onestep")
-GRID_NAMES = ("auto", "uniform", "log-snr", "edm")
+GRID_NAMES = ("auto", "uniform", "log-snr", "edm", "optimized")
 
 
 def device_name(text: str) -> str:
@@ -140,7 +140,8 @@ FLAGS: dict[str, Flag] = {
     "--grid": _f("sampling", "time grid of the sampler", None, None, choices=GRID_NAMES),
     "--opt": _f(
         "sampling",
-        "sampler option, e.g. eta=1 (ddim), rtol=1e-5 (dopri5), corrector_steps=2 (pc)",
+        "sampler option, e.g. eta=1 (ddim), order=2 (unipc), form=damped (dpmpp-3m), "
+        "variable=t (heun)",
         None,
         "KEY=VALUE",
         "append",
@@ -242,6 +243,9 @@ FLAGS: dict[str, Flag] = {
     "--values": _f("benchmarks", "values of the swept setting", None, "A,B,.."),
     "--basis": _f("benchmarks", "basis of the components", None, None),
     "--exponent": _f("benchmarks", "exponent of the power-law spectrum", float, "P"),
+    "--fit-exponent": _f(
+        "benchmarks", "exponent of the spectrum that optimized grids are fitted to", float, "P"
+    ),
     "--msdiff-widths": _f(
         "benchmarks", "width factors per scale, finest first, of the MSDiff row", None, "A,B,.."
     ),

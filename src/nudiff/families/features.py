@@ -203,6 +203,12 @@ FEATURES: tuple[Feature, ...] = (
         lambda c: c.sample.budgets is not None,
     ),
     Feature(
+        "optimized-grid",
+        "sample.grid: optimized",
+        "a time grid optimised for the sampler on the run's Gaussian surrogate of its data",
+        lambda c: c.sample.grid == "optimized",
+    ),
+    Feature(
         "time-grid",
         "sample.grid",
         "a sampler time grid other than the schedule's own (auto)",

@@ -48,6 +48,7 @@ class GaussianFamily(Family):
             "conditional",
             "interval-steps",
             "time-grid",
+            "optimized-grid",
             "basis",
             "data-prior",
             "dit",
@@ -64,6 +65,19 @@ class GaussianFamily(Family):
 
     def samplers(self, cfg) -> tuple[str, ...]:
         return LINEAR_SAMPLERS
+
+    def check(self, cfg) -> None:
+        if cfg.sample.grid == "optimized":
+            from nudiff.samplers.optimized import deterministic
+
+            s = cfg.sample
+            if not deterministic(s.sampler, s.options):
+                raise ValueError(
+                    f"sample.grid: optimized needs a deterministic fixed-grid sampler (an ODE "
+                    f"sampler, or ddim with eta 0), not sample.sampler: {s.sampler}"
+                )
+            if cfg.conditional is not None:
+                raise ValueError("sample.grid: optimized does not apply to conditional tasks")
 
     # --------------------------------------------------------------------------- objects
     def build_process(self, cfg, dataset=None):

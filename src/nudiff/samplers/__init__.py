@@ -13,35 +13,11 @@ import torch
 from nudiff.models.multiscale import MultiScaleDenoiser
 from nudiff.process import Process
 from nudiff.samplers.base import CountingDenoiser, Guided, NoiseSource, check_grid
-from nudiff.samplers.exponential import (
-    sample_ddim,
-    sample_dpmpp_2m,
-    sample_dpmpp_2m_sde,
-    sample_dpmpp_3m,
-    sample_dpmpp_3m_sde,
-)
 from nudiff.samplers.grids import GRIDS, make_grid, uniform_grid
 from nudiff.samplers.multiscale import equal_budgets, sample_coarse_to_fine
-from nudiff.samplers.ode import sample_dopri5, sample_euler, sample_heun
-from nudiff.samplers.sde import sample_ancestral, sample_euler_maruyama, sample_pc
+from nudiff.samplers.registry import SAMPLERS, STOCHASTIC
 from nudiff.samplers.skipping import BrickSkip, SkippingDenoiser
-from nudiff.samplers.unipc import sample_unipc
 
-SAMPLERS = {
-    "ancestral": sample_ancestral,
-    "euler-maruyama": sample_euler_maruyama,
-    "pc": sample_pc,
-    "euler": sample_euler,
-    "heun": sample_heun,
-    "dopri5": sample_dopri5,
-    "ddim": sample_ddim,
-    "dpmpp-2m": sample_dpmpp_2m,
-    "dpmpp-3m": sample_dpmpp_3m,
-    "dpmpp-2m-sde": sample_dpmpp_2m_sde,
-    "dpmpp-3m-sde": sample_dpmpp_3m_sde,
-    "unipc": sample_unipc,
-}
-STOCHASTIC = {"ancestral", "euler-maruyama", "pc", "ddim", "dpmpp-2m-sde", "dpmpp-3m-sde"}
 _COMMON = {"noise", "callback", "progress", "denoise_final"}
 
 
@@ -133,7 +109,7 @@ def sample(
     if labels is not None:
         extra = {**(extra or {}), "labels": check_labels(denoiser, labels, n).to(device)}
         guide = partial(Guided, guidance=guidance, interval=guidance_interval)
-    ts = time_grid(denoiser, process, ts, steps, grid, budgets).to(device)
+    ts = time_grid(denoiser, process, ts, steps, grid, budgets, sampler, options).to(device)
     source = NoiseSource(seed, start, n, device)
     kw = {"callback": callback, "progress": progress}
     if isinstance(denoiser, MultiScaleDenoiser):
@@ -183,14 +159,35 @@ def check_options(sampler: str, options: dict | None) -> dict:
     return options
 
 
-def time_grid(denoiser, process: Process, ts, steps, grid: str, budgets) -> torch.Tensor:
+def time_grid(
+    denoiser,
+    process: Process,
+    ts,
+    steps,
+    grid: str,
+    budgets,
+    sampler=None,
+    options=None,
+    cache_dir=None,
+) -> torch.Tensor:
     """``ts`` if given, else :func:`make_grid` of kind ``grid`` with ``steps`` steps or
     per-interval ``budgets`` (a multi-scale model: ``steps`` split equally over its scales
-    unless ``budgets`` say otherwise); checked (:func:`~nudiff.samplers.base.check_grid`)."""
+    unless ``budgets`` say otherwise), or the ``optimized`` grid of ``sampler`` with
+    ``options`` for ``denoiser`` (:mod:`nudiff.samplers.optimized`, kept in ``cache_dir``);
+    checked
+    (:func:`~nudiff.samplers.base.check_grid`)."""
     if ts is None:
         if isinstance(denoiser, MultiScaleDenoiser) and budgets is None:
             budgets = equal_budgets(steps, len(denoiser.scales))
-        ts = make_grid(process, None if budgets is not None else steps, grid, budgets=budgets)
+        if grid == "optimized":
+            from nudiff.samplers.optimized import optimized_grid
+
+            n = None if budgets is not None else steps
+            ts = optimized_grid(
+                denoiser, process, sampler, n, options=options, budgets=budgets, cache_dir=cache_dir
+            )
+        else:
+            ts = make_grid(process, None if budgets is not None else steps, grid, budgets=budgets)
     return check_grid(ts)
 
 

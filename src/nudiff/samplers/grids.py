@@ -28,7 +28,7 @@ from nudiff.process import Process
 from nudiff.schedules import ScalarSchedule
 from nudiff.schedules.reference import LAMBDA_CLIP
 
-GRIDS = ("auto", "uniform", "log-snr", "edm")
+GRIDS = ("auto", "uniform", "log-snr", "edm", "optimized")
 
 # the fine grid on which P is tabulated and inverted; log-SNRs are clipped to +-LAMBDA_CLIP,
 # beyond which a component is data (or noise) to float precision and needs no steps
@@ -205,11 +205,12 @@ def make_grid(
             f"need one budget per interval: {len(edges) - 1} intervals between {edges}, got "
             f"{len(budgets)} budgets"
         )
-    exact = _closed_form(process, kind, rho)
-    if exact is None:
-        t = np.union1d(_fine_times(process, t_max), edges)  # edges are tabulated exactly
-        p = progress(process, t, kind, reference=reference, rho=rho, exponent=exponent)
-        exact = (lambda x: np.interp(x, t, p), lambda x: np.interp(x, p, t))
+    if kind == "optimized":
+        raise ValueError(
+            "the optimized grid is fitted to a model's data moments: pass grid='optimized' to "
+            "nudiff.samplers.sample with the model (see nudiff.samplers.optimized)"
+        )
+    exact = progress_map(process, kind, edges, reference=reference, rho=rho, exponent=exponent)
     parts = [
         _uniform_in(*exact, lo, hi, n)[: None if k == len(budgets) - 1 else -1]
         for k, (hi, lo, n) in enumerate(zip(edges[:-1], edges[1:], budgets, strict=True))
@@ -221,6 +222,19 @@ def make_grid(
             "float64 resolution?)"
         )
     return ts
+
+
+def progress_map(process: Process, kind: str, edges=(), **kw):
+    """``(P, P^-1)`` of grid ``kind``: the progress in which the grid is uniform, as functions
+    of numpy arrays (closed form for scalar schedules, else tabulated; ``edges`` are tabulated
+    exactly)."""
+    exact = _closed_form(process, kind, kw.get("rho", 7.0))
+    if exact is None:
+        t_max = max(edges) if len(edges) else 1.0
+        t = np.union1d(_fine_times(process, t_max), list(edges))
+        p = progress(process, t, kind, **kw)
+        exact = (lambda x: np.interp(x, t, p), lambda x: np.interp(x, p, t))
+    return exact
 
 
 def uniform_grid(process: Process, steps: int, t_max: float = 1.0) -> torch.Tensor:
