@@ -36,6 +36,12 @@ def _coefficients(process: Process, t, s, like):
     return alpha_s, sigma_s, alpha_t, sigma_t, h
 
 
+def first_order_step(u, x0, alpha_s, sigma_s, sigma_t, h):
+    """The exact step for ``x0`` held constant (DDIM with eta 0, EDM's Euler in ``sigma / alpha``):
+    ``u_s = (sigma_s / sigma_t) u + alpha_s (1 - e^-h) x0`` per component."""
+    return (sigma_s / sigma_t).to(u) * u + (alpha_s * -torch.expm1(-h)).to(u) * x0
+
+
 def _safe_div(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(valid, a / torch.where(valid, b, 1.0), 0.0)
 

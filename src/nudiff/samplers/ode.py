@@ -18,7 +18,7 @@ import torch
 
 from nudiff.process import Process
 from nudiff.samplers.base import check_grid, emit, steps_iter
-from nudiff.samplers.exponential import _coefficients
+from nudiff.samplers.exponential import _coefficients, first_order_step
 
 VARIABLES = ("sigma", "t")
 
@@ -36,8 +36,7 @@ def _check_variable(variable: str) -> None:
 def _euler_sigma(process: Process, u, x0, t, s):
     """One Euler step in ``(sigma~, x~)`` per component (DDIM) and the step's ``h``, ``alpha_s``."""
     alpha_s, sigma_s, _, sigma_t, h = _coefficients(process, t, s, u)
-    u_next = (sigma_s / sigma_t).to(u) * u + (alpha_s * -torch.expm1(-h)).to(u) * x0
-    return u_next, h, alpha_s
+    return first_order_step(u, x0, alpha_s, sigma_s, sigma_t, h), h, alpha_s
 
 
 @torch.inference_mode()

@@ -24,7 +24,7 @@ import torch
 
 from nudiff.process import Process
 from nudiff.samplers.base import check_grid, emit, steps_iter
-from nudiff.samplers.exponential import _MIN_RATIO, _coefficients
+from nudiff.samplers.exponential import _MIN_RATIO, _coefficients, first_order_step
 
 VARIANTS = ("bh1", "bh2")
 
@@ -77,7 +77,7 @@ def _update(u, x0, history, coeffs, p: int, variant: str, m_new=None):
     predicted point) from ``u_t``, as ``(u_s, valid)``; ``history``: earlier ``(x0, h)``,
     newest last; ``coeffs``: the step's ``alpha_s, sigma_s, sigma_t, h``."""
     alpha_s, sigma_s, sigma_t, h = coeffs
-    base = (sigma_s / sigma_t).to(u) * u + (alpha_s * -torch.expm1(-h)).to(u) * x0
+    base = first_order_step(u, x0, alpha_s, sigma_s, sigma_t, h)
     n_nodes = p if m_new is not None else p - 1
     if n_nodes == 0:
         return base
