@@ -1,4 +1,5 @@
 import csv
+import os
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -23,6 +24,11 @@ SHAPE = (1, 8, 8)
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 TINY_UNET = "model.unet={channels: 8, channel_mult: [1, 2], num_res_blocks: 1, attn_levels: []}"
+#: the MNIST and CIFAR-10 files of the slow tests, where the workplace keeps them: the packaged
+#: configs' data.path (mnist.npz, cifar10.npz) is also looked for under $NUDIFF_DATA
+DATA_DIR = ROOT.parent / "shared" / "data"
+if DATA_DIR.is_dir():
+    os.environ.setdefault("NUDIFF_DATA", str(DATA_DIR))
 
 
 def schedule_cases(shape=SHAPE):

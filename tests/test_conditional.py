@@ -10,7 +10,7 @@ import safetensors.torch
 import torch
 from PIL import Image
 
-from conftest import QUICKSTART, ROOT, TINY_UNET, sets, tiny
+from conftest import DATA_DIR, QUICKSTART, ROOT, TINY_UNET, sets, tiny
 from nudiff.cli import main
 from nudiff.conditional.oracle import GaussianSROracle
 from nudiff.config import ConfigError, load_config
@@ -153,7 +153,7 @@ def test_bad_conditional_configs_are_clear_errors(overrides, message):
         load_config(QUICKSTART, [*base, *overrides])
 
 
-MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
+MNIST = DATA_DIR / "mnist.npz"
 
 
 @pytest.mark.slow
@@ -164,7 +164,7 @@ def test_conditional_benchmark_smoke_run_writes_its_table(tmp_path, monkeypatch)
     import json
 
     monkeypatch.delenv("NUDIFF_LPIPS_WEIGHTS", raising=False)
-    monkeypatch.chdir(ROOT)  # the configs read ../shared/data
+    monkeypatch.chdir(ROOT)  # the configs read $NUDIFF_DATA
     overrides = [
         TINY_UNET,
         "train.batch_size=8",

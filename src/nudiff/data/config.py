@@ -26,10 +26,12 @@ class DataConfig(BaseModel):
         huggingface: ``datasets.load_dataset(path)``, image column ``key`` (default: the first).
 
     Every source yields ``(channels, resolution, resolution)`` images in ``[-1, 1]``, converting
-    grey <-> RGB as needed (so MNIST wants ``channels: 1``). Relative paths are relative to the
-    current working directory. The last ``holdout`` images form the validation split and are
-    excluded from training; ``limit`` keeps only the first ``limit`` training images (a
-    data-efficiency study; the holdout split is unchanged). ``hflip`` is not applied by the
+    grey <-> RGB as needed (so MNIST wants ``channels: 1``). A relative ``path`` is relative to the
+    current working directory; an ``npz`` file not found there is also looked for under
+    ``$NUDIFF_DATA`` (so the packaged configs' ``mnist.npz`` can live in one data folder). The
+    last ``holdout`` images form the validation split and are excluded from training;
+    ``limit`` keeps only the first ``limit`` training images (a data-efficiency study; the
+    holdout split is unchanged). ``hflip`` is not applied by the
     dataset: the trainer calls ``nudiff.data.random_hflip(batch, generator)`` so flips are
     reproducible from its seed.
     """

@@ -14,6 +14,27 @@ from torch.utils.data import Dataset
 
 from nudiff.data.transforms import pad_to, resize_uint8, to_channels, uint8_to_float
 
+#: the environment variable naming a folder where relative data paths are also looked for
+DATA_ENV = "NUDIFF_DATA"
+
+
+def data_file(path: str | os.PathLike) -> Path:
+    """``path`` as given when that file exists (relative: to the working directory), else the
+    same relative path under ``$NUDIFF_DATA`` when that file exists; else a one-line
+    ``FileNotFoundError`` that names both places."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    root = os.environ.get(DATA_ENV)
+    if root and not path.is_absolute() and (Path(root) / path).is_file():
+        return Path(root) / path
+    where = f"working directory {os.getcwd()}"
+    where += f", {DATA_ENV}={root}" if root else f"; {DATA_ENV} is not set"
+    raise FileNotFoundError(
+        f"npz file not found: {path} ({where}); make it as in the data guide "
+        "(docs/guides/data.md) and give it with --set data.path=FILE or put it in $NUDIFF_DATA"
+    )
+
 
 def npz_arrays(path: str | os.PathLike) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Name -> (shape, dtype) of every array in an ``.npz``, read from headers without loading."""
@@ -73,9 +94,7 @@ class NpzDataset(Dataset):
         channels: int | None = None,
         indices: slice | Sequence[int] | np.ndarray | None = None,
     ):
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"npz file not found: {path} (working directory {os.getcwd()})")
+        path = data_file(path)
         if resize not in ("pad", "resize"):
             raise ValueError(f"resize must be 'pad' or 'resize', got {resize!r}")
         if channels not in (None, 1, 3):

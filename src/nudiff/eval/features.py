@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from nudiff.data.npz import _default_key, _describe, _is_images, npz_arrays
+from nudiff.data.npz import _default_key, _describe, _is_images, data_file, npz_arrays
 from nudiff.data.transforms import uint8_to_float
 
 FORMAT = "nudiff.feature_net.v1"
@@ -366,9 +366,7 @@ def classify(
 def load_images_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
     """uint8 images ``(N, H, W[, C])`` from an ``.npz`` (``x_train``, else its only uint8 image
     array) and the labels ``y_train`` ``(N,)`` if the file has them, else None."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"npz file not found: {path} (working directory {os.getcwd()})")
+    path = data_file(path)
     arrays = npz_arrays(path)
     key = _default_key(arrays, path)
     if not _is_images(*arrays[key]):
