@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 
-from conftest import ROOT, TINY_UNET, sets
+from conftest import DATA_DIR, ROOT, TINY_UNET, sets
 from nudiff.cli import main
 
-MNIST = ROOT.parent / "shared" / "data" / "mnist.npz"
-CIFAR = ROOT.parent / "shared" / "data" / "cifar10.npz"
+MNIST = DATA_DIR / "mnist.npz"
+CIFAR = DATA_DIR / "cifar10.npz"
 
 
 @pytest.mark.slow
@@ -35,7 +35,7 @@ def test_quickstart_benchmark_scores_the_full_and_the_half_budget(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
 def test_multiscale_vs_uniform_scores_both_models_at_every_budget(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the configs read ../shared/data
+    monkeypatch.chdir(ROOT)  # the configs read $NUDIFF_DATA
     out, js = tmp_path / "bench", tmp_path / "m.json"
     extra = [TINY_UNET, "train.batch_size=8", "train.checkpoint_every=1000", "sample.steps=4"]
     args = ["bench", "multiscale-vs-uniform", "--train-minutes", "0.02,0.04", "--n-samples", "40"]
@@ -76,7 +76,7 @@ def test_multiscale_vs_uniform_budgets_are_checked():
 @pytest.mark.slow
 @pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
 def test_lego_benchmark_rows(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the configs read ../shared/data
+    monkeypatch.chdir(ROOT)  # the configs read $NUDIFF_DATA
     out, js = tmp_path / "bench", tmp_path / "l.json"
     extra = [
         TINY_UNET,
@@ -117,7 +117,7 @@ def test_lego_benchmark_rows(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
 def test_guidance_benchmark_rows(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the config reads ../shared/data
+    monkeypatch.chdir(ROOT)  # the config reads $NUDIFF_DATA
     out, js = tmp_path / "bench", tmp_path / "g.json"
     extra = [TINY_UNET, "train.batch_size=8", "sample.steps=3"]
     args = ["bench", "guidance", "--train-minutes", "0.02", "--per-class", "3"]
@@ -135,7 +135,7 @@ def test_guidance_benchmark_rows(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(not CIFAR.is_file(), reason=f"offline CIFAR-10 not found at {CIFAR}")
 def test_msf_benchmark_rows(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the configs read ../shared/data
+    monkeypatch.chdir(ROOT)  # the configs read $NUDIFF_DATA
     out, js = tmp_path / "bench", tmp_path / "m.json"
     extra = [TINY_UNET, "train.batch_size=8", "sample.steps=4", "sample.budgets=null"]
     args = ["bench", "msf", "--train-minutes", "0.02", "--n-samples", "40"]
@@ -166,7 +166,7 @@ def test_msf_benchmark_rows(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
 def test_softness_benchmark_rows(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the config reads ../shared/data
+    monkeypatch.chdir(ROOT)  # the config reads $NUDIFF_DATA
     out, js = tmp_path / "bench", tmp_path / "s.json"
     extra = [TINY_UNET, "train.batch_size=8", "sample.steps=3"]
     args = ["bench", "softness", "--train-minutes", "0.02", "--values", "0.5,inf"]
@@ -185,7 +185,7 @@ def test_softness_benchmark_rows(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(not CIFAR.is_file(), reason=f"offline CIFAR-10 not found at {CIFAR}")
 def test_patch_benchmark_rows(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the config reads ../shared/data
+    monkeypatch.chdir(ROOT)  # the config reads $NUDIFF_DATA
     out, js, png = tmp_path / "bench", tmp_path / "p.json", tmp_path / "p.png"
     unet = TINY_UNET.replace("attn_levels: []}", "attn_levels: [], coord_channels: 2}")
     extra = [unet, "train.batch_size=8", "sample.steps=3"]
@@ -227,7 +227,7 @@ def test_beta_toy_benchmark_scores_klub_elbo_and_gaussian_on_both_toys(tmp_path)
 @pytest.mark.slow
 @pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
 def test_sid_benchmark_rows(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the configs read ../shared/data
+    monkeypatch.chdir(ROOT)  # the configs read $NUDIFF_DATA
     out, js = tmp_path / "bench", tmp_path / "s.json"
     teacher = [TINY_UNET, "train.batch_size=8", "sample.steps=4"]
     args = ["bench", "sid", "--teacher-train-minutes", "0.02", "--train-minutes", "0.02"]
@@ -250,7 +250,7 @@ def test_sid_benchmark_rows(tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
 def test_ndm_benchmark_rows(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the configs read ../shared/data
+    monkeypatch.chdir(ROOT)  # the configs read $NUDIFF_DATA
     out, js = tmp_path / "bench", tmp_path / "ndm.json"
     extra = [
         TINY_UNET,
@@ -310,3 +310,84 @@ def test_sampler_benchmark_rows_carry_options_and_the_exact_map_error(tmp_path, 
         capsys.readouterr()
         assert main([*args[:-1], spec]) == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """A labelled ``.npz`` of built-in shapes and two tiny runs on it: uniform (pixels, VP) and
+    multi-scale (two Haar levels, one UNet per scale), each holding out 16 images."""
+    from conftest import QUICKSTART, tiny_quickstart
+
+    root = tmp_path_factory.mktemp("runs")
+    data = root / "shapes.npz"
+    export = ["data", "export", QUICKSTART, "--out", str(data), "--n-images", "64"]
+    assert main([*export, "--set", "data.resolution=16"]) == 0
+    npz = [f"data={{name: npz, path: {data}, resolution: 16, channels: 3, holdout: 16}}"]
+    uniform = [
+        "process.basis={type: identity}",
+        "process.schedule={type: vp-cosine}",
+        "model.multiscale=null",
+    ]
+    runs = {}
+    for name, extra in (("uniform", [*npz, *uniform]), ("multiscale", npz)):
+        runs[name] = root / name
+        args = ["train", QUICKSTART, "--out", str(runs[name])]
+        assert main([*args, *sets(tiny_quickstart(*extra, steps=2))]) == 0
+    return runs
+
+
+def test_trained_sampler_benchmark_scores_every_sampler_grid_and_nfe(two_runs, tmp_path):
+    js, png = tmp_path / "t.json", tmp_path / "t.png"
+    runs = f"{two_runs['uniform']},{two_runs['multiscale']}"
+    args = ["bench", "samplers", "--run", runs, "--samplers", "unipc:order=2,dpmpp-2m-sde"]
+    args += ["--n-samples", "16", "--feature-train-steps", "3", "--out", str(tmp_path / "b")]
+    args += ["--json", str(js)]
+    assert main([*args, "--grid", "auto", "--nfe", "3,10,12", "--plot", str(png)]) == 0
+    r = json.loads(js.read_text())
+    keys = {(row["run"], row["sampler"], row["nfe_budget"]) for row in r["rows"]}
+    # the multi-scale model cannot give each of its 3 scales a step at 3 NFE (2 steps)
+    assert keys == {
+        (run, s, nfe)
+        for run in r["runs"]
+        for s in ("unipc:order=2", "dpmpp-2m-sde")
+        for nfe in (3, 10, 12)
+        if not (run.endswith("multiscale") and nfe == 3)
+    }
+    for row in r["rows"]:
+        assert math.isfinite(row["fd"]) and row["fd_se"] > 0 and row["nfe"] <= row["nfe_budget"]
+        assert row["grid"] == "auto"
+    for summary in r["summary"]:  # 10 NFE against the largest run, 12
+        assert summary["largest_nfe"] == 12 and len(summary["pairs"]) == 2
+        assert isinstance(summary["best_within_15pct_of_largest"], bool)
+    assert png.is_file()
+    # an optimized grid: fitted for the deterministic sampler only, and cached in the run
+    args[3] = str(two_runs["uniform"])
+    assert main([*args, "--grid", "optimized", "--nfe", "10"]) == 0
+    rows = json.loads(js.read_text())["rows"]
+    assert [(row["sampler"], row["grid"], row["nfe"]) for row in rows] == [
+        ("unipc:order=2", "optimized", 10)
+    ]
+    assert any((two_runs["uniform"] / "grids").iterdir())
+
+
+def test_end_to_end_benchmark_compares_every_route_with_the_reference(two_runs, tmp_path):
+    js, out = tmp_path / "e.json", tmp_path / "bench"
+    args = ["bench", "end-to-end", "--uniform-run", str(two_runs["uniform"])]
+    args += ["--multiscale-run", str(two_runs["multiscale"]), "--distill-minutes", "0.01"]
+    args += ["--reference-steps", "12", "--nfe", "7", "--n-samples", "16"]
+    args += ["--feature-train-steps", "3", "--out", str(out), "--json", str(js)]
+    assert main(args) == 0
+    r = json.loads(js.read_text())
+    routes = [(row["route"], row["model"], row["sampler"], row["nfe"]) for row in r["rows"]]
+    assert routes == [
+        ("a", "uniform", "euler-maruyama", 13),  # 12 steps + the final call
+        ("b", "multiscale", "dpmpp-2m-sde", 4),  # the config's sampler, 3 steps + final call
+        ("c", "multiscale", "unipc", 7),
+        ("d", "sid", "onestep", 1),
+    ]
+    comparison = r["comparison"]
+    assert [c["route"] for c in comparison["routes"]] == ["b", "c", "d"]
+    for c in comparison["routes"]:
+        assert c["speedup"] > 0 and c["equal_quality"] == (c["fd_ratio"] <= 1.1)
+    assert isinstance(comparison["target_met"], bool)
+    assert (out / "sid" / "train_summary.json").is_file()

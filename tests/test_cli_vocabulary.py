@@ -41,7 +41,7 @@ def test_every_command_is_found():
     names = {" ".join(p) for p, _ in LEAVES}
     for expected in ("train", "sample", "eval fd", "eval nll", "bench samplers", "bench beta-toy"):
         assert expected in names
-    assert len(names) == 24  # 10 commands (eval, distill, ... with their actions) + 14 benchmarks
+    assert len(names) == 25  # 10 commands (eval, distill, ... with their actions) + 15 benchmarks
 
 
 @pytest.mark.parametrize("path,parser", LEAVES, ids=[" ".join(p) for p, _ in LEAVES])
@@ -176,7 +176,7 @@ def test_the_docs_print_the_vocabulary():
 def _doc_commands():
     """Every ``nudiff ...`` command in the README and docs: the code-block lines that run it
     (continuations joined, comments dropped) and the inline code spans that start with it."""
-    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         text = path.read_text()
         blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
         lines = [ln for b in blocks for ln in b.replace("\\\n", " ").splitlines()]

@@ -18,18 +18,23 @@ noise, measured the same way from exact samples of the same count). Per configur
 A sampler may carry options, ``NAME:KEY=VALUE+KEY=VALUE`` (e.g. ``unipc:order=2``,
 ``heun:variable=t``, ``dpmpp-3m:form=damped``); its rows are labelled so.
 
-Every sampler runs on the grid the library derives from the schedule (``--grid auto``). The
-summary checks the targets: the smallest DPM-Solver++ NFE whose variance error is within
-1000-step Euler-Maruyama's error plus the floor, and whether DPM-Solver++ beats Heun and DDIM at
-20 NFE.
+Every sampler runs on the grids of ``--grid`` (``auto``: the one the library derives from the
+schedule; ``optimized``: fitted to fields of another spectrum, ``--fit-exponent``, for the
+deterministic samplers). The summary checks the targets: the smallest NFE per sampler whose
+variance error is within 1000-step Euler-Maruyama's error plus the floor, and whether
+DPM-Solver++ beats Heun and DDIM at 20 NFE.
+
+With ``--run RUN[,RUN]`` the samplers run on trained models instead and are scored by the
+Frechet distance against held-out images (:mod:`nudiff.bench.samplers_trained`).
 """
 
 from __future__ import annotations
 
 import time
 
-from nudiff.bench.common import environment, write_json
-from nudiff.cli.vocabulary import SAMPLER_NAMES, add, deprecated
+from nudiff.bench import samplers_trained
+from nudiff.bench.common import add_feature_options, environment, write_json
+from nudiff.cli.vocabulary import GRID_NAMES, SAMPLER_NAMES, add, deprecated
 
 SCHEDULES = ("vp-cosine", "multispeed", "soft", "edm")
 NFES = (5, 10, 20, 50, 100, 200, 1000)
@@ -40,6 +45,8 @@ SAMPLERS = tuple(s for s in SAMPLER_NAMES if s not in ("beta", "onestep"))
 
 
 def add_arguments(p) -> None:
+    run_help = "trained runs to benchmark instead of the Gaussian-field oracle (FD vs held-out)"
+    add(p, "--run", run_help, many=True)
     add(p, "--resolution", "image sizes of the settings", many=True, default=[32, 64])
     deprecated(p, "--resolutions", "--resolution")
     add(p, "--image-channels", "image channels of the settings", many=True, default=[1, 3])
@@ -54,22 +61,28 @@ def add_arguments(p) -> None:
     add(
         p,
         "--samplers",
-        f"samplers to compare: {', '.join(SAMPLERS)}; options as NAME:KEY=VALUE+KEY=VALUE",
+        f"samplers to compare: {', '.join(SAMPLERS)}; options as NAME:KEY=VALUE+KEY=VALUE "
+        f"(default: {','.join([*ODE_SAMPLERS, *SDE_SAMPLERS, 'dopri5'])}; with --run: "
+        f"{','.join(samplers_trained.SAMPLERS)})",
         many=True,
-        default=[*ODE_SAMPLERS, *SDE_SAMPLERS, "dopri5"],
     )
-    nfe_help = "network evaluations per sample of the fixed-step samplers"
-    add(p, "--nfe", nfe_help, many=True, default=list(NFES))
+    nfe_help = (
+        "network evaluations per sample of the fixed-step samplers (default: "
+        f"{','.join(map(str, NFES))}; with --run: {','.join(map(str, samplers_trained.NFES))})"
+    )
+    add(p, "--nfe", nfe_help, many=True)
     add(
         p,
         "--n-samples",
-        "samples at 32x32x1; larger images get N * 1024 / (C H W), at least --min-samples",
+        "samples at 32x32x1; larger images get N * 1024 / (C H W), at least --min-samples "
+        "(with --run: samples per row, and held-out reference images)",
         default=1024,
     )
     deprecated(p, "--n", "--n-samples")
     add(p, "--min-samples", default=256)
     deprecated(p, "--min-n", "--min-samples")
-    add(p, "--grid", default="auto")
+    grid_help = "time grids, each a set of rows (with --run, default: auto,optimized)"
+    add(p, "--grid", grid_help, many=True, choices=None)
     fit_help = (
         "--grid optimized: fit the grids to fields of this spectrum exponent (not the "
         "benchmark's: the grid meets data it was not fitted to)"
@@ -80,7 +93,9 @@ def add_arguments(p) -> None:
     deprecated(p, "--tolerances", "--ode-tolerance")
     add(p, "--floor-repeats", default=4)
     add(p, "--exponent", "exponent of the fields' power-law spectrum", default=2.0)
-    add(p, "--plot", "also draw the error against NFE here, one panel per setting")
+    add(p, "--plot", "also draw the error (FD with --run) against NFE here, a panel per setting")
+    add(p, "--out", "with --run: where the feature network is cached", default="runs/samplers")
+    add_feature_options(p)
 
 
 def problem(schedule: str, resolution: int, channels: int, exponent: float = 2.0):
@@ -147,24 +162,43 @@ def group_errors(u, oracle, index, groups: int) -> tuple[float, float]:
 
 
 def run(args) -> dict:
+    import copy
+
     from nudiff.devices import resolve_device
 
     device = resolve_device(args.device)
+    trained = bool(args.run)
+    defaults = samplers_trained if trained else None
+    args = copy.copy(args)
+    args.samplers = args.samplers or list(
+        defaults.SAMPLERS if trained else [*ODE_SAMPLERS, *SDE_SAMPLERS, "dopri5"]
+    )
+    args.nfe = args.nfe or list(defaults.NFES if trained else NFES)
+    grids = args.grid or list(defaults.GRIDS if trained else ["auto"])
+    bad = [g for g in grids if g not in GRID_NAMES]
+    if bad:
+        raise ValueError(f"--grid: unknown {bad}; known: {', '.join(GRID_NAMES)}")
     samplers = [parse_sampler(s) for s in args.samplers]
+    if trained:
+        return samplers_trained.run_trained(args, samplers, grids, device)
     unknown = [s for s in args.schedules if s not in SCHEDULES]
     if unknown:
         raise ValueError(f"--schedules: unknown {unknown}; known: {', '.join(SCHEDULES)}")
     rows, summary = [], []
-    for schedule in args.schedules:
-        for res in args.resolution:
-            for ch in args.image_channels:
-                setting, setting_rows = _run_setting(args, schedule, res, ch, samplers, device)
-                rows += setting_rows
-                summary.append(_targets(setting, [r for r in rows if _same(r, setting)]))
+    args.grids = grids
+    for grid in grids:
+        args.grid = grid
+        for schedule in args.schedules:
+            for res in args.resolution:
+                for ch in args.image_channels:
+                    setting, setting_rows = _run_setting(args, schedule, res, ch, samplers, device)
+                    setting["grid"] = grid
+                    rows += setting_rows
+                    summary.append(_targets(setting, [r for r in rows if _same(r, setting)]))
     result = {
         "benchmark": "samplers",
         "environment": environment(device),
-        "grid": args.grid,
+        "grid": grids[0] if len(grids) == 1 else grids,
         "rows": rows,
         "summary": summary,
     }
@@ -215,6 +249,8 @@ def _run_setting(
         fit = copy.deepcopy(problem(schedule, res, ch, args.fit_exponent)[1]).double()
     for label, name, steps, options in _sampler_runs(samplers, args):
         deterministic = name not in STOCHASTIC and name != "dopri5"
+        if optimized and not deterministic and "auto" in args.grids:
+            continue  # the auto pass has its rows: it runs on the auto grid either way
         grid = _grid(args, exact, fit, name, steps, options) if deterministic else None
         began = time.perf_counter()
         out = sample(
@@ -293,15 +329,17 @@ def _same(row: dict, setting: dict) -> bool:
 
 
 def _targets(setting: dict, rows: list[dict]) -> dict:
-    """The issue's targets for one setting (None where a needed row was not run)."""
+    """The targets for one setting and grid (None where a needed row was not run): Euler-
+    Maruyama@1000 is the reference whatever grid it ran on."""
+    em_rows = [r for r in rows if r["sampler"] == "euler-maruyama" and r["nfe"] >= 1000]
+    rows = [r for r in rows if r["grid"] == setting.get("grid", r["grid"])]
 
     def err(sampler, nfe):
         hit = [r["var_rel_error"] for r in rows if r["sampler"] == sampler and r["nfe"] == nfe]
         return hit[0] if hit else None
 
-    em_rows = [r for r in rows if r["sampler"] == "euler-maruyama" and r["nfe"] >= 1000]
     em = em_rows[0]["var_rel_error"] if em_rows else None
-    out = {k: setting[k] for k in ("schedule", "resolution", "channels")}
+    out = {k: setting[k] for k in ("schedule", "resolution", "channels", "grid") if k in setting}
     out["em1000_var_error"] = em
     out["mc_floor"] = setting["mc_floor"]
     if em is not None:
@@ -340,9 +378,14 @@ def plot(result: dict, path: str) -> None:
     fig, axes = plt.subplots(rows_, cols, figsize=(5 * cols, 4 * rows_), squeeze=False)
     for ax, key in zip(axes.flat, settings, strict=False):
         sel = [r for r in result["rows"] if (r["schedule"], r["resolution"], r["channels"]) == key]
-        for name in dict.fromkeys(r["sampler"] for r in sel):
-            pts = sorted((r["nfe"], r["var_rel_error"]) for r in sel if r["sampler"] == name)
-            ax.loglog(*zip(*pts, strict=True), marker="o", ms=3, label=name)
+        grids = {r["grid"] for r in sel}
+        for key in dict.fromkeys((r["sampler"], r["grid"]) for r in sel):
+            pts = sorted(
+                (r["nfe"], r["var_rel_error"]) for r in sel if (r["sampler"], r["grid"]) == key
+            )
+            label = key[0] if len(grids) == 1 else f"{key[0]} ({key[1]})"
+            style = "--" if key[1] == "optimized" else "-"
+            ax.loglog(*zip(*pts, strict=True), ls=style, marker="o", ms=3, label=label)
         ax.axhline(sel[0]["mc_floor"], color="k", ls="--", lw=1, label="Monte-Carlo floor")
         # unstable few-step Euler-Maruyama runs reach 1e6: keep the informative range
         ax.set_ylim(0.3 * min(r["var_rel_error"] for r in sel), 10)

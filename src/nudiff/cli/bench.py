@@ -25,6 +25,7 @@ BENCHMARKS = {
     "beta-toy": "beta_toy",
     "sid": "sid",
     "ndm": "ndm",
+    "end-to-end": "end_to_end",
 }
 
 

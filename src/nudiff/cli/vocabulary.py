@@ -227,6 +227,21 @@ FLAGS: dict[str, Flag] = {
         "KEY=VALUE",
         "append",
     ),
+    "--run": _f("benchmarks", "trained run folders (or checkpoints)", None, "RUN,.."),
+    "--uniform-run": _f(
+        "benchmarks", "a trained uniform model's run folder (default: train one)", None, "RUN"
+    ),
+    "--multiscale-run": _f(
+        "benchmarks", "a trained multi-scale model's run folder (default: train one)", None, "RUN"
+    ),
+    "--sid-run": _f(
+        "benchmarks", "a SiD distillation's run folder (default: distil one)", None, "RUN"
+    ),
+    "--distill-minutes": _f("budgets", "wall-clock minutes of distillation", float, "MIN"),
+    "--reference-steps": _f("sampling", "steps of the reference sampler", int, "STEPS"),
+    "--fast-sampler": _f(
+        "sampling", "the few-step sampler, as NAME:KEY=VALUE+KEY=VALUE", None, "SAMPLER"
+    ),
     "--uniform-config": _f(
         "benchmarks", "config of the uniform (single-scale) model", None, "YAML"
     ),
