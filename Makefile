@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: setup quickstart test test-fast lint wheel-check
+.PHONY: setup quickstart test test-fast lint wheel-check docs docs-serve
 
 $(PY):
 	@$(PYTHON) -m venv $(VENV) || { echo "could not create $(VENV): on Debian/Ubuntu install python3-venv (apt install python3-venv)"; exit 1; }
@@ -25,6 +25,7 @@ quickstart: setup
 test: setup
 	$(PY) -m pip install -q --no-deps "torch-fidelity>=0.3"
 	$(PY) -m ruff check src tests
+	$(PY) -m mkdocs build --strict --quiet --site-dir build/site
 	$(PY) -m pytest -q
 	bash scripts/check_wheel.sh $(PY)
 
@@ -36,3 +37,11 @@ lint: setup
 
 wheel-check: setup
 	bash scripts/check_wheel.sh $(PY)
+
+# the documentation site (mkdocs.yml): build it strictly into build/site, or serve it while
+# editing at http://127.0.0.1:8000
+docs: setup
+	$(PY) -m mkdocs build --strict --site-dir build/site
+
+docs-serve: setup
+	$(PY) -m mkdocs serve

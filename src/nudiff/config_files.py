@@ -1,4 +1,5 @@
-"""The configs shipped inside the package (``nudiff/configs/*.yaml``), found by name."""
+"""The configs shipped inside the package (``nudiff/configs/*.yaml`` and the paper-scale ones in
+``nudiff/configs/paper/``), found by name (``mnist32``, ``paper/edm_cifar10``)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 def config_names() -> list[str]:
-    """Names of the packaged configs (``quickstart``, ``mnist32``, ...)."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    """Names of the packaged configs (``quickstart``, ``mnist32``, ..., ``paper/edm_cifar10``)."""
+    paper = [f"paper/{p.stem}" for p in (CONFIG_DIR / "paper").glob("*.yaml")]
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) + sorted(paper)
 
 
 def config_path(config: str | Path) -> Path:
@@ -18,8 +20,10 @@ def config_path(config: str | Path) -> Path:
     path = Path(config)
     if path.is_file():
         return path
-    packaged = CONFIG_DIR / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
-    if path.parent == Path(".") and packaged.is_file():
+    packaged = (
+        CONFIG_DIR / path.parent / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    )
+    if path.parent in (Path("."), Path("paper")) and packaged.is_file():
         return packaged
     raise FileNotFoundError(
         f"config file not found: {config} (nor a packaged config of that name: "

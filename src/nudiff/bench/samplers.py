@@ -217,30 +217,15 @@ def _run_setting(
     rows, printed as they come."""
     import copy
 
-    import torch
-
     from nudiff.samplers import SAMPLERS as SAMPLERS_FN
     from nudiff.samplers import STOCHASTIC, sample
     from nudiff.samplers.surrogate import map_error
 
     process, oracle, basis = problem(schedule, res, ch, args.exponent)
     index, names = process.basis.groups()
-    n = max(args.min_samples, args.n_samples * 1024 // (ch * res * res))
-    g = torch.Generator().manual_seed(args.seed + 1)
-    floors = [  # exact draws, on the CPU
-        group_errors(oracle.sample_u0(n, g), oracle, index, len(names))
-        for _ in range(args.floor_repeats)
-    ]
+    setting = _setting(args, schedule, basis, res, ch, oracle, index, len(names))
+    n = setting["n"]
     oracle = oracle.to(device)  # and its process: the samplers run on the device
-    setting = {
-        "schedule": schedule,
-        "basis": basis,
-        "resolution": res,
-        "channels": ch,
-        "n": n,
-        "mc_floor": sum(f[0] for f in floors) / len(floors),
-        "mc_floor_mean": sum(f[1] for f in floors) / len(floors),
-    }
     rows = []
     exact = copy.deepcopy(oracle).double()  # the closed-form map, in float64
     optimized = args.grid == "optimized"
@@ -292,6 +277,28 @@ def _run_setting(
             flush=True,
         )
     return setting, rows
+
+
+def _setting(args, schedule, basis, res, ch, oracle, index, groups: int) -> dict:
+    """One setting's description, its sample count and its Monte-Carlo floors (exact draws of
+    that count, on the CPU)."""
+    import torch
+
+    n = max(args.min_samples, args.n_samples * 1024 // (ch * res * res))
+    g = torch.Generator().manual_seed(args.seed + 1)
+    floors = [
+        group_errors(oracle.sample_u0(n, g), oracle, index, groups)
+        for _ in range(args.floor_repeats)
+    ]
+    return {
+        "schedule": schedule,
+        "basis": basis,
+        "resolution": res,
+        "channels": ch,
+        "n": n,
+        "mc_floor": sum(f[0] for f in floors) / len(floors),
+        "mc_floor_mean": sum(f[1] for f in floors) / len(floors),
+    }
 
 
 def _grid(args, exact, fit, name: str, steps: int, options: dict):

@@ -35,8 +35,8 @@ def fit_images(images: np.ndarray | torch.Tensor, shape: tuple[int, int, int]) -
 def _npz_images(
     path: str | Path, n: int, last: bool = True, label: int | None = None
 ) -> np.ndarray:
-    """The last (or first) ``n`` uint8 images of an ``.npz`` read as in ``../shared/data``; with
-    ``label``, of that class only (its ``y_train``)."""
+    """The last (or first) ``n`` uint8 images (``x_train``) of an ``.npz``; with ``label``, of
+    that class only (its ``y_train``)."""
     from nudiff.eval.features import load_images_npz
 
     images, labels = load_images_npz(path)
