@@ -391,3 +391,22 @@ def test_end_to_end_benchmark_compares_every_route_with_the_reference(two_runs, 
         assert c["speedup"] > 0 and c["equal_quality"] == (c["fd_ratio"] <= 1.1)
     assert isinstance(comparison["target_met"], bool)
     assert (out / "sid" / "train_summary.json").is_file()
+
+
+def test_benchmark_figures_draw_their_result(tmp_path):
+    """``--plot`` of multiscale-vs-uniform (FD against minutes) and guidance (FD and accuracy
+    against the weight) draw a result as the benchmark writes it."""
+    from nudiff.bench import guidance, multiscale_vs_uniform
+
+    rows = [
+        {"budget_minutes": b, "model": m, "fd": fd, "fd_se": 0.3}
+        for b, m, fd in [(5, "uniform", 8.1), (5, "multiscale", 4.2), (10, "uniform", 4.8)]
+    ]
+    multiscale_vs_uniform.plot(
+        {"rows": rows, "n_samples": 40, "data_vs_data_fd": 0.4}, tmp_path / "m.png"
+    )
+    rows = [
+        {"guidance": w, "class_accuracy": a, "fd": w, "fd_se": 0.1} for w, a in [(1, 0.9), (2, 1)]
+    ]
+    guidance.plot({"rows": rows, "n_samples": 40, "data_vs_data_fd": None}, tmp_path / "g.png")
+    assert (tmp_path / "m.png").stat().st_size > 1000 and (tmp_path / "g.png").stat().st_size > 1000

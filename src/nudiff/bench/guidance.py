@@ -40,6 +40,7 @@ def add_arguments(p) -> None:
     add(p, "--out", "folder of the run, sample grids and feature network", default="runs/guidance")
     add_feature_options(p, inception=False)
     add(p, "--set")
+    add(p, "--plot", "also draw FD and class accuracy against the guidance weight here")
 
 
 def parse_weights(weights) -> list[float]:
@@ -112,4 +113,42 @@ def run(args) -> dict:
         ),
     }
     write_json(result, args.json)
+    if args.plot:
+        plot(result, args.plot)
     return result
+
+
+def plot(result: dict, path: str) -> None:
+    """FD (one standard error as bars) and class accuracy against the guidance weight."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(result["rows"], key=lambda r: r["guidance"])
+    w = [r["guidance"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.errorbar(
+        w,
+        [r["fd"] for r in rows],
+        yerr=[r["fd_se"] for r in rows],
+        marker="o",
+        capsize=3,
+        color="C0",
+        label="FD",
+    )
+    if result.get("data_vs_data_fd") is not None:
+        ax.axhline(result["data_vs_data_fd"], color="C0", ls=":", lw=1, label="FD, data vs data")
+    ax.set_xlabel("guidance weight w")
+    ax.set_ylabel("Frechet distance (feature net)", color="C0")
+    ax.set_ylim(bottom=0)
+    acc = ax.twinx()
+    acc.plot(w, [100 * r["class_accuracy"] for r in rows], marker="s", color="C1")
+    acc.set_ylabel("class accuracy (%)", color="C1")
+    ax.set_title(f"class-conditional MNIST, {result['n_samples']} samples per weight")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")

@@ -51,6 +51,7 @@ def add_arguments(p) -> None:
     add(p, "--out", "folder of the runs and sample grids", default="runs/multiscale_vs_uniform")
     add_feature_options(p)
     add(p, "--set", "override a key of both configs (repeatable)")
+    add(p, "--plot", "also draw FD against training minutes, both models, here")
 
 
 def parse_budgets(budgets) -> list[float]:
@@ -156,7 +157,41 @@ def run(args) -> dict:
         )
         previous = budget
     write_json(result, args.json)
+    if args.plot:
+        plot(result, args.plot)
     return result
+
+
+def plot(result: dict, path: str) -> None:
+    """FD (one standard error as bars) against training minutes, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, label in (
+        ("uniform", "uniform (pixels, VP)"),
+        ("multiscale", "multi-scale (MSDiff)"),
+    ):
+        rows = sorted(
+            (r["budget_minutes"], r["fd"], r["fd_se"]) for r in result["rows"] if r["model"] == name
+        )
+        if rows:
+            x, fd, se = zip(*rows, strict=True)
+            ax.errorbar(x, fd, yerr=se, marker="o", capsize=3, label=label)
+    if result.get("data_vs_data_fd") is not None:
+        ax.axhline(result["data_vs_data_fd"], color="k", ls=":", lw=1, label="data vs data")
+    ax.set_xlabel("training minutes (2 CPU cores)")
+    ax.set_ylabel("Frechet distance (feature net)")
+    ax.set_title(f"MNIST 32x32, {result['n_samples']} samples per point")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 def _parameters(run_dir: Path) -> int:
