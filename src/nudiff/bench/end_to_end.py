@@ -59,7 +59,7 @@ def add_arguments(p) -> None:
 
 def _models(args, out: Path, device) -> dict[str, Path]:
     """The three run folders, trained (or reused) where not given."""
-    from nudiff.bench.sid import DISTILL_SETS, distill_or_reuse
+    from nudiff.bench.sid import distill_or_reuse, distill_sets
     from nudiff.distill.run import distill_config
 
     runs = {}
@@ -76,12 +76,7 @@ def _models(args, out: Path, device) -> dict[str, Path]:
         runs["sid"] = Path(args.sid_run)
     else:
         runs["sid"] = out / "sid"
-        sets = [
-            *DISTILL_SETS,
-            f"train.max_minutes={args.distill_minutes}",
-            "train.steps=10000000",
-            "train.tensorboard=false",
-        ]
+        sets = distill_sets(args.distill_minutes)
         print(f"== SiD: distilling {args.distill_minutes:g} min into {runs['sid']}", flush=True)
         distill_or_reuse(distill_config(runs["multiscale"], sets), runs["sid"], device)
     return runs

@@ -168,13 +168,14 @@ def run(args) -> dict:
 
     device = resolve_device(args.device)
     trained = bool(args.run)
-    defaults = samplers_trained if trained else None
+    if trained:
+        defaults = samplers_trained.SAMPLERS, samplers_trained.NFES, samplers_trained.GRIDS
+    else:
+        defaults = (*ODE_SAMPLERS, *SDE_SAMPLERS, "dopri5"), NFES, ("auto",)
     args = copy.copy(args)
-    args.samplers = args.samplers or list(
-        defaults.SAMPLERS if trained else [*ODE_SAMPLERS, *SDE_SAMPLERS, "dopri5"]
-    )
-    args.nfe = args.nfe or list(defaults.NFES if trained else NFES)
-    grids = args.grid or list(defaults.GRIDS if trained else ["auto"])
+    args.samplers = args.samplers or list(defaults[0])
+    args.nfe = args.nfe or list(defaults[1])
+    grids = args.grid or list(defaults[2])
     bad = [g for g in grids if g not in GRID_NAMES]
     if bad:
         raise ValueError(f"--grid: unknown {bad}; known: {', '.join(GRID_NAMES)}")

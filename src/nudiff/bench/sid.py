@@ -53,6 +53,18 @@ def add_arguments(p) -> None:
     add(p, "--set", "override a key of the distillation's config (repeatable)")
 
 
+def distill_sets(minutes: float, extra=None) -> list[str]:
+    """``--set`` items of a benchmark's distillation: :data:`DISTILL_SETS`, a wall-clock budget
+    of ``minutes`` (no step limit), no TensorBoard, then ``extra``."""
+    return [
+        *DISTILL_SETS,
+        f"train.max_minutes={minutes}",
+        "train.steps=10000000",
+        "train.tensorboard=false",
+        *(extra or []),
+    ]
+
+
 def distill_or_reuse(cfg, run_dir: Path, device=None) -> dict:
     """:func:`nudiff.bench.common.train_or_reuse` for a distillation."""
     from nudiff.config import dump_config
@@ -93,13 +105,7 @@ def run(args) -> dict:
     net, feature_info = bench_feature_net(tcfg, args, out, device)
     f_ref, floor = held_out_reference(tcfg, net, args.n_samples)
 
-    sets = [
-        *DISTILL_SETS,
-        f"train.max_minutes={args.train_minutes}",
-        "train.steps=10000000",
-        "train.tensorboard=false",
-        *(args.set or []),
-    ]
+    sets = distill_sets(args.train_minutes, args.set)
     cfg = distill_config(teacher, sets)
     print(f"== SiD: distilling {args.train_minutes:g} min into {out / 'sid'}", flush=True)
     distilled = distill_or_reuse(cfg, out / "sid", device)
