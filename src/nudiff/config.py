@@ -51,9 +51,46 @@ class PriorConfig(_Strict):
 
 # -------------------------------------------------------------------------------- schedules
 class VPCosineConfig(_Strict):
+    """The VP cosine schedule, optionally with simple diffusion's resolution shift:
+    ``shift_resolution: d`` adds ``2 log(base_resolution / d)`` to the log-SNR (t = 0 and t = 1
+    stay at the limits); ``interpolated: true`` interpolates the log-SNR linearly in t from the
+    schedule shifted for ``base_resolution`` at t = 1 to the one shifted for ``interpolate_to``
+    (null: ``d``, no shift) at t = 0."""
+
     type: Literal["vp-cosine"]
     log_snr_min: float = -15.0
     log_snr_max: float = 15.0
+    shift_resolution: int | None = Field(None, ge=1)
+    base_resolution: int = Field(64, ge=1)
+    interpolated: bool = False
+    interpolate_to: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _shift(self) -> VPCosineConfig:
+        if self.interpolated and self.shift_resolution is None:
+            raise ValueError("interpolated: true needs shift_resolution (the image resolution)")
+        if self.interpolate_to is not None and not self.interpolated:
+            raise ValueError("interpolate_to applies to interpolated: true only")
+        end = self.interpolate_to or self.shift_resolution
+        if self.interpolated and end < self.base_resolution:
+            default = "" if self.interpolate_to is not None else " (null: shift_resolution)"
+            raise ValueError(
+                f"interpolated: true needs interpolate_to >= base_resolution="
+                f"{self.base_resolution} (less noise towards t = 0), got {end}{default}"
+            )
+        return self
+
+    def shifts(self) -> tuple[float, float | None]:
+        """The log-SNR shifts of :class:`~nudiff.schedules.VPCosine`: ``(shift, shift_to)``."""
+        from nudiff.schedules import resolution_shift
+
+        d = self.shift_resolution
+        if d is None:
+            return 0.0, None
+        shift = resolution_shift(d, self.base_resolution)
+        if not self.interpolated:
+            return shift, None
+        return shift, resolution_shift(d, self.interpolate_to or d)
 
 
 class VPLinearConfig(_Strict):
@@ -125,6 +162,19 @@ class MSFConfig(_Strict):
     log_snr_min: float = -10.0
 
 
+class BlurringConfig(_Strict):
+    """Blurring diffusion (Hoogeboom & Salimans) on the dct basis: DCT component ``(k_h, k_w)``
+    is scaled by the heat equation's ``exp(-pi^2 (k_h^2 / H^2 + k_w^2 / W^2) tau(t))`` (floored
+    at ``min_scale``), a Gaussian blur of ``blur_sigma_max sin^2(pi t / 2)`` pixels, on top of
+    a VP cosine noise schedule from ``log_snr_max`` to ``log_snr_min``."""
+
+    type: Literal["blurring"]
+    blur_sigma_max: float = Field(20.0, ge=0)
+    min_scale: float = Field(0.001, gt=0, lt=1)
+    log_snr_min: float = -10.0
+    log_snr_max: float = 10.0
+
+
 ScheduleConfig = Annotated[
     VPCosineConfig
     | VPLinearConfig
@@ -134,7 +184,8 @@ ScheduleConfig = Annotated[
     | MultiSpeedConfig
     | MSFConfig
     | SoftConditioningConfig
-    | SequentialConfig,
+    | SequentialConfig
+    | BlurringConfig,
     Field(discriminator="type"),
 ]
 
@@ -266,6 +317,11 @@ class Config(_Strict):
         basis, res = self.process.basis, self.data.resolution
         if self.process.schedule.type == "msf":
             self._check_msf()
+        if self.process.schedule.type == "blurring" and basis.type != "dct":
+            raise ValueError(
+                "process.schedule.type: blurring needs process.basis.type: dct (its "
+                f"frequencies), got {basis.type}"
+            )
         if basis.levels is not None and basis.type != "haar":
             raise ValueError(
                 f"process.basis.levels applies to the haar basis only, not {basis.type!r}"
@@ -393,6 +449,7 @@ _SCHEDULE_TYPES: dict[str, type[BaseModel]] = {
         MSFConfig,
         SoftConditioningConfig,
         SequentialConfig,
+        BlurringConfig,
     )
 }
 

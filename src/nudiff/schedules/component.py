@@ -1,6 +1,7 @@
-"""Per-component variance-preserving schedules defined by each component's log-SNR.
+"""Per-component schedules: the shared base, and the variance-preserving ones defined by each
+component's log-SNR.
 
-Every schedule here has ``lambda_i(t)`` piecewise linear in t, which covers MSDiff's
+Every VP schedule here has ``lambda_i(t)`` piecewise linear in t, which covers MSDiff's
 multi-speed bands, GUD's soft-conditioning and its sequential (clipped) variants.
 """
 
@@ -15,13 +16,52 @@ import torch
 from nudiff.schedules.base import Schedule, as_times, vp_from_log_snr
 
 
-class PerComponentVP(Schedule):
-    """VP schedule with log-SNR ``lambda_i(t)`` per component; subclasses give ``_lam(t)`` and
-    ``_dlam(t)`` of shape ``(B, C, H, W)`` for ``t`` ``(B,)``."""
+class PerComponent(Schedule):
+    """A schedule of its own per component, ``(B, C, H, W)`` coefficients for ``t`` ``(B,)``.
+
+    Its per-component parameters are buffers shaped like the components; components whose
+    parameters are all equal follow the same schedule (:meth:`classes`), and :meth:`restrict`
+    keeps one component per class, so per-component work (time grids, likelihood time
+    densities) costs the number of distinct schedules, not ``C H W``.
+    """
 
     def __init__(self, shape):
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
+
+    @staticmethod
+    def _bt(t, ref):
+        return t.to(ref.dtype).view(-1, 1, 1, 1)
+
+    def _component_buffers(self) -> dict[str, torch.Tensor]:
+        """The buffers that hold per-component parameters (shaped like the components)."""
+        return {k: b for k, b in self._buffers.items() if b is not None and b.shape == self.shape}
+
+    def classes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Components with identical schedules: ``(representatives (K,), inverse (D,))`` with
+        flat indices, so that component ``i`` follows ``representatives[inverse[i]]``."""
+        params = torch.stack([b.double().flatten() for b in self._component_buffers().values()], 1)
+        _, inverse = torch.unique(params, dim=0, return_inverse=True)
+        d = inverse.numel()
+        first = torch.full((int(inverse.max()) + 1,), d, dtype=torch.long, device=inverse.device)
+        first.scatter_reduce_(0, inverse, torch.arange(d, device=inverse.device), "amin")
+        return first, inverse
+
+    def restrict(self, index: torch.Tensor) -> PerComponent:
+        """The schedule of the flat components ``index`` ``(K,)`` alone, shaped ``(K, 1, 1)``:
+        per-component quantities (e.g. for time grids) then cost ``K``, not ``C H W``."""
+        index = torch.as_tensor(index).flatten()
+        out = copy.copy(self)  # shares everything but the buffer table, replaced below
+        out._buffers = dict(self._buffers)
+        for k, b in self._component_buffers().items():
+            out._buffers[k] = b.flatten()[index.to(b.device)].view(-1, 1, 1)
+        out.shape = (index.numel(), 1, 1)
+        return out
+
+
+class PerComponentVP(PerComponent):
+    """VP schedule with log-SNR ``lambda_i(t)`` per component; subclasses give ``_lam(t)`` and
+    ``_dlam(t)`` of shape ``(B, C, H, W)`` for ``t`` ``(B,)``."""
 
     def log_snr(self, t):
         return self._lam(as_times(t))
@@ -43,35 +83,6 @@ class PerComponentVP(Schedule):
 
     def _dlam(self, t):
         raise NotImplementedError
-
-    @staticmethod
-    def _bt(t, ref):
-        return t.to(ref.dtype).view(-1, 1, 1, 1)
-
-    def _component_buffers(self) -> dict[str, torch.Tensor]:
-        """The buffers that hold per-component parameters (shaped like the components)."""
-        return {k: b for k, b in self._buffers.items() if b is not None and b.shape == self.shape}
-
-    def classes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Components with identical schedules: ``(representatives (K,), inverse (D,))`` with
-        flat indices, so that component ``i`` follows ``representatives[inverse[i]]``."""
-        params = torch.stack([b.double().flatten() for b in self._component_buffers().values()], 1)
-        _, inverse = torch.unique(params, dim=0, return_inverse=True)
-        d = inverse.numel()
-        first = torch.full((int(inverse.max()) + 1,), d, dtype=torch.long, device=inverse.device)
-        first.scatter_reduce_(0, inverse, torch.arange(d, device=inverse.device), "amin")
-        return first, inverse
-
-    def restrict(self, index: torch.Tensor) -> PerComponentVP:
-        """The schedule of the flat components ``index`` ``(K,)`` alone, shaped ``(K, 1, 1)``:
-        per-component quantities (e.g. for time grids) then cost ``K``, not ``C H W``."""
-        index = torch.as_tensor(index).flatten()
-        out = copy.copy(self)  # shares everything but the buffer table, replaced below
-        out._buffers = dict(self._buffers)
-        for k, b in self._component_buffers().items():
-            out._buffers[k] = b.flatten()[index.to(b.device)].view(-1, 1, 1)
-        out.shape = (index.numel(), 1, 1)
-        return out
 
 
 class WindowedLogSNR(PerComponentVP):
