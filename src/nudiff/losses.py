@@ -533,9 +533,13 @@ class MultiScaleLoss(nn.Module):
         return {**self.losses[scale].draw(n, generator, step), "scale": scale}
 
     def forward(self, model: nn.Module, x0: torch.Tensor, noise: dict) -> torch.Tensor:
-        """``model`` is called as ``model(u_s, t, scale=s)`` (through DDP when distributed)."""
+        """``model`` is called as ``model(u_s, t, scale=s)`` (through DDP when distributed).
+        A scale's loss gets the pooled batch, or the full one if it pools itself (conditional
+        losses degrade the condition from the full image)."""
         s = noise["scale"]
-        return self.losses[s](ScaleOf(model, s), pool_image(x0, self.dropped[s]), noise)
+        if not getattr(self.losses[s], "full_resolution", False):
+            x0 = pool_image(x0, self.dropped[s])
+        return self.losses[s](ScaleOf(model, s), x0, noise)
 
 
 class ScaleOf:

@@ -1,27 +1,33 @@
 """CDE vs CMDE at equal training budgets: PSNR, SSIM, consistency, diversity, feature FD, LPIPS.
 
 For each of ``--tasks`` (``sr2``: CIFAR-10 x2 super-resolution, the packaged
-``cifar10_sr2.yaml``; ``inpaint-center``: MNIST inpainting of a centred box covering 25%,
-``mnist32_inpaint.yaml``) and each of ``--estimators``, trains one model for ``--train-minutes``
-of wall-clock or ``--train-steps`` steps (one after the other), then conditions it on the
-degraded held-out images (the last ``--n-images`` of the training split, which the configs hold
-out) and draws ``--per-input`` samples for each. Reports, per estimator and task: PSNR and SSIM
-of every sample against its ground truth (mean and standard error), the consistency MSE of the
-degraded sample against its condition, the diversity (mean pixel std across one input's
+``cifar10_sr2.yaml``; ``sr2-multiscale``: the same with a multi-scale model,
+``cifar10_sr2_multiscale.yaml``; ``inpaint-center``: MNIST inpainting of a centred box covering
+25%, ``mnist32_inpaint.yaml``; ``colorization``: CIFAR-10 from grey,
+``cifar10_colorization.yaml``) and each of ``--estimators``, trains one model for ``--train-
+minutes`` of wall-clock or ``--train-steps`` steps (one after the other), then conditions it on
+the degraded held-out images (the last ``--n-images`` of the training split, which the configs
+hold out) and draws ``--per-input`` samples for each. Reports, per estimator and task: PSNR and
+SSIM of every sample against its ground truth (mean and standard error), the consistency MSE of
+the degraded sample against its condition, the diversity (mean pixel std across one input's
 samples), the Frechet distance of the samples to the ground truths in the features of an offline
 network trained on the task's other images for ``--feature-train-steps`` (beside it, the
 distance of as many unpaired held-out images to the same truths: what an unconditional model
 that matched the data exactly would score), and LPIPS when its weights are on the machine
 (``--lpips``). A ``naive`` row gives the classical reconstruction from the condition alone
-(bilinear upsampling, mean filling). First, the same estimators sample with *exact* scores (a
-Gaussian field, x2 super-resolution): what the joint estimators' sampling approximation costs by
-itself, apart from learning.
+(bilinear upsampling, mean filling, the grey image as RGB), and each model's sampling time per
+sample. First, the same estimators sample with *exact* scores (a Gaussian field, x2 super-
+resolution, at one scale and through the multi-scale path): what the joint estimators' sampling
+approximation costs by itself, apart from learning. Rows carry the conditional ``task`` and the
+``model`` (``single-scale`` or ``multi-scale``); tasks that share a conditional task share its
+held-out inputs, naive row and feature network.
 
 A wall-clock budget needs nothing else running on the machine; a step budget is fair anywhere.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -31,7 +37,9 @@ from nudiff.config_files import CONFIG_DIR
 
 TASKS = {
     "sr2": str(CONFIG_DIR / "cifar10_sr2.yaml"),
+    "sr2-multiscale": str(CONFIG_DIR / "cifar10_sr2_multiscale.yaml"),
     "inpaint-center": str(CONFIG_DIR / "mnist32_inpaint.yaml"),
+    "colorization": str(CONFIG_DIR / "cifar10_colorization.yaml"),
 }
 # nudiff.conditional.estimators.ESTIMATORS (that module imports torch)
 ESTIMATORS = ("cde", "cdiffe", "cmde", "vs-cmde")
@@ -95,24 +103,30 @@ class Scorer:
 def oracle_rows(estimators, sampler: str, steps: int, seed: int) -> list[dict]:
     """The sampling approximation alone: PSNR and consistency of each estimator with *exact*
     scores (:class:`~nudiff.conditional.oracle.GaussianSROracle`, x2 super-resolution of an 8x8
-    Gaussian field, 64 inputs x 32 samples) and the benchmark's sampler; on the CPU (a float64
-    problem this small gains nothing on an accelerator, and MPS has no float64)."""
+    Gaussian field, 64 inputs x 32 samples; and :func:`~nudiff.conditional.oracle.
+    multiscale_sr_oracle`, the same field on a multi-speed schedule sampled coarse to fine) and
+    the benchmark's sampler; on the CPU (a float64 problem this small gains nothing on an
+    accelerator, and MPS has no float64)."""
     import torch
 
     from nudiff.conditional import restoration_metrics
-    from nudiff.conditional.oracle import GaussianSROracle
+    from nudiff.conditional.oracle import GaussianSROracle, multiscale_sr_oracle
     from nudiff.run import sample_conditional
 
     rows = []
-    for estimator in estimators:
-        model = GaussianSROracle(estimator)
-        x = model.data.sample(64, torch.Generator().manual_seed(seed), dtype=torch.float64)
+    models = [("single-scale", GaussianSROracle), ("multi-scale", multiscale_sr_oracle)]
+    for (kind, make), estimator in itertools.product(models, estimators):
+        if kind == "multi-scale" and estimator == "cdiffe":
+            continue  # cdiffe needs a scalar schedule
+        model = make(estimator)
+        data = model.scales[0].data if kind == "multi-scale" else model.data
+        x = data.sample(64, torch.Generator().manual_seed(seed), dtype=torch.float64)
         y = model.task.degrade(x)
         out = sample_conditional(
             model, y, 32, sampler=sampler, steps=steps, seed=seed, dtype=torch.float64
         )
         m = restoration_metrics(model.task, out.images.view(64, 32, *x.shape[1:]), x, y)
-        rows.append({"estimator": estimator, **m, "y_var": float(y.var())})
+        rows.append({"estimator": estimator, "model": kind, **m, "y_var": float(y.var())})
     return rows
 
 
@@ -185,36 +199,45 @@ def run(args) -> dict:
     result["oracle"] = oracle_rows(estimators, sampler.sampler, sampler.steps, args.seed)
     for r in result["oracle"]:
         print(
-            f"exact scores  {r['estimator']:<6} PSNR {r['psnr']:.4f} dB, consistency "
-            f"{r['consistency']:.2e} (var y {r['y_var']:.2f}; Gaussian field, "
+            f"exact scores  {r['model']:<12} {r['estimator']:<6} PSNR {r['psnr']:.4f} dB, "
+            f"consistency {r['consistency']:.2e} (var y {r['y_var']:.2f}; Gaussian field, "
             f"{sampler.sampler} {sampler.steps} steps)",
             flush=True,
         )
     rows = result["rows"] = []
-    for task in tasks:
-        base = load_config(TASKS[task], args.set or [])
-        truth, other = _held_out(base, args.n_images)
-        model_task = build_task(base)
-        y = model_task.degrade(truth, torch.arange(len(truth)))
-        path = out / f"features_{task}.safetensors"
-        features, info = feature_net(base, path, None, args.feature_train_steps, args.seed, device)
-        result[f"feature_net_{task}"] = info
-        scorer = Scorer(model_task, truth, y, other, features, lpips_model, device)
-        rows.append({"estimator": "naive", "task": task, **scorer(model_task.naive(y)[:, None])})
-        _print(rows[-1])
+    scorers = {}
+    for key in tasks:
+        base = load_config(TASKS[key], args.set or [])
+        task = base.conditional.task
+        kind = "single-scale" if base.model.multiscale is None else "multi-scale"
+        if task not in scorers:  # held-out inputs, feature network and naive row per task
+            truth, other = _held_out(base, args.n_images)
+            model_task = build_task(base)
+            y = model_task.degrade(truth, torch.arange(len(truth)))
+            path = out / f"features_{task}.safetensors"
+            features, info = feature_net(
+                base, path, None, args.feature_train_steps, args.seed, device
+            )
+            result[f"feature_net_{task}"] = info
+            scorers[task] = Scorer(model_task, truth, y, other, features, lpips_model, device)
+            naive = scorers[task](model_task.naive(y)[:, None])
+            rows.append({"estimator": "naive", "task": task, "model": "none", **naive})
+            _print(rows[-1])
+        scorer = scorers[task]
         for estimator in estimators:
             overrides = [f"conditional.estimator={estimator}", *budget, "train.tensorboard=false"]
             cfg = load_config(TASKS[task], [*overrides, *(args.set or [])])
-            run_dir = out / f"{task}_{estimator}"
+            run_dir = out / f"{key}_{estimator}"
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "bench_config.yaml").write_text(dump_config(cfg))
-            print(f"== {task} / {estimator}: {what}", flush=True)
+            print(f"== {key} / {estimator}: {what}", flush=True)
             trained = train_or_reuse(cfg, run_dir, device)
             metrics = evaluate(run_dir, scorer, args.per_input, args.seed, device)
             rows.append(
                 {
                     "estimator": estimator,
                     "task": task,
+                    "model": kind,
                     **metrics,
                     "train_steps": trained["steps"],
                     "train_minutes": trained["seconds"] / 60,
@@ -228,10 +251,14 @@ def run(args) -> dict:
 def _print(r: dict) -> None:
     steps = f", {r['train_steps']} steps" if "train_steps" in r else ""
     lp = f", LPIPS {r['lpips']:.3f}" if r["lpips"] is not None else ""
+    speed = ""
+    if "sampling_s_per_sample" in r:
+        speed = f", {1e3 * r['sampling_s_per_sample']:.1f} ms/sample ({r['nfe']} NFE)"
     print(
-        f"{r['task']:<15} {r['estimator']:<6} PSNR {r['psnr']:.2f} +- {r['psnr_stderr']:.2f} dB, "
-        f"SSIM {r['ssim']:.3f}, consistency {r['consistency']:.2e}, diversity "
-        f"{r['diversity']:.3f}, FD {r['fd']:.2f} (unpaired {r['fd_unpaired']:.2f}){lp} "
+        f"{r['task']:<15} {r['model']:<12} {r['estimator']:<6} PSNR {r['psnr']:.2f} +- "
+        f"{r['psnr_stderr']:.2f} dB, SSIM {r['ssim']:.3f}, consistency {r['consistency']:.2e}, "
+        f"diversity {r['diversity']:.3f}, FD {r['fd']:.2f} (unpaired {r['fd_unpaired']:.2f})"
+        f"{lp}{speed} "
         f"(n = {r['n_samples']}{steps})",
         flush=True,
     )

@@ -109,17 +109,13 @@ def _check_conditional(cfg: Config) -> None:
     c, m = cfg.conditional, cfg.model
     shape = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
     build_task(c.task, coverage=c.coverage).check(shape)
-    if m.multiscale is not None:
-        raise ValueError("conditional models do not support model.multiscale yet")
     if m.backbone == "lego":
         raise ValueError("conditional models take model.backbone unet or dit, not lego")
     if m.num_classes is not None:
         raise ValueError("conditional models do not take model.num_classes")
     if m.noise_conditioning != "log_snr_groups":
         raise ValueError("conditional models take model.noise_conditioning: log_snr_groups")
-    if m.sigma_data == "data":
-        raise ValueError("conditional models take a numeric model.sigma_data (e.g. 0.5)")
-    per_component = ("multispeed", "soft", "sequential")
+    per_component = ("multispeed", "msf", "soft", "sequential", "blurring")
     if c.estimator == "cdiffe" and cfg.process.schedule.type in per_component:
         raise ValueError("conditional.estimator cdiffe needs a scalar process.schedule")
 

@@ -91,7 +91,7 @@ class GaussianFamily(Family):
         if cfg.conditional is not None:
             from nudiff.conditional.build import build_conditional
 
-            return build_conditional(cfg, process)
+            return build_conditional(cfg, process, dataset)
         if cfg.model.multiscale is not None:
             return build_multiscale(cfg, process, dataset)
         return build_linear_denoiser(cfg, process, dataset)
@@ -100,10 +100,9 @@ class GaussianFamily(Family):
         from nudiff.build import build_denoising_loss
 
         if cfg.conditional is not None:
-            from nudiff.conditional.estimators import ConditionalLoss
+            from nudiff.conditional.build import build_conditional_loss
 
-            l = cfg.loss
-            return ConditionalLoss(model, l.t_sampling, l.log_snr_mean, l.log_snr_std)
+            return build_conditional_loss(cfg, model)
         return build_denoising_loss(cfg, process, model)
 
     def training_parts(self, cfg) -> dict:
