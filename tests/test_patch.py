@@ -4,6 +4,7 @@ sampling with every sampler."""
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from conftest import assert_resume_exact, data_only_config, tiny
@@ -155,6 +156,51 @@ def test_patch_sizes_follow_the_configured_frequencies_and_multipliers():
     assert set(top.tolist()) == set(range(0, 25, 4)) and left.max() == 24
     with pytest.raises(ValueError, match="multiple of 4"):
         PatchSizes([6], 32, align=4)
+
+
+def test_progressive_patch_schedule_moves_from_small_to_full_patches():
+    """Progressive: the first size only at step 0, two neighbouring sizes sharing the draws on
+    the ramp (half and half at its quarter points), the last size only from the ramp's end; the
+    side multiplier is R / p."""
+    sizes = PatchSizes([8, 16, 32], 32, schedule="progressive", ramp_steps=1000, seed=3)
+    assert sizes.probs_at(0) == [1.0, 0.0, 0.0]
+    assert sizes.probs_at(250) == pytest.approx([0.5, 0.5, 0.0])
+    assert sizes.probs_at(500) == pytest.approx([0.0, 1.0, 0.0])
+    assert sizes.probs_at(1000) == sizes.probs_at(50_000) == [0.0, 0.0, 1.0]
+    early = [sizes.size_for_step(k) for k in range(0, 100)]
+    late = [sizes.size_for_step(k) for k in range(1000, 1100)]
+    assert set(early) <= {8, 16} and early.count(8) > 80 and set(late) == {32}
+    middle = [sizes.size_for_step(k) for k in range(700, 800)]
+    assert set(middle) == {16, 32}
+    side = PatchSizes([8, 16, 32], 32, batch_multiplier="side")
+    assert [side.multiplier(p) for p in (8, 16, 32)] == [4, 2, 1]
+    with pytest.raises(ValueError, match="ramp_steps"):
+        PatchSizes([8, 32], 32, schedule="progressive")
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        ("{sizes: [8, 32], schedule: progressive}", "needs train.patch.ramp_steps"),
+        ("{sizes: [32, 8], schedule: progressive, ramp_steps: 10}", "increasing sizes"),
+        ("{sizes: [8, 32], probs: [1, 1], schedule: progressive, ramp_steps: 9}", "fixed only"),
+        ("{sizes: [8, 32], ramp_steps: 10}", "progressive only"),
+        ("{sizes: [8, 32], batch_multiplier: double}", "batch_multiplier"),
+    ],
+)
+def test_patch_schedule_config_errors(patch, message):
+    from nudiff.training.config import PatchConfig
+
+    with pytest.raises(ValueError, match=message):
+        PatchConfig.model_validate(yaml.safe_load(patch))
+    assert (
+        PatchConfig.model_validate({"sizes": [8], "batch_multiplier": True}).batch_multiplier
+        == "area"
+    )
+    assert (
+        PatchConfig.model_validate({"sizes": [8], "batch_multiplier": False}).batch_multiplier
+        == "none"
+    )
 
 
 def test_patch_loss_draws_crops_and_equals_the_full_loss_on_full_crops():

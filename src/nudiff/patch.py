@@ -218,21 +218,28 @@ class CroppedSchedule(Schedule):
 
 
 class PatchSizes:
-    """The patch size of every step: one of ``sizes`` with probabilities ``probs``, drawn from
-    a generator seeded by ``(seed, step)`` (a function of the step: resume and DDP replay it).
+    """The patch size of every step: one of ``sizes``, drawn from a generator seeded by
+    ``(seed, step)`` (a function of the step: resume and DDP replay it), with probabilities
+    ``probs`` (``schedule="fixed"``) or moving from the first size to the last over
+    ``ramp_steps`` steps (``schedule="progressive"``, see :meth:`probs_at`).
 
-    ``batch_multiplier``: the step loads ``round((R / p)^2)`` times the batch (Patch Diffusion's
-    multiplier: about as many pixels per step as a full-image batch); ``align``: offsets (and
+    ``batch_multiplier``: a step at size ``p`` loads ``round((R / p)^2)`` (``area``: about as
+    many pixels per step as a full-image batch), ``round(R / p)`` (``side``) or 1 (``none``)
+    times the batch (``True`` / ``False`` mean ``area`` / ``none``); ``align``: offsets (and
     sizes) are multiples of it."""
+
+    MULTIPLIERS = ("area", "side", "none")
 
     def __init__(
         self,
         sizes: Sequence[int],
         resolution: int,
         probs: Sequence[float] | None = None,
-        batch_multiplier: bool = True,
+        batch_multiplier: bool | str = True,
         seed: int = 0,
         align: int = 1,
+        schedule: str = "fixed",
+        ramp_steps: int | None = None,
     ):
         self.sizes = [int(p) for p in sizes]
         self.resolution, self.align = int(resolution), int(align)
@@ -251,19 +258,42 @@ class PatchSizes:
                 f"0; got {probs}"
             )
         self.probs = (w.double() / w.sum()).tolist()
-        self.batch_multiplier, self.seed = bool(batch_multiplier), int(seed)
+        if isinstance(batch_multiplier, bool):
+            batch_multiplier = "area" if batch_multiplier else "none"
+        if batch_multiplier not in self.MULTIPLIERS:
+            raise ValueError(
+                f"batch_multiplier must be area, side or none, got {batch_multiplier!r}"
+            )
+        if schedule not in ("fixed", "progressive"):
+            raise ValueError(f"patch schedule must be fixed or progressive, got {schedule!r}")
+        if schedule == "progressive" and not (ramp_steps and ramp_steps > 0):
+            raise ValueError("a progressive patch schedule needs ramp_steps > 0")
+        self.batch_multiplier, self.seed = batch_multiplier, int(seed)
+        self.schedule, self.ramp_steps = schedule, ramp_steps
+
+    def probs_at(self, step: int) -> list[float]:
+        """The probabilities of the sizes at ``step``. Progressive: at the fraction ``f`` of
+        the ramp, size ``k`` of ``K`` gets ``max(0, 1 - |k - f (K - 1)|)``: all on the first
+        size at step 0, shared by two neighbours in between, all on the last from the ramp's
+        end."""
+        if self.schedule == "fixed":
+            return self.probs
+        k = len(self.sizes)
+        pos = min(1.0, step / self.ramp_steps) * (k - 1)
+        return [max(0.0, 1 - abs(i - pos)) for i in range(k)]
 
     def size_for_step(self, step: int) -> int:
         state = np.random.SeedSequence([self.seed, _PATCH_PURPOSE, int(step)]).generate_state(1)
         g = torch.Generator().manual_seed(int(state[0]))
-        k = int(torch.multinomial(torch.tensor(self.probs), 1, generator=g))
+        k = int(torch.multinomial(torch.tensor(self.probs_at(step)), 1, generator=g))
         return self.sizes[k]
 
     def multiplier(self, size: int) -> int:
         """How many times the batch a step at patch size ``size`` loads."""
-        if not self.batch_multiplier:
+        if self.batch_multiplier == "none":
             return 1
-        return max(1, round((self.resolution / size) ** 2))
+        ratio = self.resolution / size
+        return max(1, round(ratio**2 if self.batch_multiplier == "area" else ratio))
 
     def multiplier_for_step(self, step: int) -> int:
         return self.multiplier(self.size_for_step(step))

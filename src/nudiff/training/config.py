@@ -9,15 +9,27 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 class PatchConfig(BaseModel):
     """Patch Diffusion training (:mod:`nudiff.patch`): each step one patch ``size`` from
-    ``sizes`` (pixels, e.g. ``[R/4, R/2, R]``) drawn with ``probs`` (null: equal), every image
-    cropped at its own random aligned position with its coordinates on the full canvas;
-    ``batch_multiplier``: the step loads ``(R / size)^2`` times ``train.batch_size`` images."""
+    ``sizes`` (pixels, e.g. ``[R/4, R/2, R]``), every image cropped at its own random aligned
+    position with its coordinates on the full canvas. ``schedule``: ``fixed`` draws the sizes
+    with ``probs`` (null: equal) all along; ``progressive`` moves from the first size to the last
+    over ``ramp_steps`` steps (a curriculum: at a fraction ``f`` of the ramp, the two sizes
+    around position ``f (K - 1)`` of the ``K`` sizes share the draws), then stays at the last.
+    ``batch_multiplier``: a step at size ``p`` loads ``(R / p)^2`` (``area``: about the pixels of
+    a full-image batch, Patch Diffusion's paper), ``R / p`` (``side``: its code) or 1 (``none``)
+    times ``train.batch_size`` images."""
 
     model_config = ConfigDict(extra="forbid")
 
     sizes: list[int] = Field(min_length=1)
     probs: list[float] | None = None
-    batch_multiplier: bool = True
+    schedule: Literal["fixed", "progressive"] = "fixed"
+    ramp_steps: int | None = Field(None, gt=0)
+    batch_multiplier: Literal["area", "side", "none"] = "area"
+
+    @field_validator("batch_multiplier", mode="before")
+    @classmethod
+    def _multiplier(cls, v):
+        return {True: "area", False: "none"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _check(self) -> PatchConfig:
@@ -31,6 +43,17 @@ class PatchConfig(BaseModel):
                 )
             if any(q < 0 for q in self.probs) or not sum(self.probs) > 0:
                 raise ValueError("train.patch.probs must be >= 0 and not all 0")
+        if self.schedule == "progressive":
+            if self.ramp_steps is None:
+                raise ValueError("train.patch.schedule: progressive needs train.patch.ramp_steps")
+            if self.probs is not None:
+                raise ValueError("train.patch.probs applies to schedule: fixed only")
+            if self.sizes != sorted(self.sizes):
+                raise ValueError(
+                    f"train.patch.schedule: progressive needs increasing sizes, got {self.sizes}"
+                )
+        elif self.ramp_steps is not None:
+            raise ValueError("train.patch.ramp_steps applies to schedule: progressive only")
         return self
 
 
@@ -69,6 +92,11 @@ class TrainConfig(BaseModel):
         None, gt=0, description="wall-clock budget of one run; stops with a checkpoint"
     )
     tensorboard: bool = True
+    init_from: str | None = Field(
+        None,
+        description="start from the weights (model and EMA) of this run folder or checkpoint, "
+        "with a fresh optimiser at step 0: fine-tuning; the architecture must match",
+    )
     patch: PatchConfig | None = Field(
         None, description="Patch Diffusion: train on random crops (see PatchConfig)"
     )

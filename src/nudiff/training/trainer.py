@@ -34,6 +34,7 @@ from nudiff.training.checkpoint import (
     latest_valid_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    resolve_checkpoint,
     save_checkpoint,
 )
 from nudiff.training.config import TrainConfig
@@ -472,7 +473,21 @@ class Trainer:
                     " resume, or train into a new folder"
                 )
             self._seed_global_rngs()
+            if self.config.init_from:
+                self._init_from(self.config.init_from)
         return resumed
+
+    def _init_from(self, source: str) -> None:
+        """Load the model and EMA weights of ``source`` (a run folder or a checkpoint): the
+        optimiser, step count and data position start afresh."""
+        path = resolve_checkpoint(source)
+        ck = load_checkpoint(path)
+        check_same_tensors(self.model.state_dict(), ck.model, f"train.init_from: {path}")
+        check_same_tensors(self.ema.state_dict(), ck.ema, f"train.init_from: {path} (EMA)")
+        self.model.load_state_dict(ck.model)
+        self.ema.load_state_dict(ck.ema)
+        if dist.is_main():
+            log.info("initialised from %s (step %d): fresh optimiser at step 0", path, ck.step)
 
     def _open_logs(self, resumed: bool) -> None:
         """Rank 0: note the model's size and the precision, open the run's log."""
@@ -859,3 +874,19 @@ def _console_logging() -> None:
     if not logging.getLogger().handlers and not pkg.handlers:
         pkg.addHandler(_TqdmHandler())
         pkg.setLevel(logging.INFO)
+
+
+def check_same_tensors(own: dict, theirs: dict, where: str) -> None:
+    """One-line ``ValueError`` naming the first tensor that ``theirs`` lacks, adds or shapes
+    differently from ``own`` (state dicts of two models that should share an architecture)."""
+    for key, t in own.items():
+        if key not in theirs:
+            raise ValueError(f"{where} has no tensor {key}: another architecture")
+        if tuple(theirs[key].shape) != tuple(t.shape):
+            raise ValueError(
+                f"{where}: tensor {key} has shape {tuple(theirs[key].shape)} there, "
+                f"{tuple(t.shape)} here: another architecture"
+            )
+    extra = sorted(set(theirs) - set(own))
+    if extra:
+        raise ValueError(f"{where} has a tensor this model lacks, {extra[0]}: another architecture")
