@@ -410,3 +410,33 @@ def test_benchmark_figures_draw_their_result(tmp_path):
     ]
     guidance.plot({"rows": rows, "n_samples": 40, "data_vs_data_fd": None}, tmp_path / "g.png")
     assert (tmp_path / "m.png").stat().st_size > 1000 and (tmp_path / "g.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
+def test_schedules_benchmark_compares_processes_against_the_first(tmp_path, monkeypatch, capsys):
+    """``nudiff bench schedules`` at a tiny step budget: one row per config, the same steps
+    for each, FD against the first config in standard errors (0 for the first itself)."""
+    monkeypatch.chdir(ROOT)  # the configs read $NUDIFF_DATA
+    out, js = tmp_path / "bench", tmp_path / "s.json"
+    extra = [TINY_UNET, "train.batch_size=8", "train.checkpoint_every=1000", "sample.steps=4"]
+    args = ["bench", "schedules", "--configs", "mnist32_uniform,mnist32_blurring,mnist32_shifted"]
+    args += ["--train-steps", "2", "--n-samples", "40", "--feature-train-steps", "3"]
+    args += ["--out", str(out), "--json", str(js), *sets(extra)]
+    assert main(args) == 0
+    r = json.loads(js.read_text())
+    assert r["budget"] == "2 steps" and r["data_vs_data_fd"] >= 0
+    rows = r["rows"]
+    assert [row["config"] for row in rows] == [
+        "mnist32_uniform",
+        "mnist32_blurring",
+        "mnist32_shifted",
+    ]
+    assert rows[1]["process"].startswith("dct / blurring")
+    assert rows[0]["fd_vs_first_in_se"] == 0
+    for row in rows:
+        assert row["train_steps"] == 2 and row["n"] == 40 and row["fd_se"] > 0
+        assert math.isfinite(row["fd"]) and math.isfinite(row["fd_vs_first_in_se"])
+        assert (out / f"{row['config']}_samples.png").is_file()
+    assert main(["bench", "schedules", "--configs", "mnist32_uniform,mnist32_uniform"]) == 2
+    assert "--configs must name different configs" in capsys.readouterr().err

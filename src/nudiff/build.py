@@ -35,6 +35,7 @@ from nudiff.schedules import (
     EDM,
     MSF,
     VE,
+    BlurringDiffusion,
     MultiSpeed,
     RectifiedFlow,
     Schedule,
@@ -90,7 +91,8 @@ def build_schedule(cfg: Config, basis: Basis) -> Schedule:
     s = cfg.process.schedule
     kw = s.model_dump(exclude={"type"})
     if s.type == "vp-cosine":
-        return VPCosine(**kw)
+        shift, shift_to = s.shifts()
+        return VPCosine(s.log_snr_min, s.log_snr_max, shift, shift_to)
     if s.type == "vp-linear":
         return VPLinear(**kw)
     if s.type == "ve":
@@ -104,6 +106,8 @@ def build_schedule(cfg: Config, basis: Basis) -> Schedule:
     if s.type == "msf":
         kw.pop("levels")  # the basis's, checked by the config
         return MSF(bands_fine_to_coarse(basis), **kw)
+    if s.type == "blurring":  # on the dct basis (checked by the config): its frequencies
+        return BlurringDiffusion(basis.shape, **kw)
     label = basis.label(kw.pop("label"))
     if s.type == "soft":
         return SoftConditioning(label, **kw)
@@ -370,6 +374,8 @@ def build_patch_sizes(cfg: Config, process: Process):
         patch.batch_multiplier,
         seed=cfg.train.seed,
         align=crop_alignment(process.basis),
+        schedule=patch.schedule,
+        ramp_steps=patch.ramp_steps,
     )
 
 

@@ -26,6 +26,7 @@ BENCHMARKS = {
     "sid": "sid",
     "ndm": "ndm",
     "end-to-end": "end_to_end",
+    "schedules": "schedules",
 }
 
 
