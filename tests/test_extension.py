@@ -12,7 +12,13 @@ from nudiff.cli import main
 from nudiff.prior import Prior
 from nudiff.process import Process
 from nudiff.samplers import SAMPLERS
-from nudiff.samplers.extension import _segment, column_windows, extend_columns
+from nudiff.samplers.extension import (
+    _segment,
+    column_windows,
+    extend_columns,
+    extension_seams,
+    seam_statistics,
+)
 from nudiff.schedules import Sequential, SoftConditioning, VPCosine
 
 SHAPE = (1, 2, 6)  # (C, H, W): two rows, a window of six columns
@@ -154,6 +160,57 @@ def test_extended_field_has_the_stationary_covariance(overlap, stride):
     # the seam carries the field's correlation: generating new columns independently would fail
     seam = emp.view(2, 2 * w, 2, 2 * w)[0, w - 1, 0, w]
     assert seam == pytest.approx(RHO, abs=0.03)
+    # and so do the seam statistics: neighbouring columns differ by 2 (1 - RHO) in mean square
+    # everywhere, across the input seam and the round seams too (overlap 0.5: one, where the
+    # regenerated input column meets the new ones; disjoint windows write all six new columns
+    # in the last round); unit variance in every column
+    seams = extension_seams(process, w, w, stride)
+    assert seams == ([w - 1, w] if overlap else [w])
+    stats = seam_statistics(out.images, out.kept, seams)
+    m = stats["msd"]
+    for key in ("real", "seam", "generated", *(("rounds", "rounds_max") if overlap else ())):
+        assert m[key] == pytest.approx(2 * (1 - RHO), rel=0.05), key
+    assert stats["seam_ratio"] == pytest.approx(1, abs=0.05)
+    assert stats["column_std"]["generated"] == pytest.approx(1, abs=0.02)
+    assert stats["column_mean"]["generated"] == pytest.approx(0, abs=0.02)
+
+
+def test_seam_statistics_of_a_known_case():
+    """Columns ``0.1 p`` plus a jump of 0.5 where the generated columns start (column 4) and
+    of 0.2 at a round seam (column 7), and an image offset of +-c that leaves the differences
+    alone: every statistic is known in closed form."""
+    w, kept, c = 10, 4, 0.3
+    p = torch.arange(w, dtype=torch.float64)
+    cols = 0.1 * p + 0.5 * (p >= kept) + 0.2 * (p >= 7)
+    x = cols.expand(2, 1, 3, w) + torch.tensor([c, -c]).view(2, 1, 1, 1)
+    stats = seam_statistics(x, kept, [kept, 7])
+    m = stats["msd"]
+    assert m["real"] == pytest.approx(0.01) and m["generated"] == pytest.approx(0.01)
+    assert (m["real_min"], m["real_max"]) == pytest.approx((0.01, 0.01))
+    assert m["seam"] == pytest.approx(0.6**2) and stats["seam_ratio"] == pytest.approx(36)
+    assert m["rounds"] == pytest.approx(0.3**2) and m["rounds_max"] == pytest.approx(0.09)
+    assert stats["column_mean"]["real"] == pytest.approx(0.15)
+    assert stats["column_mean"]["generated"] == pytest.approx(float(cols[kept:].mean()))
+    # per column: 6 values, three at +c and three at -c
+    assert stats["column_std"]["real"] == pytest.approx(c * (6 / 5) ** 0.5)
+    assert stats["seams"] == [4, 7] and len(stats["per_column"]["msd"]) == w - 1
+    # without round seams every generated pair but the input seam counts as generated
+    assert seam_statistics(x, kept)["msd"]["generated"] == pytest.approx((4 * 0.01 + 0.09) / 5)
+    with pytest.raises(ValueError, match="kept"):
+        seam_statistics(x, w)
+    with pytest.raises(ValueError, match="seams must lie"):
+        seam_statistics(x, kept, [2])
+
+
+def test_extension_seams_are_where_the_blocks_start():
+    # W = 6, overlap 0.5: the last input column is generated again (kept 5); 7 new columns in
+    # rounds of 3, 3, 1 write columns 5, then 6, then 7-12
+    assert extension_seams(column_process(0.5), 6, 7, 3) == [5, 6, 7]
+    # disjoint windows keep the whole input; a new column leaves the window (finished) only
+    # W columns later, so fewer than W new columns are all written by the last round (here
+    # with the default stride, W // 4 = 1)
+    assert extension_seams(column_process(0.0), 6, 3) == [6]
+    assert extension_seams(column_process(0.0), 6, 12, 3) == [6, 9, 12]
 
 
 def test_extension_is_batch_invariant_and_repeatable():
@@ -210,3 +267,40 @@ def test_nudiff_extend_writes_images_twice_as_wide(tmp_path, capsys):
     capsys.readouterr()
     assert main(["extend", other, "--input", str(tmp_path / "in.npz"), "--columns", "2"]) == 2
     assert "needs the pixel basis" in capsys.readouterr().err
+
+
+def test_nudiff_extend_panoramas_reports_the_seams(tmp_path, capsys):
+    """A tiny column-wise model trained on the built-in panoramas extends held-out ones to
+    three times their width; the seam statistics go to the output and to --json."""
+    import json
+
+    import numpy as np
+
+    from nudiff.api import save_npz
+    from nudiff.data import PanoramaDataset
+
+    run = str(tmp_path / "run")
+    data = "data={name: panorama, resolution: 8, channels: 3, size: 64, holdout: 8}"
+    assert main(["train", *train_args(tmp_path, [*TINY, data]), "--out", run]) == 0
+    x = PanoramaDataset(64, 8).batch(range(56, 60))  # held out
+    save_npz(x, tmp_path / "in.npz")
+    x = np.load(tmp_path / "in.npz")["x_train"]  # (N, H, W, C) uint8
+    capsys.readouterr()
+    report, npz = tmp_path / "seams.json", tmp_path / "ext.npz"
+    args = ["extend", run, "--input", str(tmp_path / "in.npz"), "--columns", "16", "--steps", "8"]
+    args += ["--out", str(tmp_path / "ext.png"), "--npz", str(npz), "--json", str(report)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "4 images 8 -> 24 columns (the first 7 kept)" in printed
+    assert "adjacent-column MSD: real" in printed and "column std: real" in printed
+    stats = json.loads(report.read_text())
+    assert (stats["images"], stats["input_columns"], stats["columns"]) == (4, 8, 16)
+    # stride 8 // 4 = 2: the rounds write column 7 (generated again), then two at a time
+    assert stats["kept"] == 7 and stats["seams"] == [7, 8, 10, 12, 14, 16]
+    assert len(stats["per_column"]["mean"]) == 24 and stats["nfe"] > 0
+    # the real reference is the kept input
+    out = np.load(npz)["x_train"]  # (N, H, W, C) uint8
+    assert (out[:, :, :7] == x[:, :, :7]).all()
+    real = torch.from_numpy(x[:, :, :7]).double() / 127.5 - 1
+    d2 = (real[:, :, 1:] - real[:, :, :-1]).square().mean()
+    assert stats["msd"]["real"] == pytest.approx(float(d2), rel=1e-6)

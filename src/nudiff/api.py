@@ -46,8 +46,7 @@ class Run:
         return self.config.model.num_classes
 
     def __repr__(self) -> str:
-        c = self.config
-        shape = f"{c.data.channels}x{c.data.resolution}x{c.data.resolution}"
+        shape = "x".join(map(str, self.config.data.image_shape))
         return f"Run({str(self.path)!r}, {shape}, device={self.device})"
 
     def sample(
@@ -120,13 +119,15 @@ def load(
     device: str | torch.device | None = "auto",
     *,
     ema: bool = True,
-    resolution: int | None = None,
+    resolution: int | tuple[int, int] | None = None,
     overrides: list[str] | None = None,
 ) -> Run:
     """A run folder (its newest checkpoint) or a checkpoint folder, on ``device`` (``auto``:
     CUDA, then MPS, then the CPU; the command line's rule). ``ema``: the EMA weights;
-    ``resolution``: rebuild a pixel-space model for another image size; ``overrides``:
-    ``KEY=VALUE`` items applied to the run's config first."""
+    ``resolution``: rebuild a pixel-space model for another image size, ``N`` (``N`` x ``N``)
+    or ``(H, W)`` (an ``H`` x ``W`` canvas, e.g. ``(32, 128)`` for panoramas; see
+    :func:`nudiff.run.at_resolution`), whose :meth:`Run.sample` then draws images of that size;
+    ``overrides``: ``KEY=VALUE`` items applied to the run's config first."""
     from nudiff.run import load_run
 
     device = resolve_device(device)

@@ -50,7 +50,8 @@ if TYPE_CHECKING:  # annotations only: the config module validates with the fami
 
 
 def data_shape(cfg: Config) -> tuple[int, int, int]:
-    return (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
+    """``(channels, height, width)`` of the config's images (``data.width`` null: square)."""
+    return cfg.data.image_shape
 
 
 def sample_images(dataset: Dataset, n: int, seed: int) -> torch.Tensor:
@@ -189,17 +190,19 @@ def build_backbone(
     out_channels: int | None = None,
 ):
     """The configured ``model.backbone`` (UNet, DiT or LEGO) for ``resolution`` x
-    ``resolution`` images (default ``data.resolution``); ``width`` replaces the backbone's base
-    width (a multi-scale model's per-scale widths)."""
+    ``resolution`` images (default: the config's, ``data.resolution`` x ``data.width``);
+    ``width`` replaces the backbone's base width (a multi-scale model's per-scale widths)."""
     m = cfg.model
+    _, height, cols = data_shape(cfg)
+    if resolution:
+        height = cols = resolution
     if m.backbone == "unet":
         return build_unet(cfg, in_channels, noise_features, width, resolution, out_channels)
     if m.backbone == "mlp":
         from nudiff.models.mlp import MLP
 
-        res = resolution or cfg.data.resolution
         return MLP(
-            (in_channels, res, res),
+            (in_channels, height, cols),
             width=width or m.mlp.width,
             depth=m.mlp.depth,
             noise_features=noise_features,
@@ -223,7 +226,7 @@ def build_backbone(
         )
     from nudiff.models.lego import LEGO
 
-    bricks = lego_bricks(m.lego, resolution or cfg.data.resolution)
+    bricks = lego_bricks(m.lego, height, cols)
     if width:  # a per-scale width scales every brick alike
         bricks = [(r, p, d, max(m.lego.heads, w * width // m.lego.width)) for r, p, d, w in bricks]
     return LEGO(

@@ -327,14 +327,17 @@ class Config(_Strict):
                 f"process.basis.levels applies to the haar basis only, not {basis.type!r}"
             )
         levels = self.haar_levels() if basis.type == "haar" else 0
-        if res % 2**levels:
+        _, height, width = self.data.image_shape
+        square = width == height
+        where = "data.resolution" if square else "data.resolution and data.width"
+        size = f"{res}" if square else f"{height}x{width}"
+        if height % 2**levels or width % 2**levels:
             raise ValueError(
-                f"process.basis.levels={levels} needs data.resolution divisible by "
-                f"{2**levels}, got {res}"
+                f"process.basis.levels={levels} needs {where} divisible by {2**levels}, got {size}"
             )
         check_config(self)
         if self.model.multiscale is None:
-            check_backbone(self, res)
+            check_backbone(self, res, where, width=width)
         return self
 
     def _check_msf(self) -> None:

@@ -46,12 +46,13 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "distill": "a SiD distillation, written by `nudiff distill sid`; null: none",
     },
     "DataConfig": {
-        "name": "the source: built-in `shapes`, `fields` or `toy`; `npz` or `folder` files; "
+        "name": "the source: built-in `shapes`, `fields`, `panorama` or `toy`; `npz` or `folder` "
+        "files; "
         "`torchvision` or `huggingface` datasets",
-        "resolution": "image height and width in pixels that every source is brought to "
-        "(`toy`: 1; otherwise at least 4)",
+        "resolution": "image height in pixels that every source is brought to, and the width "
+        "unless `width` says otherwise (`toy`: 1; otherwise at least 4)",
         "channels": "1 (grey) or 3 (RGB); every source is converted to it",
-        "size": "number of images of the procedural sources (`shapes`, `fields`, `toy`)",
+        "size": "number of images of the procedural sources (`shapes`, `fields`, `panorama`, `toy`)",
         "seed": "seed of the procedural sources: which images they draw",
         "path": "`npz`: the file; `folder`: the folder; `torchvision`: where the dataset is "
         "stored or downloaded; `huggingface`: the dataset's Hub id or local path. Relative to "
@@ -65,7 +66,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "hflip": "random horizontal flips of the training batches (drawn from the trainer's seed)",
         "holdout": "the last `holdout` images form the validation split and are excluded from "
         "training",
-        "exponent": "`fields`: the power spectrum falls as `1 / f**exponent`",
+        "exponent": "`fields`, `panorama`: the power spectrum (of the fields, of the ridge lines) "
+        "falls as `1 / f**exponent`",
         "min_shapes": "`shapes`: fewest shapes per image",
         "max_shapes": "`shapes`: most shapes per image",
     },
@@ -94,6 +96,15 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "the log-SNR range",
         "log_snr_min": "log-SNR at t = 1",
         "log_snr_max": "log-SNR at t = 0",
+        "shift_resolution": "simple diffusion's shift for images of this many pixels a side "
+        "`d`: the log-SNR gains `2 log(base_resolution / d)` (null: no shift)",
+        "base_resolution": "the resolution at which the unshifted cosine is right (64 in "
+        "simple diffusion); with `interpolated`, the shift at t = 1",
+        "interpolated": "simple diffusion's interpolated schedule: log-SNR `t lambda_base(t) + "
+        "(1 - t) lambda_to(t)` of the schedules shifted for `base_resolution` and "
+        "`interpolate_to` (needs `shift_resolution`)",
+        "interpolate_to": "`interpolated`: the base resolution whose shift is reached at "
+        "t = 0, at least `base_resolution` (null: `shift_resolution`, i.e. no shift at t = 0)",
     },
     "VPLinearConfig": {
         "type": "DDPM's / the VP-SDE's linear beta: `beta(t) = beta_min + t (beta_max - beta_min)`",
@@ -155,6 +166,15 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "overlap": "fraction in [0, 1) by which consecutive windows overlap (0: disjoint)",
         "log_snr_max": "a component's log-SNR before its window",
         "log_snr_min": "a component's log-SNR at the end of its window and after it",
+    },
+    "BlurringConfig": {
+        "type": "blurring diffusion (Hoogeboom & Salimans): heat dissipation of the DCT "
+        "frequencies on top of a VP cosine noise schedule; needs `process.basis.type: dct`",
+        "blur_sigma_max": "the blur's standard deviation at t = 1, in pixels (0: the plain "
+        "cosine schedule)",
+        "min_scale": "the floor of every frequency's blur factor, for numerical stability",
+        "log_snr_min": "log-SNR of the noise schedule at t = 1 (blurred frequencies: lower)",
+        "log_snr_max": "log-SNR at t = 0 (every frequency)",
     },
     "BetaProcessConfig": {
         "eta": "the concentration of the Beta distributions",
@@ -295,8 +315,12 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     },
     "PatchConfig": {
         "sizes": "patch sizes in pixels, e.g. `[R/4, R/2, R]`",
-        "probs": "probability of each size (null: equal)",
-        "batch_multiplier": "a step loads `(R / size)^2` times `train.batch_size` images",
+        "probs": "probability of each size (null: equal; `schedule: fixed`)",
+        "schedule": "`fixed` (draw with `probs`) or `progressive` (from the first size to the "
+        "last over `ramp_steps`)",
+        "ramp_steps": "steps of the progressive schedule's ramp (then the last size only)",
+        "batch_multiplier": "a step at size `p` loads `(R / p)^2` (`area`), `R / p` (`side`) or "
+        "1 (`none`) times `train.batch_size` images",
     },
     "SampleConfig": {
         "sampler": "the sampler, e.g. `dpmpp-2m`, `unipc`, `ddim`, `heun` (`nudiff sample "

@@ -25,6 +25,13 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, device=None) -
     from nudiff.training.trainer import Trainer
 
     run_dir = Path(run_dir)
+    if cfg.data.width not in (None, cfg.data.resolution):
+        from nudiff.config import ConfigError
+
+        raise ConfigError(
+            f"training takes square images: data.width must be null, got {cfg.data.width} "
+            "(sample a trained model on an H x W canvas with nudiff sample --resolution HxW)"
+        )
     parts = family_of(cfg).training_parts(cfg)
     check_run_folder(run_dir, cfg, parts["model"], resume)
     if distributed.is_main():
@@ -85,15 +92,16 @@ def load_run(
     path: str | Path,
     ema: bool = True,
     device="auto",
-    resolution: int | None = None,
+    resolution: int | tuple[int, int] | None = None,
     overrides: list[str] | None = None,
 ) -> tuple[Config, torch.nn.Module]:
     """Config and model (EMA weights by default: the denoiser, or a distilled run's
     generator) from a run folder or checkpoint folder, on ``device`` (``auto``: CUDA, then
     MPS, then the CPU; see :func:`nudiff.devices.resolve_device`).
 
-    ``resolution``: rebuild the model for ``resolution`` x ``resolution`` images (see
-    :func:`at_resolution`); the returned config says the new resolution. ``overrides``:
+    ``resolution``: rebuild the model for another image size, ``N`` (``N`` x ``N``) or
+    ``(H, W)`` (see :func:`at_resolution`); the returned config says the new size
+    (``data.resolution: H``, ``data.width: W``). ``overrides``:
     ``--set`` items applied to the run's config before the model is built (e.g.
     ``process.schedule.softness=0.7`` for a model trained over a softness range; the config's
     checks apply, and weights that do not fit the changed model are an error)."""
@@ -109,7 +117,7 @@ def load_run(
         set_key(tree, key, value)
     cfg = validate(tree)
     state = load_weights(ckpt, ema=ema)
-    if resolution is not None and resolution != cfg.data.resolution:
+    if resolution is not None and canvas_size(resolution) != cfg.data.image_shape[1:]:
         from nudiff.families.features import require
 
         require(cfg, "resolution")
@@ -117,19 +125,39 @@ def load_run(
     return cfg, family_of(cfg).load(cfg, state, device)
 
 
-def at_resolution(cfg: Config, state: dict, resolution: int) -> tuple[Config, dict]:
-    """The config and weights of a pixel-space model moved to ``resolution``.
+def canvas_size(resolution) -> tuple[int, int]:
+    """``(height, width)`` of an image size given as ``N`` (``N`` x ``N``) or ``(H, W)``."""
+    from numbers import Integral
+
+    pair = isinstance(resolution, tuple | list)
+    size = tuple(resolution) if pair else (resolution, resolution)
+    if len(size) != 2 or not all(isinstance(s, Integral) and not isinstance(s, bool) for s in size):
+        raise ValueError(f"an image size is N or (H, W) in pixels, got {resolution!r}")
+    if min(size) < 1:
+        raise ValueError(f"an image size must be positive, got {resolution!r}")
+    return int(size[0]), int(size[1])
+
+
+def at_resolution(
+    cfg: Config, state: dict, resolution: int | tuple[int, int]
+) -> tuple[Config, dict]:
+    """The config and weights of a pixel-space model moved to ``resolution``: ``N`` for
+    ``N`` x ``N`` images or ``(H, W)`` for an ``H`` x ``W`` canvas (config ``data.resolution:
+    H``, ``data.width: W``; null when square).
 
     Its network must run at any size (convolutions, or transformers whose positions are computed
-    for the input: DiT, LEGO); its per-pixel tensors (data mean and std, prior moments) are
-    resized bilinearly, which keeps the per-channel constants that they mostly are. LEGO keeps
-    its trained region sizes in pixels, so its bricks tile the larger canvas (the coordinate
-    channels tell each region where it is). Bases other than ``identity`` have per-component
-    statistics that do not carry over between sizes."""
+    for the input: DiT, LEGO): the UNet needs ``H`` and ``W`` divisible by its downsampling
+    factor, DiT by its patch; DiT's sin-cos positions extend to the larger token grid. Its
+    per-pixel tensors (data mean and std, prior moments) are resized bilinearly, which keeps
+    the per-channel constants that they mostly are. LEGO keeps its trained region sizes in
+    pixels, so its bricks tile the larger canvas (the coordinate channels tell each region where
+    it is): every region must divide ``H`` and ``W``. Bases other than ``identity`` have
+    per-component statistics that do not carry over between sizes."""
     import torch.nn.functional as F
 
     from nudiff.config import ConfigError
 
+    height, width = canvas_size(resolution)
     if cfg.process.basis.type != "identity":
         raise ConfigError(
             f"--resolution needs process.basis.type: identity (pixels), got "
@@ -140,21 +168,22 @@ def at_resolution(cfg: Config, state: dict, resolution: int) -> tuple[Config, di
         raise ConfigError("--resolution does not apply to multi-scale or conditional models")
     if cfg.process.prior.type != "white":
         raise ConfigError("--resolution needs process.prior.type: white")
+    if cfg.model.backbone == "mlp":
+        raise ConfigError("--resolution needs a backbone that runs at any size: not the mlp")
     from nudiff.models.config import lego_bricks
 
-    old = cfg.data.resolution
+    old = cfg.data.image_shape[1:]
     tree = cfg.model_dump(mode="json", by_alias=True)
-    tree["data"]["resolution"] = int(resolution)
+    tree["data"].update(resolution=height, width=None if width == height else width)
     if cfg.model.backbone == "lego":  # the trained regions, in pixels, tile the new canvas
-        tree["model"]["lego"]["bricks"] = [list(b) for b in lego_bricks(cfg.model.lego, old)]
+        bricks = lego_bricks(cfg.model.lego, *old)
+        tree["model"]["lego"]["bricks"] = [list(b) for b in bricks]
     new_cfg = validate(tree)  # says which backbone setting the new size breaks
-    moved = {}
+    moved, pixels = {}, (cfg.data.channels, *old)
     for key, value in state.items():
-        if value.dim() >= 2 and tuple(value.shape[-2:]) == (old, old):
-            lead = value.shape[:-2]
-            grid = value.reshape(-1, 1, old, old).float()
-            grid = F.interpolate(grid, size=(resolution, resolution), mode="bilinear")
-            value = grid.reshape(*lead, resolution, resolution).to(value.dtype)
+        if tuple(value.shape) == pixels:  # per pixel; no network weight is (C, H, W)
+            grid = F.interpolate(value[None].float(), size=(height, width), mode="bilinear")
+            value = grid[0].to(value.dtype)
         moved[key] = value
     return new_cfg, moved
 
@@ -164,14 +193,14 @@ def sample_run(
     n: int,
     ema: bool = True,
     device="auto",
-    resolution: int | None = None,
+    resolution: int | tuple[int, int] | None = None,
     overrides: list[str] | None = None,
     **settings,
 ) -> SampleResult:
     """Sample ``n`` images from a run (EMA weights by default); ``resolution``: another image
-    size than trained (:func:`at_resolution`); ``overrides``: ``--set`` items for the run's
-    config (:func:`load_run`); ``settings``: the keywords of :func:`sample_model` (sampler,
-    steps, seed, batch size, skip, labels, guidance, ...)."""
+    size than trained, ``N`` or ``(H, W)`` (:func:`at_resolution`); ``overrides``: ``--set``
+    items for the run's config (:func:`load_run`); ``settings``: the keywords of
+    :func:`sample_model` (sampler, steps, seed, batch size, skip, labels, guidance, ...)."""
     cfg, model = load_run(path, ema=ema, device=device, resolution=resolution, overrides=overrides)
     settings.setdefault("grid_cache", grid_folder(path))
     return sample_model(cfg, model, n, **settings)

@@ -12,7 +12,7 @@ from nudiff.cli.common import (
     sampler_options,
     single_process,
 )
-from nudiff.cli.vocabulary import add, deprecated
+from nudiff.cli.vocabulary import ImageSize, add, deprecated
 
 
 def _sample(args) -> None:
@@ -183,6 +183,66 @@ def _extend(args) -> None:
         f"kept), {out.nfe} NFE, {out.seconds:.2f} s -> {args.out}"
         + (f", {args.npz}" if args.npz else "")
     )
+    _report_seams(args, out, w_in)
+
+
+def _report_seams(args, out, w_in: int) -> None:
+    """Print the seam statistics of an extension (``seam_statistics``: the kept input columns
+    are the real reference) and write them, with the run's numbers, to ``--json``."""
+    import json
+    from pathlib import Path
+
+    from nudiff.samplers.extension import seam_statistics
+
+    stats = seam_statistics(out.images, out.kept, _run_seams(args, w_in))
+    print(_seam_lines(stats))
+    if args.json:
+        result = {
+            "run": str(args.run),
+            "input": str(args.input),
+            "images": len(out.images),
+            "input_columns": w_in,
+            "columns": args.columns,
+            "kept": out.kept,
+            "nfe": out.nfe,
+            "seconds": out.seconds,
+            "out": str(args.out),
+            "npz": args.npz,
+            **stats,
+        }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+
+
+def _run_seams(args, w_in: int) -> list[int]:
+    """The output columns where a generation round starts, from the run's config."""
+    from nudiff.build import build_process
+    from nudiff.config import load_config
+    from nudiff.samplers.extension import extension_seams
+    from nudiff.training.checkpoint import resolve_checkpoint
+
+    cfg = load_config(resolve_checkpoint(args.run) / "config.yaml", args.set)
+    return extension_seams(build_process(cfg), w_in, args.columns, args.stride)
+
+
+def _seam_lines(stats: dict) -> str:
+    """The seam statistics in two lines."""
+    m, mean, std = stats["msd"], stats["column_mean"], stats["column_std"]
+
+    def g(v) -> str:
+        return "n/a" if v is None else f"{v:.4g}"
+
+    ratio = f" (x{stats['seam_ratio']:.2f} real)" if stats["seam_ratio"] is not None else ""
+    rounds = f", across round seams {g(m['rounds'])} (max {g(m['rounds_max'])})"
+    return (
+        f"adjacent-column MSD: real {g(m['real'])} (pairs {g(m['real_min'])} to "
+        f"{g(m['real_max'])}), across the input seam {g(m['seam'])}{ratio}"
+        + (rounds if m["rounds"] is not None else "")
+        + f", between other generated columns {g(m['generated'])}\n"
+        f"column mean: real {g(mean['real'])}, generated {g(mean['generated'])}; "
+        f"column std: real {g(std['real'])}, generated {g(std['generated'])}"
+    )
 
 
 def register(sub) -> None:
@@ -205,7 +265,13 @@ def register(sub) -> None:
     add(sa, "--set", "override a key of the run's config, e.g. process.schedule.softness=0.7")
     add(sa, "--ema", default=True)
     add(sa, "--batch-size", default=256)
-    add(sa, "--resolution", "sample at another size than trained (pixel-space models)")
+    add(
+        sa,
+        "--resolution",
+        "sample at another size than trained (pixel-space models): N (N x N) or HxW, e.g. 32x128",
+        type=ImageSize(canvas=True),
+        metavar="PX|HxW",
+    )
     add(sa, "--class", dest="class_label")
     add(sa, "--classes")
     add(sa, "--guidance", "classifier-free guidance weight (1: conditional; default: the config's)")
@@ -231,6 +297,7 @@ def register(sub) -> None:
     add(ex, "--out", "PNG grid of the extended images", default="extended.png")
     add(ex, "--nrow")
     add(ex, "--npz")
+    add(ex, "--json", "also write the seam statistics and the run's numbers as JSON here")
     add(ex, "--ema", default=True)
     add(ex, "--batch-size", default=256)
     add_seed_device(ex)

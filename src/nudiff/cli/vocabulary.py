@@ -70,6 +70,37 @@ def positive_int(text: str) -> int:
 positive_int.__name__ = "int"
 
 
+class ImageSize:
+    """argparse type of ``--resolution``: ``N`` pixels a side (an int); with ``canvas`` (a
+    command that draws images of any shape, ``nudiff sample``) also ``HxW``, height by width
+    (e.g. ``32x128``) -> ``(H, W)``. Every ``--resolution`` is this type, equal whatever
+    ``canvas`` says (a command may take more shapes, never another meaning)."""
+
+    __name__ = "size"
+
+    def __init__(self, canvas: bool = False):
+        self.canvas = canvas
+
+    def __call__(self, text: str) -> int | tuple[int, int]:
+        parts = text.lower().split("x")
+        try:
+            sizes = [int(p) for p in parts]
+        except ValueError:
+            sizes = []
+        if len(sizes) == 2 and self.canvas and min(sizes) >= 1:
+            return sizes[0], sizes[1]
+        if len(sizes) == 1 and sizes[0] >= 1:
+            return sizes[0]
+        shapes = "N (N x N) or HxW, e.g. 32x128" if self.canvas else "N (N x N images)"
+        raise argparse.ArgumentTypeError(f"expected a size in pixels, {shapes}; got {text!r}")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ImageSize)
+
+    def __hash__(self) -> int:
+        return hash("ImageSize")
+
+
 @dataclass(frozen=True)
 class Flag:
     """One option of the vocabulary. ``type`` None: a string; ``action``: ``store_true``,
@@ -101,6 +132,9 @@ FLAGS: dict[str, Flag] = {
     "--plot": _f("common", "also draw the result as a PNG figure here", None, "PNG"),
     "--set": _f("common", "override a config key (repeatable)", None, "KEY=VALUE", "append"),
     "--config": _f("common", "config: a YAML file or the name of a packaged config", None, "YAML"),
+    "--configs": _f(
+        "common", "configs to compare: YAML files or names of packaged configs", None, "A,B,.."
+    ),
     "--data": _f("common", "an .npz of uint8 images (x_train, y_train) to use", None, "NPZ"),
     "--resume": _f("common", "continue from the run's newest checkpoint", action="store_true"),
     "--overwrite": _f("common", "replace an earlier run in --out", action="store_true"),
@@ -177,7 +211,12 @@ FLAGS: dict[str, Flag] = {
     "--columns": _f("sampling", "new columns to generate on the right", int, "N"),
     "--stride": _f("sampling", "columns added per sliding window (default W / 4)", int, "N"),
     # ------------------------------------------------------------------------ image shapes
-    "--resolution": _f("shapes", "image height and width in pixels", int, "PX"),
+    "--resolution": _f(
+        "shapes",
+        "image size in pixels: N (N x N); nudiff sample also takes HxW (height x width)",
+        ImageSize(),
+        "PX",
+    ),
     "--image-channels": _f("shapes", "image channels (1 grey, 3 RGB)", int, "C"),
     "--width": _f("shapes", "the network's base width (channels of its first level)", int, "C"),
     "--channel-mult": _f("shapes", "the UNet's width multipliers per level", None, "A,B,.."),
@@ -256,7 +295,7 @@ FLAGS: dict[str, Flag] = {
     "--losses": _f("benchmarks", "training losses to compare", None, "A,B,.."),
     "--schedules": _f("benchmarks", "schedules to compare", None, "A,B,.."),
     "--values": _f("benchmarks", "values of the swept setting", None, "A,B,.."),
-    "--basis": _f("benchmarks", "basis of the components", None, None),
+    "--basis": _f("benchmarks", "bases of the components to compare", None, "A,B,.."),
     "--exponent": _f("benchmarks", "exponent of the power-law spectrum", float, "P"),
     "--fit-exponent": _f(
         "benchmarks", "exponent of the spectrum that optimized grids are fitted to", float, "P"

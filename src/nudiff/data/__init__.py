@@ -19,6 +19,7 @@ from nudiff.data.images import load_image, make_grid, save_image_grid, to_uint8
 from nudiff.data.labels import Labelled, dataset_labels
 from nudiff.data.loading import Split, holdout_split, load_batch
 from nudiff.data.npz import NpzDataset
+from nudiff.data.panorama import PanoramaDataset
 from nudiff.data.shapes import ShapesDataset
 from nudiff.data.toy import ToyDataset
 from nudiff.data.transforms import random_hflip
@@ -42,6 +43,9 @@ DATASETS: dict[str, Callable[[DataConfig], Dataset]] = {
         c.size, c.resolution, c.channels, c.seed, c.min_shapes, c.max_shapes
     ),
     "fields": _fields,
+    "panorama": lambda c: PanoramaDataset(
+        c.size, c.resolution, c.channels, c.seed, c.layers, c.exponent, c.width
+    ),
     "toy": lambda c: ToyDataset(c.key or "toy1", c.size, c.seed),
     "npz": lambda c: NpzDataset(c.path, c.key, c.resolution, c.resize, c.channels),
     "folder": lambda c: ImageFolderDataset(c.path, c.resolution, c.channels),
@@ -64,6 +68,11 @@ def build_dataset(
     (:class:`~nudiff.data.labels.Labelled`).
     """
     cfg = cfg if isinstance(cfg, DataConfig) else DataConfig.model_validate(cfg)
+    if cfg.width not in (None, cfg.resolution) and cfg.name != "panorama":
+        raise ValueError(
+            f"data.width is for data.name=panorama only (got data.name={cfg.name!r}); "
+            "other sources are square"
+        )
     dataset = holdout_split(DATASETS[cfg.name](cfg), cfg.holdout, split)
     if split == "train" and cfg.limit is not None:
         if cfg.limit > len(dataset):
@@ -81,6 +90,7 @@ __all__ = [
     "ImageFolderDataset",
     "Labelled",
     "NpzDataset",
+    "PanoramaDataset",
     "ShapesDataset",
     "Split",
     "ToyDataset",

@@ -16,6 +16,12 @@ class DataConfig(BaseModel):
         shapes: procedural coloured shapes (``size``, ``seed``, ``min_shapes`` to
             ``max_shapes`` per image); the default, needs no files.
         fields: procedural Gaussian random fields with power spectrum ``~ 1/f**exponent``.
+        panorama: procedural mountain panoramas (``layers`` ridge silhouettes against a sky,
+            ridge lines with power spectrum ``~ 1/f**exponent``), stationary along the width:
+            the data for column-wise generation and extension. ``width`` (default:
+            ``resolution``) makes wider strips whose first ``resolution`` columns are the
+            square images, e.g. held-out strips with their true continuation
+            (``nudiff data export ... --set data.width=128``).
         toy: the 1-D toys of Beta diffusion (``key``: ``toy1``, the default, or ``toy2``) as
             ``(1, 1, 1)`` images: ``resolution: 1``, ``channels: 1``.
         npz: uint8 images from ``path``, array ``key`` (default ``x_train``); ``resize`` says
@@ -25,7 +31,8 @@ class DataConfig(BaseModel):
         torchvision: ``torchvision.datasets.<key>`` stored (or downloaded) in ``path``.
         huggingface: ``datasets.load_dataset(path)``, image column ``key`` (default: the first).
 
-    Every source yields ``(channels, resolution, resolution)`` images in ``[-1, 1]``, converting
+    Every source yields ``(channels, resolution, resolution)`` images (``panorama``:
+    ``(channels, resolution, width)``) in ``[-1, 1]``, converting
     grey <-> RGB as needed (so MNIST wants ``channels: 1``). A relative ``path`` is relative to the
     current working directory; an ``npz`` file not found there is also looked for under
     ``$NUDIFF_DATA`` (so the packaged configs' ``mnist.npz`` can live in one data folder). The
@@ -34,13 +41,18 @@ class DataConfig(BaseModel):
     holdout split is unchanged). ``hflip`` is not applied by the
     dataset: the trainer calls ``nudiff.data.random_hflip(batch, generator)`` so flips are
     reproducible from its seed.
+
+    ``width`` is also the width of the images a model makes: training takes square images
+    (null), and a square model sampled on an ``H x W`` canvas (``nudiff sample --resolution
+    HxW``) has ``resolution: H`` and ``width: W`` in its config. Only ``panorama`` loads
+    non-square data.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    name: Literal["shapes", "fields", "npz", "folder", "torchvision", "huggingface", "toy"] = (
-        "shapes"
-    )
+    name: Literal[
+        "shapes", "fields", "panorama", "npz", "folder", "torchvision", "huggingface", "toy"
+    ] = "shapes"
     resolution: int = 32
     channels: int = 3
     size: int = 50_000
@@ -54,6 +66,16 @@ class DataConfig(BaseModel):
         None, ge=1, description="train on the first `limit` images of the training split only"
     )
     exponent: float = 2.0
+    layers: int = Field(
+        3, ge=1, le=8, description="`panorama`: ridge silhouettes per image, far to near"
+    )
+    width: int | None = Field(
+        None,
+        ge=1,
+        description="image width in pixels (null: `resolution`, square images); `panorama` "
+        "renders strips this wide, which continue the square images; the other sources are "
+        "square (a model sampled on an H x W canvas says its width here)",
+    )
     min_shapes: int = Field(1, ge=1)
     max_shapes: int = Field(3, ge=1)
 
@@ -108,8 +130,14 @@ class DataConfig(BaseModel):
                     f"data.name=toy takes data.key in {list(TOYS)} and data.channels: 1, got "
                     f"key={self.key!r}, channels={self.channels}"
                 )
-        if self.name in ("shapes", "fields", "toy") and self.holdout >= self.size:
+        if self.name in ("shapes", "fields", "panorama", "toy") and self.holdout >= self.size:
             raise ValueError(
                 f"data.holdout ({self.holdout}) must be smaller than data.size ({self.size})"
             )
         return self
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(channels, height, width)`` of the images: ``resolution`` high, ``width`` (null:
+        ``resolution``) wide."""
+        return (self.channels, self.resolution, self.width or self.resolution)

@@ -30,13 +30,15 @@ def make_grid(
 ) -> torch.Tensor:
     """Tile ``(B, C, H, W)`` into one ``(C, H', W')`` image with ``nrow`` images per row.
 
-    ``nrow`` defaults to ``ceil(sqrt(B))`` (a near-square grid); empty cells and the ``padding``
-    pixels between and around images are filled with ``pad_value`` (white by default).
+    ``nrow`` defaults to ``ceil(sqrt(B H / W))``, at most ``B``: a near-square grid (of
+    ``ceil(sqrt(B))`` columns for square images; wide images get fewer columns, tall ones
+    more); empty cells and the ``padding`` pixels between and around images are filled with
+    ``pad_value`` (white by default).
     """
     if x.dim() != 4 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty (B, C, H, W) batch, got shape {tuple(x.shape)}")
     b, c, h, w = x.shape
-    nrow = nrow or math.ceil(math.sqrt(b))
+    nrow = nrow or min(b, math.ceil(math.sqrt(b * h / w)))
     rows = math.ceil(b / nrow)
     x = x.detach().float().cpu()
     x = torch.cat([x, x.new_full((rows * nrow - b, c, h, w), pad_value)])

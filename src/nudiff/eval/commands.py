@@ -56,7 +56,7 @@ def _eval_images(cfg, data: str | None, n: int) -> torch.Tensor:
     resolution."""
     from nudiff.data import build_dataset
 
-    shape = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
+    shape = cfg.data.image_shape
     if data is not None:
         return fit_images(_npz_images(data, n), shape)
     if cfg.data.holdout >= 1:

@@ -107,8 +107,9 @@ def _check_conditional(cfg: Config) -> None:
     from nudiff.conditional.tasks import build_task
 
     c, m = cfg.conditional, cfg.model
-    shape = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
-    build_task(c.task, coverage=c.coverage).check(shape)
+    if cfg.data.width not in (None, cfg.data.resolution):
+        raise ValueError("conditional models take square images (data.width: null)")
+    build_task(c.task, coverage=c.coverage).check(cfg.data.image_shape)
     if m.backbone == "lego":
         raise ValueError("conditional models take model.backbone unet or dit, not lego")
     if m.num_classes is not None:
@@ -123,14 +124,19 @@ def _check_conditional(cfg: Config) -> None:
 def _check_multiscale(cfg: Config) -> None:
     from nudiff.models.config import check_multiscale
 
+    if cfg.data.width not in (None, cfg.data.resolution):
+        raise ValueError("model.multiscale takes square images (data.width: null)")
     check_multiscale(cfg)
 
 
-def check_backbone(cfg: Config, res: int, where: str = "data.resolution", m=None) -> None:
-    """Raise unless the backbone of ``m`` (default ``cfg.model``) runs on ``res`` x ``res``."""
+def check_backbone(
+    cfg: Config, res: int, where: str = "data.resolution", m=None, width: int | None = None
+) -> None:
+    """Raise unless the backbone of ``m`` (default ``cfg.model``) runs on ``res`` x ``width``
+    images (``width`` None: square)."""
     from nudiff.models.config import check_backbone as check
 
-    check(m or cfg.model, res, where)
+    check(m or cfg.model, res, where, width)
 
 
 def _basis_key(cfg: Config) -> str:

@@ -143,9 +143,14 @@ def stage_model(m: ModelConfig, scale: int) -> ModelConfig:
     return m.model_copy(update=update)
 
 
-def lego_bricks(lego: LegoConfig, resolution: int) -> list[tuple[int, int, int, int]]:
-    """The ``[region, patch, depth, width]`` bricks of ``lego`` at ``resolution`` (validated)."""
+def lego_bricks(
+    lego: LegoConfig, resolution: int, width: int | None = None
+) -> list[tuple[int, int, int, int]]:
+    """The ``[region, patch, depth, width]`` bricks of ``lego`` for ``resolution`` x ``width``
+    images (``width`` None: square), validated; a stacking's regions follow ``resolution``."""
     from nudiff.models.lego import lego_stack
+
+    width = width or resolution
 
     if lego.bricks is None:
         depths = lego.depth if isinstance(lego.depth, list) else None
@@ -163,47 +168,52 @@ def lego_bricks(lego: LegoConfig, resolution: int) -> list[tuple[int, int, int, 
         bricks = [tuple(b) for b in lego.bricks]
     if not bricks:
         raise ValueError("model.lego.bricks must list at least one brick")
-    for i, (region, patch, depth, width) in enumerate(bricks):
-        side = region or resolution  # region 0: the whole image
-        if region < 0 or resolution % side:
+    size = f"{resolution}" if width == resolution else f"{resolution}x{width}"
+    for i, (region, patch, depth, channels) in enumerate(bricks):
+        if region < 0 or (region and (resolution % region or width % region)):
             raise ValueError(
-                f"model.lego brick {i}: region {region} must divide the image size {resolution}"
+                f"model.lego brick {i}: region {region} must divide the image size {size}"
                 " (0: the whole image)"
             )
-        if patch < 1 or side % patch:
+        if patch < 1 or (region or resolution) % patch or (not region and width % patch):
+            side = region or size
             raise ValueError(f"model.lego brick {i}: patch {patch} must divide its region {side}")
-        if depth < 1 or width < 1 or width % lego.heads:
+        if depth < 1 or channels < 1 or channels % lego.heads:
             raise ValueError(
-                f"model.lego brick {i}: depth must be >= 1 and width ({width}) divisible by "
+                f"model.lego brick {i}: depth must be >= 1 and width ({channels}) divisible by "
                 f"model.lego.heads={lego.heads}"
             )
     return bricks
 
 
-def check_backbone(m: ModelConfig, res: int, where: str = "data.resolution") -> None:
-    """Raise unless the backbone of the model section ``m`` runs on ``res`` x ``res`` images
-    (``where`` names that size in the error)."""
+def check_backbone(
+    m: ModelConfig, res: int, where: str = "data.resolution", width: int | None = None
+) -> None:
+    """Raise unless the backbone of the model section ``m`` runs on ``res`` x ``width`` images
+    (``width`` None: square; ``where`` names that size in the error)."""
+    width = width or res
+    size = f"{res}" if width == res else f"{res}x{width}"
     if m.backbone == "mlp":  # any size: it flattens the data
         return
     if m.backbone == "unet":
         factor = 2 ** (len(m.unet.channel_mult) - 1)
-        if res % factor:
+        if res % factor or width % factor:
             raise ValueError(
                 f"model.unet.channel_mult has {len(m.unet.channel_mult)} levels, which "
-                f"needs {where} divisible by {factor}, got {res}"
+                f"needs {where} divisible by {factor}, got {size}"
             )
     elif m.backbone == "dit":
-        if res % m.dit.patch_size:
+        if res % m.dit.patch_size or width % m.dit.patch_size:
             raise ValueError(
-                f"model.dit.patch_size={m.dit.patch_size} needs {where} divisible by it, got {res}"
+                f"model.dit.patch_size={m.dit.patch_size} needs {where} divisible by it, got {size}"
             )
         if m.dit.width % m.dit.heads:
             raise ValueError("model.dit.width must be divisible by model.dit.heads")
     else:
         try:
-            lego_bricks(m.lego, res)
+            lego_bricks(m.lego, res, width)
         except ValueError as e:
-            raise ValueError(f"model.lego does not fit {where} ({res}x{res}): {e}") from None
+            raise ValueError(f"model.lego does not fit {where} ({res}x{width}): {e}") from None
 
 
 def check_multiscale(cfg) -> None:

@@ -18,6 +18,10 @@ Input images are put at ``tau`` by the forward process. Their columns that are s
 ``tau`` are kept bit for bit; with overlapping windows (``L > D``) the last ``ceil(L / D) - 1``
 input columns are still being generated at ``tau`` and are generated again, jointly with the new
 ones (``L = D``, disjoint windows: every input column is kept).
+
+:func:`seam_statistics` says whether an extension is seamless: adjacent-column differences
+across the input seam and the round seams (:func:`extension_seams`) against those inside the
+real input, and per-column means and standard deviations of the real and generated columns.
 """
 
 from __future__ import annotations
@@ -145,6 +149,88 @@ class ExtensionResult:
     seconds: float
 
 
+def extension_blocks(
+    cw: ColumnWindows, w_in: int, columns: int, stride: int
+) -> list[tuple[int, int, int]]:
+    """Per round of :func:`extend_columns`: ``(lo, a, b)``, the first output column of the
+    window after the round's move and the output columns ``[a, b)`` the round writes (finished
+    there; ``a == b``: none). The blocks tile ``[kept, w_in + columns)`` left to right, so the
+    starts ``a`` of the non-empty blocks are the seams: the first, ``kept``, between the input
+    and the generated columns, the others between generation rounds."""
+    sizes = [stride] * (columns // stride) + ([columns % stride] if columns % stride else [])
+    kept = w_in - cw.regenerated
+    blocks, right = [], w_in  # the window's end, in output columns
+    for r, s in enumerate(sizes):
+        right += s
+        lo = right - cw.width
+        hi = right if r == len(sizes) - 1 else lo + sizes[r + 1]
+        blocks.append((lo, min(max(lo, kept), hi), hi))
+    return blocks
+
+
+def extension_seams(process: Process, w_in: int, columns: int, stride: int | None = None):
+    """The output columns that start a new block of :func:`extend_columns` for ``process``
+    (column ``p`` and ``p - 1`` come from different rounds, or from the input and a round):
+    ``[kept, round seams ...]``; ``stride`` None: the default."""
+    cw = column_windows(process)
+    stride = stride if stride is not None else _default_stride(cw)
+    return [a for _, a, b in extension_blocks(cw, w_in, columns, stride) if b > a]
+
+
+def seam_statistics(images: torch.Tensor, kept: int, seams: list[int] | None = None) -> dict:
+    """Whether an extension is seamless: statistics of ``images`` ``(B, C, H, W)`` whose
+    columns ``[0, kept)`` are real (the input, kept bit for bit) and ``[kept, W)`` generated.
+
+    ``msd``: the mean squared difference between adjacent columns (over images, channels and
+    rows), a value per column pair: ``real`` inside the kept input (mean, and the ``min`` and
+    ``max`` over its pairs), ``seam`` across the input/generated boundary (columns ``kept - 1``
+    and ``kept``), ``rounds`` across the other ``seams`` (output columns that start a new
+    generation round, mean and max; see :func:`extension_seams`) and ``generated`` between the
+    other generated columns. ``seam_ratio``: ``seam / real``, near 1 when seamless (a
+    continuation unrelated to the input gives about twice the pixel variance over ``real``:
+    far above 1 on data whose neighbouring columns are alike).
+    ``column_mean`` / ``column_std``: per column over images, channels and rows, averaged over
+    the real and over the generated columns (stationary data: equal), and ``per_column``: both
+    for every column, for plots."""
+    x = images.detach().double().cpu()
+    w = x.shape[-1]
+    if not 1 <= kept < w:
+        raise ValueError(f"need 1 <= kept < W = {w} (real and generated columns), got {kept}")
+    seams = sorted(set(seams or []) - {kept})
+    if any(not kept < p < w for p in seams):
+        raise ValueError(f"seams must lie in ({kept}, {w}), got {seams}")
+    d2 = (x[..., 1:] - x[..., :-1]).square().mean((0, 1, 2))  # pair p: columns p, p + 1
+    real = d2[: kept - 1]
+    rounds = d2[[p - 1 for p in seams]]
+    inside = torch.ones(w - 1, dtype=torch.bool)
+    inside[:kept] = False
+    inside[[p - 1 for p in seams]] = False
+    cols = x.transpose(0, 3).reshape(w, -1)  # (W, B C H)
+    mean, std = cols.mean(1), cols.std(1)
+
+    def avg(v: torch.Tensor, f=torch.mean) -> float | None:
+        return float(f(v)) if v.numel() else None
+
+    seam, real_msd = float(d2[kept - 1]), avg(real)
+    return {
+        "msd": {
+            "real": real_msd,
+            "real_min": avg(real, torch.min),
+            "real_max": avg(real, torch.max),
+            "seam": seam,
+            "rounds": avg(rounds),
+            "rounds_max": avg(rounds, torch.max),
+            "generated": avg(d2[inside]),
+        },
+        "seam_ratio": seam / real_msd if real_msd else None,
+        "column_mean": {"real": avg(mean[:kept]), "generated": avg(mean[kept:])},
+        "column_std": {"real": avg(std[:kept]), "generated": avg(std[kept:])},
+        "kept": kept,
+        "seams": [kept, *seams],
+        "per_column": {"mean": mean.tolist(), "std": std.tolist(), "msd": d2.tolist()},
+    }
+
+
 def extend_columns(
     denoiser,
     process: Process,
@@ -186,15 +272,15 @@ def extend_columns(
         kept = w_in - cw.regenerated
         prior_std = process.prior_variance().to(x)[0].sqrt().expand(c, h, w)
         alpha_tau = process.coefficients(torch.tensor(tau), u)[0].to(x.dtype)
-        sizes = [stride] * (columns // stride) + ([columns % stride] if columns % stride else [])
+        blocks = extension_blocks(cw, w_in, columns, stride)
         breaks = process.schedule.breakpoints()
-        right = w_in  # the window's end, in output columns
-        for r, s in _rounds(sizes, progress):
+        first = w_in - w  # the window's first output column
+        for r, (lo, a, b) in _rounds(blocks, progress):
+            s, first = lo - first, lo
             source = NoiseSource((seed + 1) * 100_003 + r, start, n, device)
             # the window moves s columns on: s fresh prior columns open on the right
             u = torch.cat([u[..., s:], source.randn((c, h, s)) * prior_std[..., :s]], dim=3)
-            right += s
-            last = r == len(sizes) - 1
+            last = r == len(blocks) - 1
             ts = _segment(tau + s * cw.shift, process.t_min if last else tau, steps, breaks)
             noise = source if stochastic else None
             u = sampler(
@@ -202,10 +288,7 @@ def extend_columns(
             )
             # finished columns: those leaving in the next round (clean at tau), or all at the end
             x_win = process.decode(u if last else u / alpha_tau)
-            lo = right - w
-            hi = right if last else lo + sizes[r + 1]
-            if hi > kept:
-                out[..., max(lo, kept) : hi] = x_win[..., max(lo, kept) - lo : hi - lo]
+            out[..., a:b] = x_win[..., a - lo : b - lo]
     return ExtensionResult(out, kept, model.nfe, time.perf_counter() - began)
 
 
@@ -226,10 +309,15 @@ def _check_extension(
         )
     if columns < 1:
         raise ValueError(f"columns must be >= 1, got {columns}")
-    stride = stride if stride is not None else max(1, min(w // 4, cw.max_stride))
+    stride = stride if stride is not None else _default_stride(cw)
     if not 1 <= stride <= cw.max_stride:
         raise ValueError(f"stride must be in [1, {cw.max_stride}] for this schedule, got {stride}")
     return stride
+
+
+def _default_stride(cw: ColumnWindows) -> int:
+    """``min(W // 4, max_stride)``, at least 1."""
+    return max(1, min(cw.width // 4, cw.max_stride))
 
 
 def _window_at(process: Process, x: torch.Tensor, tau: float, noise: NoiseSource) -> torch.Tensor:
@@ -239,9 +327,9 @@ def _window_at(process: Process, x: torch.Tensor, tau: float, noise: NoiseSource
     return u.to(x.dtype)
 
 
-def _rounds(sizes: list[int], progress: bool):
-    """``(round, columns added)`` pairs, with a progress bar if ``progress``."""
-    rounds = enumerate(sizes)
+def _rounds(blocks: list, progress: bool):
+    """``(round, block)`` pairs, with a progress bar if ``progress``."""
+    rounds = enumerate(blocks)
     if progress:
-        rounds = tqdm(rounds, total=len(sizes), desc="extend", unit="round", leave=False)
+        rounds = tqdm(rounds, total=len(blocks), desc="extend", unit="round", leave=False)
     return rounds
