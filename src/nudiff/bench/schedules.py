@@ -44,7 +44,9 @@ def _name(config: str) -> str:
 def _process(cfg) -> str:
     """The process in words: basis and schedule (with its parameters)."""
     s = cfg.process.schedule.model_dump(exclude={"type"}, exclude_none=True)
-    shown = ("shift_resolution", "base_resolution", "interpolated", "blur_sigma_max")
+    shown = ["blur_sigma_max"]
+    if s.get("shift_resolution"):  # the shift's parameters mean nothing without it
+        shown += ["shift_resolution", "base_resolution", "interpolated"]
     keys = ", ".join(f"{k}={v}" for k, v in s.items() if k in shown and v)
     schedule = cfg.process.schedule.type + (f" ({keys})" if keys else "")
     return f"{cfg.process.basis.type} / {schedule}"
