@@ -227,10 +227,13 @@ def test_beta_toy_benchmark_scores_klub_elbo_and_gaussian_on_both_toys(tmp_path)
 @pytest.mark.slow
 @pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
 def test_sid_benchmark_rows(tmp_path, monkeypatch):
+    """One- and two-step distillations, each scored at 2 checkpoints (FD against iterations),
+    then the final rows; a second call reuses every segment and its scores."""
     monkeypatch.chdir(ROOT)  # the configs read $NUDIFF_DATA
-    out, js = tmp_path / "bench", tmp_path / "s.json"
+    out, js, png = tmp_path / "bench", tmp_path / "s.json", tmp_path / "fd.png"
     teacher = [TINY_UNET, "train.batch_size=8", "sample.steps=4"]
-    args = ["bench", "sid", "--teacher-train-minutes", "0.02", "--train-minutes", "0.02"]
+    args = ["bench", "sid", "--teacher-train-minutes", "0.02", "--train-steps", "2"]
+    args += ["--steps", "1,2", "--checkpoints", "2", "--plot", str(png)]
     args += ["--n-samples", "40", "--feature-train-steps", "3"]
     args += ["--out", str(out), "--json", str(js)]
     args += sum((["--teacher-set", s] for s in teacher), [])
@@ -238,13 +241,25 @@ def test_sid_benchmark_rows(tmp_path, monkeypatch):
     assert main(args) == 0
     r = json.loads(js.read_text())
     rows = {row["model"]: row for row in r["rows"]}
-    assert sorted(rows) == ["sid", "teacher"]
-    assert rows["teacher"]["nfe"] == 5 and rows["sid"]["nfe"] == 1  # 4 steps + final call
-    assert rows["sid"]["distill_minutes"] > 0 and r["distillation"]["steps"] >= 1
-    for row in rows.values():
-        assert math.isfinite(row["fd"]) and row["fd_se"] > 0 and row["ms_per_sample"] > 0
+    assert list(rows) == ["teacher", "sid", "sid_k2"]
+    assert [row["nfe"] for row in rows.values()] == [5, 1, 2]  # teacher: 4 steps + final call
+    assert [(c["k"], c["checkpoint"], c["iterations"]) for c in r["curve"]] == [
+        (1, 1, 1),
+        (1, 2, 2),
+        (2, 1, 1),
+        (2, 2, 2),
+    ]
+    for row in [*rows.values(), *r["curve"]]:
+        assert math.isfinite(row["fd"]) and row["fd_se"] > 0
+    for name in ("sid", "sid_k2"):
+        row = rows[name]
+        assert row["iterations"] == 2 and row["distill_minutes"] > 0 and row["speedup"] > 0
+        assert row["fd_ratio"] == pytest.approx(row["fd"] / rows["teacher"]["fd"])
+        assert (out / f"{name}_samples.png").is_file()
     assert set(r["comparison"]) == {"fd_ratio", "speedup", "target_met"}
-    assert (out / "sid_samples.png").is_file() and (out / "teacher_samples.png").is_file()
+    assert png.is_file() and (out / "teacher_samples.png").is_file()
+    assert main(args) == 0
+    assert json.loads(js.read_text())["curve"] == r["curve"]  # reused, not retrained
 
 
 @pytest.mark.slow

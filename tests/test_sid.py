@@ -1,4 +1,5 @@
-"""SiD distillation: the scalar form, convergence on exact teachers, runs, resume, sampling."""
+"""SiD distillation: the scalar form, convergence on exact teachers, few-step generators, LSG
+guidance, runs, resume, sampling."""
 
 from __future__ import annotations
 
@@ -19,13 +20,17 @@ from conftest import (
 )
 from nudiff.bases import Identity
 from nudiff.cli import main
+from nudiff.distill import sid as sid_module
+from nudiff.distill.config import SiDConfig
 from nudiff.distill.sid import (
     SID_INIT_LOG_SNR,
     OneStepGenerator,
     ReferenceTime,
+    SiDGenerator,
     SiDLoss,
     SiDModel,
     edm_sigma,
+    sample_one_step,
     sid_generator_loss,
 )
 from nudiff.losses import DenoisingLoss, TimeSampling, Weighting
@@ -366,3 +371,256 @@ def test_distilling_a_class_conditional_teacher(tmp_path):
     b = sample_model(cfg, gen, 4, labels=torch.tensor([5, 5, 5, 5]))
     assert a.nfe == 1 and not torch.equal(a.images, b.images)  # the label matters
     torch.testing.assert_close(sample_model(cfg, gen, 4).images, a.images)  # classes in turn
+
+
+# ------------------------------------------------------------------------ few-step SiD, LSG
+class CountingNet(ConvNet):
+    """:class:`ConvNet` that counts its calls."""
+
+    calls = 0
+
+    def forward(self, u, t, exact_inactive=True, **kw):
+        self.calls += 1
+        return super().forward(u, t, exact_inactive, **kw)
+
+
+def _few_step(k: int, times=(0.7, 0.5, 0.3, 0.2)):
+    """Process, teacher, a ``k``-step model (generator and fake score) and its loss."""
+    process = Process(Identity((1, 4, 4)), VPCosine())
+    teacher, fake_net, gen_net = (ConvNet(process, s) for s in (1, 2, 3))
+    model = SiDModel(SiDGenerator(gen_net, list(times[:k])), fake_net)
+    return process, model, SiDLoss(process, teacher, DenoisingLoss(process), steps=k)
+
+
+def test_few_step_generator_runs_its_steps_at_the_configured_levels():
+    """The k step times sit at mean log-SNRs evenly spaced from init_log_snr to last_log_snr;
+    step j + 1 re-noises step j's output to t_{j+1} (the forward process) and denoises it; a
+    k-step generator samples with k network calls, its first s < k steps with s, and adds
+    untrained refinements beyond k. The times are not checkpointed (one-step runs load)."""
+    process = Process(Identity((1, 4, 4)), VPCosine())
+    ref = ReferenceTime(process)
+    d = SiDConfig(teacher="x", steps=4, init_log_snr=-2.0, last_log_snr=4.0)
+    assert d.step_log_snrs() == pytest.approx([-2.0, 0.0, 2.0, 4.0])
+    assert SiDConfig(teacher="x").step_log_snrs() == [SID_INIT_LOG_SNR]
+    net = CountingNet(process, 0)
+    gen = SiDGenerator(net, [float(ref.time(torch.tensor(lam))) for lam in d.step_log_snrs()])
+    assert gen.steps == 4 and "times" not in gen.state_dict()
+    lams = ref.log_snr(gen.times.double())
+    torch.testing.assert_close(
+        lams, torch.tensor([-2.0, 0.0, 2.0, 4.0]).double(), atol=2e-3, rtol=0
+    )
+
+    g = torch.Generator().manual_seed(0)
+    z, *eps = (torch.randn(3, 1, 4, 4, generator=g) for _ in range(4))
+    outs = gen.chain(gen.noise(z), eps)
+    assert len(outs) == 4 and all(u.shape == (3, 1, 4, 4) for u in outs)
+    alpha, sigma = process.coefficients(gen.times[2:3], outs[1])
+    torch.testing.assert_close(outs[2], net(alpha * outs[1] + sigma * eps[1], gen.times[2:3]))
+
+    from nudiff.samplers.base import NoiseSource
+
+    for steps, nfe in ((None, 4), (2, 2), (6, 6)):
+        net.calls = 0
+        out = sample_one_step(gen, 5, steps=steps)
+        assert out.nfe == nfe == net.calls and out.images.shape == (5, 1, 4, 4)
+    src = NoiseSource(0, 0, 5)
+    z, e = src.randn((1, 4, 4)), src.randn((1, 4, 4))
+    torch.testing.assert_close(sample_one_step(gen, 5, steps=2).u, gen.chain(gen.noise(z), [e])[1])
+    with pytest.raises(ValueError, match="must decrease"):
+        SiDGenerator(net, [0.3, 0.5])
+
+
+def test_few_step_training_draws_the_step_uniformly():
+    """k = 3: each generator update draws one step j ~ U{1..3}; each fake-score sample its own;
+    k = 1 draws exactly what one-step SiD draws (nothing more)."""
+    _, _, loss = _few_step(3)
+    g = torch.Generator().manual_seed(0)
+    js = torch.tensor([loss.draw(1, g)["j"] for _ in range(1200)])
+    noise = loss.draw(30_000, g)
+    for draws in (js, noise["j_fake"]):
+        share = torch.bincount(draws, minlength=3).double() / len(draws)
+        assert len(share) == 3 and (share - 1 / 3).abs().max() < 4 * math.sqrt(2 / 9 / len(draws))
+    assert noise["renoise"].shape == noise["renoise_fake"].shape == (30_000, 2, 1, 4, 4)
+    _, _, one = _few_step(1)
+    assert set(one.draw(2, g)) == {"z_fake", "fake_t", "fake_eps", "z", "t", "eps"}
+
+
+def test_few_step_losses_use_the_drawn_steps_and_k_1_is_one_step_sid():
+    """The generator loss of draw j is SiD's loss of step j's output, with gradient through
+    step j only; j = 1 of a 3-step generator (and k = 1) is the one-step loss exactly. The
+    fake score trains on each row's own step."""
+    process, model, loss = _few_step(3)
+    _, _, one = _few_step(1)
+    noise = loss.draw(4, torch.Generator().manual_seed(0))
+    gen, params = model.generator, list(model.generator.parameters())
+
+    def value_and_grads(fn):
+        model.zero_grad()
+        value = fn()
+        value.sum().backward()
+        return value.detach(), [p.grad.clone() for p in params]
+
+    def by_hand(j):
+        with torch.no_grad():
+            eps = [noise["renoise"][:, s] for s in range(j)]
+            u = gen.chain(gen.noise(noise["z"]), eps[: j - 1])[-1] if j else None
+        u_g = gen(gen.noise(noise["z"])) if j == 0 else gen.step(u, j, eps[j - 1])
+        alpha, sigma = process.coefficients(noise["t"], u_g)
+        z_t = alpha * u_g + sigma * noise["eps"]
+        a, b = loss.teacher(z_t, noise["t"]), sid_module._frozen_call(model.fake, z_t, noise["t"])
+        return 100 * sid_generator_loss(u_g, a, b, 1.2)
+
+    for j in range(3):
+        ours = value_and_grads(lambda j=j: loss(model, None, {**noise, "j": j}, "generator"))
+        ref = value_and_grads(lambda j=j: by_hand(j))
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    one_step = {k: v for k, v in noise.items() if "j" not in k and "renoise" not in k}
+    same = value_and_grads(lambda: one(model, None, one_step, "generator"))
+    torch.testing.assert_close(
+        value_and_grads(lambda: loss(model, None, {**noise, "j": 0}, "generator")),
+        same,
+        rtol=0,
+        atol=0,
+    )
+
+    seen = {}
+    loss.fake_loss = RecordingLoss(seen)
+    loss(model, None, noise, "fake")
+    with torch.no_grad():
+        eps = [noise["renoise_fake"][:, s] for s in range(2)]
+        steps = torch.stack(gen.chain(gen.noise(noise["z_fake"]), eps))
+    torch.testing.assert_close(seen["x0"], steps[noise["j_fake"], torch.arange(4)])
+
+
+class RecordingLoss(nn.Module):
+    """A fake-score loss that records its images and the model's answer at them (``seen``)."""
+
+    def __init__(self, seen: dict):
+        super().__init__()
+        self.seen = seen
+
+    def draw(self, n, generator, step=0):
+        return {}
+
+    def forward(self, model, x0, noise):
+        kw = {"labels": noise["labels"]} if "labels" in noise else {}
+        out = model(x0, torch.full((len(x0),), 0.5), **kw)
+        self.seen.update(x0=x0.detach(), out=out, labels=noise.get("labels"))
+        return out.flatten(1).mean(1)
+
+
+class LabelNet(nn.Module):
+    """``0.5 u + e[label]``: a class-conditional denoiser whose answer shows its guidance."""
+
+    def __init__(self, process, num_classes, seed):
+        super().__init__()
+        self.process, self.num_classes = process, num_classes
+        g = torch.Generator().manual_seed(seed)
+        self.e = nn.Parameter(torch.randn(num_classes + 1, generator=g))
+
+    def forward(self, u, t, labels=None, **kw):
+        labels = torch.full((len(u),), self.num_classes) if labels is None else labels
+        return 0.5 * u + self.e[labels].view(-1, 1, 1, 1)
+
+
+def test_lsg_guidance_scales_reach_their_places(monkeypatch):
+    """SiD-LSG: ``guidance`` guides the teacher's estimate in the generator loss,
+    ``guidance_fake`` the fake score's output in its own training (both labels' branches
+    trained), ``guidance_fake_eval`` its estimate in the generator loss (default:
+    ``guidance_fake``); guidance without class labels is an error."""
+    process, k = Process(Identity((1, 4, 4)), VPCosine()), 5
+    teacher, fake = LabelNet(process, k, 0), LabelNet(process, k, 1)
+    model = SiDModel(SiDGenerator(ConvNet(process, 3), 0.5), fake)
+    loss = SiDLoss(
+        process,
+        teacher,
+        RecordingLoss(seen := {}),
+        num_classes=k,
+        guidance=3.0,
+        guidance_fake=2.0,
+        guidance_fake_eval=0.5,
+    )
+    captured = {}
+
+    def capture(u_g, a, b, alpha):
+        captured.update(u_g=u_g, a=a, b=b)
+        return sid_generator_loss(u_g, a, b, alpha)
+
+    monkeypatch.setattr(sid_module, "sid_generator_loss", capture)
+    noise = loss.draw(6, torch.Generator().manual_seed(0))
+    loss(model, None, noise, "generator").sum().backward()
+    assert fake.e.grad is None and teacher.e.grad is None  # neither denoiser is trained here
+
+    def guided(net, x, labels, w):
+        cond, null = net.e[labels].view(-1, 1, 1, 1), net.e[k]
+        return (0.5 * x + null + w * (cond - null)).detach()
+
+    u_g, labels = captured["u_g"].detach(), noise["labels"]
+    alpha, sigma = process.coefficients(noise["t"], u_g)
+    z_t = alpha * u_g + sigma * noise["eps"]
+    torch.testing.assert_close(captured["a"].detach(), guided(teacher, z_t, labels, 3.0))
+    torch.testing.assert_close(captured["b"].detach(), guided(fake, z_t, labels, 0.5))
+
+    loss(model, None, noise, "fake").sum().backward()
+    fake_labels = noise["fake_labels"]
+    torch.testing.assert_close(seen["out"].detach(), guided(fake, seen["x0"], fake_labels, 2.0))
+    assert fake.e.grad[k] != 0 and fake.e.grad[fake_labels].ne(0).all()  # both branches
+
+    assert (
+        SiDLoss(
+            process, teacher, RecordingLoss({}), num_classes=k, guidance_fake=2.0
+        ).guidance_fake_eval
+        == 2.0
+    )
+    with pytest.raises(ValueError, match="class-conditional teacher"):
+        SiDLoss(process, teacher, RecordingLoss({}), guidance_fake=2.0)
+
+
+def test_few_step_and_lsg_config_errors():
+    from nudiff.config import ConfigError, load_config
+
+    onestep = "sample.sampler=onestep"
+    with pytest.raises(ConfigError, match="last_log_snr"):
+        load_config(QUICKSTART, ["distill={teacher: x, steps: 2, last_log_snr: -3}", onestep])
+    with pytest.raises(ConfigError, match="steps"):
+        load_config(QUICKSTART, ["distill={teacher: x, steps: 0}", onestep])
+    for key in ("guidance", "guidance_fake", "guidance_fake_eval"):
+        with pytest.raises(ConfigError, match=f"distill.{key}: classifier-free guidance needs"):
+            load_config(QUICKSTART, [f"distill={{teacher: x, {key}: 2}}", onestep])
+    cfg = load_config(QUICKSTART, ["distill={teacher: x, steps: 3}", onestep])
+    assert cfg.distill.step_log_snrs()[-1] == pytest.approx(cfg.distill.last_log_snr)
+
+
+def test_few_step_lsg_run_resumes_exactly_and_samples_its_steps(tmp_path):
+    """A 2-step generator with LSG guidance of a class-conditional teacher: 2 steps == 1 +
+    resume to 2; it samples with its 2 steps (2 NFE) by default, its first step alone, or
+    with an untrained refinement after its steps."""
+    teacher = tmp_path / "teacher"
+    overrides = [
+        "data.resolution=8",
+        "model.num_classes=18",
+        "process.basis.type=identity",
+        "process.schedule={type: vp-cosine}",
+        *TINY,
+        "train.steps=1",
+    ]
+    assert main(["train", *train_args(tmp_path, overrides), "--out", str(teacher)]) == 0
+    lsg = tiny_distill("distill.steps=2", "distill.guidance=2", "distill.guidance_fake=1.5")
+    _, b = assert_resume_exact(
+        tmp_path,
+        teacher,
+        lsg,
+        steps=2,
+        stop_at=1,
+        command="distill sid",
+        resume_overrides=[],
+        keys=["generator.*"],
+    )
+    from nudiff.run import load_run, sample_model
+
+    cfg, gen = load_run(b)
+    assert cfg.distill.steps == cfg.sample.steps == gen.steps == 2
+    assert [sample_model(cfg, gen, 4, steps=s).nfe for s in (None, 1, 3)] == [2, 1, 3]
+    png = tmp_path / "s.png"
+    assert main(["sample", str(b), "--n-samples", "2", "--out", str(png)]) == 0
+    assert png.is_file()

@@ -52,7 +52,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "resolution": "image height in pixels that every source is brought to, and the width "
         "unless `width` says otherwise (`toy`: 1; otherwise at least 4)",
         "channels": "1 (grey) or 3 (RGB); every source is converted to it",
-        "size": "number of images of the procedural sources (`shapes`, `fields`, `panorama`, `toy`)",
+        "size": "number of images of the procedural sources (`shapes`, `fields`, `panorama`, "
+        "`toy`)",
         "seed": "seed of the procedural sources: which images they draw",
         "path": "`npz`: the file; `folder`: the folder; `torchvision`: where the dataset is "
         "stored or downloaded; `huggingface`: the dataset's Hub id or local path. Relative to "
@@ -364,7 +365,16 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "sigma_min": "the smallest noise level of that scale",
         "sigma_max": "the largest noise level of that scale",
         "rho": "the exponent of that scale",
-        "guidance": "classifier-free guidance of a class-conditional teacher in the generator loss",
+        "steps": "the generator's steps k (1: SiD's one-step generator); each step re-noises "
+        "the previous output to its time and denoises it, and `nudiff sample` takes k NFE",
+        "last_log_snr": "the last step's noise level as a mean log-SNR: the k step levels are "
+        "evenly spaced from `init_log_snr` to it (unused for k = 1)",
+        "guidance": "classifier-free guidance of a class-conditional teacher's estimate in the "
+        "generator loss (LSG's kappa_4)",
+        "guidance_fake": "classifier-free guidance of the fake score's output in its own "
+        "training loss (LSG's kappa_1)",
+        "guidance_fake_eval": "classifier-free guidance of the fake score's estimate in the "
+        "generator loss (LSG's kappa_2 = kappa_3); null: `guidance_fake`",
     },
 }
 

@@ -44,7 +44,7 @@ def _distill_sid(args) -> None:
         print(
             f"run folder {args.out}: {s['steps']} steps ({s['stopped']}), "
             f"{s['images_per_s']:.1f} generated images/s; sample it with nudiff sample "
-            f"{args.out} (1 NFE)"
+            f"{args.out} ({cfg.distill.steps} NFE)"
         )
 
 
@@ -99,7 +99,9 @@ def register(sub) -> None:
     di = command(sub, "distill", "distil a trained run into a fast generator")
     di_sub = di.add_subparsers(dest="method", required=True, metavar="METHOD")
     sid = command(
-        di_sub, "sid", "SiD: data-free one-step distillation (score identity distillation)"
+        di_sub,
+        "sid",
+        "SiD: data-free one- or few-step distillation (score identity distillation)",
     )
     sid.add_argument("teacher", help="the teacher's run folder or checkpoint folder")
     add(sid, "--out", "run folder of the distilled generator", required=True)

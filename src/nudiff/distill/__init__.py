@@ -3,8 +3,10 @@
 from nudiff.distill.sid import (
     OneStepGenerator,
     ReferenceTime,
+    SiDGenerator,
     SiDLoss,
     SiDModel,
+    TwoPassGuidance,
     sample_one_step,
     sid_generator_loss,
 )
@@ -12,8 +14,10 @@ from nudiff.distill.sid import (
 __all__ = [
     "OneStepGenerator",
     "ReferenceTime",
+    "SiDGenerator",
     "SiDLoss",
     "SiDModel",
+    "TwoPassGuidance",
     "sample_one_step",
     "sid_generator_loss",
 ]

@@ -1,6 +1,7 @@
-"""A SiD-distilled one-step generator as a family: its run is the teacher's config plus a
-``distill`` section; it trains data-free (generator and fake score, two phases) and samples
-with ``onestep``. The teacher's own builders give the networks' architecture."""
+"""A SiD-distilled one- or few-step generator as a family: its run is the teacher's config plus
+a ``distill`` section; it trains data-free (generator and fake score, two phases) and samples
+with ``onestep`` (the generator's steps). The teacher's own builders give the networks'
+architecture."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ class SiDFamily(GaussianFamily):
     key = "distill (SiD)"
     label = "one-step"
     selected_by = "a distilled run (distill: ...)"
-    description = "SiD: a teacher distilled data-free into a one-step generator"
+    description = "SiD: a teacher distilled data-free into a one- or few-step generator"
     sections = ("distill",)
     # the teacher's own features it distils; what a one-step generator cannot do is refused
     features = frozenset(
@@ -31,8 +32,20 @@ class SiDFamily(GaussianFamily):
     def check(self, cfg) -> None:
         # teachers of another family (Beta, NDM) are refused by their sections: SiD distils
         # the linear process
-        if cfg.distill.sigma_min >= cfg.distill.sigma_max:
+        d = cfg.distill
+        if d.sigma_min >= d.sigma_max:
             raise ValueError("distill.sigma_min must be below distill.sigma_max")
+        guided = {
+            "distill.guidance": d.guidance,
+            "distill.guidance_fake": d.guidance_fake,
+            "distill.guidance_fake_eval": d.guidance_fake_eval,
+        }
+        guided = [key for key, w in guided.items() if w is not None and w != 1]
+        if guided and cfg.model.num_classes is None:
+            raise ValueError(
+                f"{', '.join(guided)}: classifier-free guidance needs a class-conditional "
+                "teacher (model.num_classes); leave the guidance scales at 1"
+            )
 
     def training_parts(self, cfg) -> dict:
         from nudiff.distill.run import build_sid
@@ -64,12 +77,14 @@ class SiDFamily(GaussianFamily):
         return torch.arange(n) % k if k else None
 
     def sample(self, cfg, model, n, *, seed, start, device, labels=None, progress=False):
-        """``cfg.sample.steps`` generator calls (1: SiD's one step)."""
+        """``cfg.sample.steps`` generator calls: the generator's first steps, then untrained
+        refinements beyond its ``distill.steps`` (see
+        :func:`~nudiff.distill.sid.sample_one_step`)."""
         from nudiff.distill.sid import sample_one_step
         from nudiff.schedules.reference import ReferenceTime
 
         steps = cfg.sample.steps
-        ref = ReferenceTime(model.process).to(device) if steps > 1 else None
+        ref = ReferenceTime(model.process).to(device) if steps > model.steps else None
         return sample_one_step(
             model,
             n,

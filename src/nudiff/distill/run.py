@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nudiff.config import Config, parse_overrides, parse_yaml, set_key, validate
-from nudiff.distill.sid import OneStepGenerator, ReferenceTime, SiDLoss, SiDModel
+from nudiff.distill.sid import ReferenceTime, SiDGenerator, SiDLoss, SiDModel
 
 #: distillation's training settings over the teacher's (SiD: Adam betas (0, 0.999), no
 #: warm-up, no clipping; the LR is SiD's CIFAR-10 one); ``--set`` overrides them
@@ -36,7 +36,8 @@ DISTILL_TRAIN = {
 def distill_config(teacher: str | Path, overrides: list[str] | None = None) -> Config:
     """The config of a SiD run of the teacher run (or checkpoint folder) ``teacher``: the
     teacher's config, ``distill: {method: sid, teacher: <its checkpoint folder>}``,
-    :data:`DISTILL_TRAIN`, ``sample: {sampler: onestep, steps: 1}``, then ``overrides``."""
+    :data:`DISTILL_TRAIN`, ``sample: {sampler: onestep, steps: 1}``, then ``overrides``;
+    ``sample.steps`` follows ``distill.steps`` unless an override sets it."""
     from nudiff.families.features import require
     from nudiff.training.checkpoint import resolve_checkpoint
 
@@ -58,8 +59,12 @@ def distill_config(teacher: str | Path, overrides: list[str] | None = None) -> C
     tree["sample"] = {**tree.get("sample", {}), "sampler": "onestep", "steps": 1}
     for key in ("options", "budgets", "grid", "skip"):
         tree["sample"].pop(key, None)
-    for key, value in parse_overrides(overrides):
+    pairs = parse_overrides(overrides)
+    for key, value in pairs:
         set_key(tree, key, value)
+    steps = (tree.get("distill") or {}).get("steps", 1)
+    if not any(key in ("sample", "sample.steps") for key, _ in pairs) and isinstance(steps, int):
+        tree["sample"]["steps"] = steps  # a k-step generator samples with its k steps
     return validate(tree)
 
 
@@ -70,10 +75,16 @@ def _generator_network(denoiser: nn.Module) -> nn.Module:
     return copy.deepcopy(scales[0] if scales is not None else denoiser)
 
 
+def step_times(cfg: Config, reference: ReferenceTime) -> list[float]:
+    """The generator's step times ``t_1 > ... > t_k``: where the mean log-SNR takes
+    ``cfg.distill``'s :meth:`~nudiff.distill.config.SiDConfig.step_log_snrs`."""
+    return [float(reference.time(torch.tensor(lam))) for lam in cfg.distill.step_log_snrs()]
+
+
 def sid_model(cfg: Config, teacher: nn.Module, reference: ReferenceTime) -> SiDModel:
-    """Generator and fake score, both initialised from ``teacher``."""
-    t_init = float(reference.time(torch.tensor(cfg.distill.init_log_snr)))
-    generator = OneStepGenerator(_generator_network(teacher), t_init)
+    """Generator (of ``distill.steps`` steps) and fake score, both initialised from
+    ``teacher``."""
+    generator = SiDGenerator(_generator_network(teacher), step_times(cfg, reference))
     fake = copy.deepcopy(teacher)
     return SiDModel(generator, fake).requires_grad_(True).train()
 
@@ -103,6 +114,9 @@ def build_sid(cfg: Config, device=None) -> tuple[SiDModel, SiDLoss]:
         num_classes=cfg.model.num_classes,
         guidance=d.guidance,
         reference=reference,
+        steps=d.steps,
+        guidance_fake=d.guidance_fake,
+        guidance_fake_eval=d.fake_eval_guidance,
     )
     return model, loss
 
@@ -115,7 +129,7 @@ def distill(cfg: Config, run_dir: str | Path, resume: bool = False, device=None)
     return train(cfg, run_dir, resume=resume, device=device)
 
 
-def load_generator(cfg: Config, denoiser: nn.Module, state: dict) -> OneStepGenerator:
+def load_generator(cfg: Config, denoiser: nn.Module, state: dict) -> SiDGenerator:
     """The generator of a distilled run from its checkpoint ``state``; ``denoiser``: the
     teacher's architecture (weights unused)."""
     model = sid_model(cfg, denoiser, ReferenceTime(denoiser.process))
