@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from nudiff.data.transforms import LUMA
+from nudiff.data.procedural import ProceduralImages
 
-_LUMA = np.array(LUMA)
 _BANDS = 12  # ridge frequency bands, log-spaced from _F_LO to _F_HI cycles per image height
 _F_LO, _F_HI = 0.25, 8.0
 _PER_IMAGE, _PER_LAYER = 5, 3 + 2 * _BANDS  # uniforms per image and per ridge layer
 
 
-class PanoramaDataset(Dataset):
+class PanoramaDataset(ProceduralImages):
     """Layered mountain ridges against a sky: ``layers`` silhouettes, far (high, pale, hazy) to
     near (low, dark), each a flat colour under a ridge line that wanders up and down.
 
@@ -53,31 +50,15 @@ class PanoramaDataset(Dataset):
         width: int | None = None,
     ):
         width = resolution if width is None else width
-        for name, value, least in (("size", size, 1), ("resolution", resolution, 4)):
-            if value < least:
-                raise ValueError(f"{name} must be >= {least}, got {value}")
+        super().__init__(size, resolution, channels, seed)
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
         if not 1 <= layers <= 8:
             raise ValueError(f"layers must be in 1..8, got {layers}")
         if not (math.isfinite(exponent) and 0 <= exponent <= 6):
             raise ValueError(f"exponent must be in [0, 6], got {exponent}")
-        self.size, self.resolution, self.channels, self.seed = size, resolution, channels, seed
         self.layers, self.exponent, self.width = layers, float(exponent), width
         self.shape = (channels, resolution, width)
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.batch([i])[0]
-
-    def __getitems__(self, indices: Sequence[int]) -> list[torch.Tensor]:
-        return list(self.batch(indices))
 
     def batch(self, indices: Sequence[int], width: int | None = None) -> torch.Tensor:
         """Images ``indices`` as one float32 ``(B, C, H, width)`` tensor in ``[-1, 1]``
@@ -86,19 +67,10 @@ class PanoramaDataset(Dataset):
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
         u = np.stack([self._uniforms(i) for i in indices])
-        img = self._render(u, width)
-        if self.channels == 1:
-            img = np.einsum("c,bchw->bhw", _LUMA, img)[:, None]
-        return torch.from_numpy(img * 2.0 - 1.0).float()
+        return self._to_tensor(self._render(u, width))
 
     def _uniforms(self, i: int) -> np.ndarray:
-        i = operator.index(i)
-        if i < 0:
-            i += self.size
-        if not 0 <= i < self.size:
-            raise IndexError(f"index {i} out of range for PanoramaDataset of size {self.size}")
-        rng = np.random.default_rng((self.seed, i))
-        return rng.random(_PER_IMAGE + _PER_LAYER * self.layers)
+        return super()._uniforms(i, _PER_IMAGE + _PER_LAYER * self.layers)
 
     def _ridges(self, s: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Per-layer uniforms ``(D, B, L)`` and column positions ``(W,)`` -> ridge heights

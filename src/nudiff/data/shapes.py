@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from nudiff.data.transforms import LUMA
+from nudiff.data.procedural import _LUMA, ProceduralImages
 
-_LUMA = np.array(LUMA)
 _GOLDEN = (math.sqrt(5) - 1) / 2  # hue/luma step that keeps successive shapes far apart
 _PER_IMAGE, _PER_SHAPE = 6, 8  # uniform numbers drawn per image and per shape slot
 
 
-class ShapesDataset(Dataset):
+class ShapesDataset(ProceduralImages):
     """Filled circles, squares/rectangles and triangles on a plain dark or light background.
 
     Each image holds ``min_shapes..max_shapes`` shapes of "radius" 15-40% of the image side
@@ -43,42 +40,22 @@ class ShapesDataset(Dataset):
         min_shapes: int = 1,
         max_shapes: int = 3,
     ):
-        if size < 1:
-            raise ValueError(f"size must be >= 1, got {size}")
-        if resolution < 4:
-            raise ValueError(f"resolution must be >= 4, got {resolution}")
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
+        super().__init__(size, resolution, channels, seed)
         if not 1 <= min_shapes <= max_shapes:
             raise ValueError(
                 f"need 1 <= min_shapes <= max_shapes, got min_shapes={min_shapes}, "
                 f"max_shapes={max_shapes}"
             )
-        self.size, self.resolution, self.channels, self.seed = size, resolution, channels, seed
         self.min_shapes, self.max_shapes = min_shapes, max_shapes
         self.shape = (channels, resolution, resolution)
         # pixel-centre coordinates in [0, 1], shaped to broadcast to (H, W)
         g = ((np.arange(resolution) + 0.5) / resolution).astype(np.float32)
         self._y, self._x = g[:, None], g[None, :]
 
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.batch([i])[0]
-
-    def __getitems__(self, indices: Sequence[int]) -> list[torch.Tensor]:
-        return list(self.batch(indices))
-
     def batch(self, indices: Sequence[int]) -> torch.Tensor:
         """Images ``indices`` as one float32 ``(B, C, H, W)`` tensor in ``[-1, 1]``."""
         u = np.stack([self._uniforms(i) for i in indices])
-        img = self._render(u)
-        if self.channels == 1:
-            img = np.einsum("c,bchw->bhw", _LUMA, img)[:, None]
-        return torch.from_numpy(img * 2.0 - 1.0).float()
+        return self._to_tensor(self._render(u))
 
     def labels(self, indices: Sequence[int]) -> np.ndarray:
         """Class labels ``(B,)`` in ``0..6 m - 1`` for ``m`` possible shape counts: the kind of
@@ -94,14 +71,7 @@ class ShapesDataset(Dataset):
         return classes.astype(np.int64)
 
     def _uniforms(self, i: int) -> np.ndarray:
-        i = operator.index(i)
-        if i < 0:
-            i += self.size
-        if not 0 <= i < self.size:
-            raise IndexError(f"index {i} out of range for ShapesDataset of size {self.size}")
-        return np.random.default_rng((self.seed, i)).random(
-            _PER_IMAGE + _PER_SHAPE * self.max_shapes
-        )
+        return super()._uniforms(i, _PER_IMAGE + _PER_SHAPE * self.max_shapes)
 
     def _render(self, u: np.ndarray) -> np.ndarray:
         """Uniforms ``(B, D)`` -> images ``(B, 3, H, W)`` float32 in ``[0, 1]``."""
