@@ -166,6 +166,52 @@ def test_dit_gradients_reach_every_parameter():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+LOCAL = dict(stem_channels=4, conv_head=True, skips=True)  # the CPU recipe's options
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_dit_local_options_keep_a_fresh_net_at_zero_and_train_every_parameter(depth):
+    torch.manual_seed(0)
+    net = small_dit(depth=depth, **LOCAL)
+    assert len(net.skip_proj) == depth // 2 and net.stem[0].in_channels == 2
+    x, c = torch.randn(2, 2, 8, 4), torch.randn(2)
+    assert torch.equal(net(x, c), torch.zeros_like(x))
+    perturb_(net)
+    (net(x, c) - x).square().mean().backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_dit_skips_join_mirrored_blocks():
+    """Depth 4 with skips: block 2 sees [block 1's output, block 1's output], block 3 sees
+    [block 2's, block 0's]; an identity-then-zero projection recovers the plain DiT."""
+    torch.manual_seed(0)
+    plain, skipped = perturb_(small_dit(depth=4)), small_dit(depth=4, skips=True)
+    skipped.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        for proj in skipped.skip_proj:
+            proj.weight.zero_()
+            proj.weight[:, :16] = torch.eye(16)
+            proj.bias.zero_()
+    x, c = torch.randn(2, 2, 8, 8), torch.randn(2)
+    assert torch.allclose(skipped(x, c), plain(x, c), atol=1e-6)
+    with torch.no_grad():  # now only the skipped-in tokens pass: the output changes
+        for proj in skipped.skip_proj:
+            proj.weight[:, :16] = 0
+            proj.weight[:, 16:] = torch.eye(16)
+    assert not torch.allclose(skipped(x, c), plain(x, c), atol=1e-3)
+
+
+def test_dit_conv_stem_and_head_add_their_macs():
+    net = small_dit(out_channels=3, noise_features=2)
+    local = small_dit(out_channels=3, noise_features=2, stem_channels=4, conv_head=True)
+    h, w = 8, 8
+    stem = h * w * 4 * 2 * 9 + (h * w // 4) * 16 * (4 - 2) * 4  # 3x3 conv; wider patch embed
+    assert local.count_macs(h, w) == net.count_macs(h, w) + stem + h * w * 3 * 3 * 9
+    with pytest.raises(ValueError, match="stem_channels"):
+        small_dit(stem_channels=-1)
+
+
 def dit_macs(h: int, w: int, regions: int = 1) -> int:
     """Hand count for ``small_dit(out_channels=3, noise_features=2)``: C 2 -> 3, patch 2,
     width 16, depth 2, MLP hidden 32."""
@@ -253,6 +299,21 @@ def test_lego_outputs_zero_at_init_and_joint_gradients():
     sum((o - x).square().mean() for o in net.forward_all(x, c)).backward()
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_lego_passes_the_local_options_to_every_brick():
+    torch.manual_seed(0)
+    net = small_lego(**LOCAL)
+    assert all(b.dit.stem is not None and b.dit.head is not None for b in net.bricks)
+    assert all(len(b.dit.skip_proj) == 0 for b in net.bricks)  # depth 1: no mirrored pair
+    x, c = torch.randn(2, 2, 8, 8), torch.randn(2)
+    assert all(torch.equal(o, torch.zeros_like(x)) for o in net.forward_all(x, c))
+    perturb_(net)
+    window = (..., slice(0, 4), slice(4, 8))  # the first brick stays local with a conv stem
+    inputs = torch.cat([x, coordinate_channels(2, 8, 8)], dim=1)
+    assert torch.allclose(
+        net.forward_all(x, c)[0][window], net.bricks[0].dit(inputs[window], c), atol=1e-6
+    )
 
 
 def test_lego_skipped_bricks_are_never_called():

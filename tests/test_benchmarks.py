@@ -75,7 +75,7 @@ def test_multiscale_vs_uniform_budgets_are_checked():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
-def test_lego_benchmark_rows(tmp_path, monkeypatch):
+def test_lego_benchmark_rows(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)  # the configs read $NUDIFF_DATA
     out, js = tmp_path / "bench", tmp_path / "l.json"
     extra = [
@@ -86,32 +86,36 @@ def test_lego_benchmark_rows(tmp_path, monkeypatch):
         "sample.steps=4",
     ]
     args = ["bench", "lego", "--train-minutes", "0.02", "--n-samples", "40"]
-    args += ["--n-samples-large", "8", "--feature-train-steps", "3"]
+    args += ["--resolution", "32x64", "--n-samples-large", "8", "--feature-train-steps", "3"]
     args += ["--out", str(out), "--json", str(js), *sets(extra)]
     assert main(args) == 0
     r = json.loads(js.read_text())
-    rows = {(row["backbone"], row["skip"], row["resolution"], row["n"]): row for row in r["rows"]}
+    rows = {(row["backbone"], row["skip"], row["canvas"], row["n"]): row for row in r["rows"]}
     skip = "bricks=last,from=0.5"
     assert sorted(rows, key=str) == sorted(
         [
-            ("unet", None, 32, 40),
-            ("dit", None, 32, 40),
-            ("lego", None, 32, 40),
-            ("lego", skip, 32, 40),
-            ("lego", None, 64, 8),
-            ("lego", None, 32, 8),
+            ("unet", None, None, 40),
+            ("dit", None, None, 40),
+            ("lego", None, None, 40),
+            ("lego", skip, None, 40),
+            ("lego", None, "32x64", 16),  # 8 canvases of two 32x32 tiles each
+            ("lego", None, None, 16),
         ],
         key=str,
     )
-    full, skipped = rows["lego", None, 32, 40], rows["lego", skip, 32, 40]
+    full, skipped = rows["lego", None, None, 40], rows["lego", skip, None, 40]
     # 4 steps + the final denoising: steps 2, 3 and the final call skip the last brick
     assert full["brick_calls"] == [5, 5, 5] and skipped["brick_calls"] == [5, 5, 2]
     assert skipped["macs_per_sample"] < full["macs_per_sample"]
-    assert rows["lego", None, 64, 8]["macs_per_sample"] > 3.9 * full["macs_per_sample"]
+    wide = rows["lego", None, "32x64", 16]
+    assert wide["n_canvases"] == 8 and wide["macs_per_sample"] > 1.9 * full["macs_per_sample"]
     for row in r["rows"]:
         assert math.isfinite(row["fd"]) and row["fd_se"] > 0 and row["ms_per_sample"] > 0
     assert set(r["skipping"]) == {"time_saving", "mac_saving", "fd_ratio", "target_met"}
-    assert (out / "lego_64px_samples.png").is_file()
+    assert (out / "lego_32x64px_samples.png").is_file()
+    bad = ["bench", "lego", "--resolution", "48", "--out", str(tmp_path / "bad"), *sets(extra)]
+    assert main(bad) == 2 and "multiple of 32" in capsys.readouterr().err
+    assert not (tmp_path / "bad" / "unet").exists()  # refused before any training
 
 
 @pytest.mark.slow
@@ -222,6 +226,43 @@ def test_beta_toy_benchmark_scores_klub_elbo_and_gaussian_on_both_toys(tmp_path)
         assert row["steps"] == 3 and 0 <= row["jsd2"] <= 2 * math.log(2) + 1e-9
         assert 0 <= row["tv"] <= 1 and row["nfe"] >= 4
     assert rows["toy1", "klub"]["outside_01"] == 0  # Beta samples never leave (0, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST.is_file(), reason=f"offline MNIST not found at {MNIST}")
+def test_beta_images_benchmark_scores_klub_elbo_and_gaussian(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the configs read $NUDIFF_DATA
+    out, js = tmp_path / "bench", tmp_path / "b.json"
+    args = ["bench", "beta-images", "--train-minutes", "0.02", "--n-samples", "40"]
+    args += ["--steps", "3", "--feature-train-steps", "3", "--out", str(out), "--json", str(js)]
+    args += sets([TINY_UNET, "train.batch_size=8", "sample.steps=3"])
+    assert main(args) == 0
+    r = json.loads(js.read_text())
+    rows = {row["loss"]: row for row in r["rows"]}
+    assert sorted(rows) == ["elbo", "gaussian", "klub"]
+    for row in rows.values():
+        assert row["n"] == 40 and row["steps"] >= 1 and row["fd_se"] > 0
+    assert rows["klub"]["nfe"] == rows["elbo"]["nfe"] == 3  # --steps, not the config's 200
+    assert rows["gaussian"]["nfe"] == 4  # its own sampler: 3 steps + the final denoising
+    assert set(r["comparison"]) == {"fd_elbo_minus_klub", "se", "winner"}
+    assert (out / "klub_samples.png").is_file()
+
+
+def test_beta_images_comparison_needs_two_standard_errors():
+    from nudiff.bench.beta_images import compare
+
+    def rows(klub, elbo):
+        return [
+            {"loss": "klub", "fd": klub, "fd_se": 0.3},
+            {"loss": "elbo", "fd": elbo, "fd_se": 0.4},
+        ]
+
+    c = compare(rows(5.0, 6.1))
+    assert c["fd_elbo_minus_klub"] == pytest.approx(1.1) and c["se"] == pytest.approx(0.5)
+    assert c["winner"] == "klub"  # 1.1 > 2 x 0.5
+    assert compare(rows(5.0, 5.9))["winner"] == "tie"
+    assert compare(rows(6.1, 5.0))["winner"] == "elbo"
+    assert compare(rows(5.0, 6.1)[:1]) is None
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ def test_every_command_is_found():
     names = {" ".join(p) for p, _ in LEAVES}
     for expected in ("train", "sample", "eval fd", "eval nll", "bench samplers", "bench beta-toy"):
         assert expected in names
-    assert len(names) == 26  # 10 commands (eval, distill, ... with their actions) + 16 benchmarks
+    assert len(names) == 27  # 10 commands (eval, distill, ... with their actions) + 17 benchmarks
 
 
 @pytest.mark.parametrize("path,parser", LEAVES, ids=[" ".join(p) for p, _ in LEAVES])

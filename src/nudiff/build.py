@@ -223,6 +223,9 @@ def build_backbone(
             noise_features=noise_features,
             coord_channels=d.coord_channels,
             num_classes=m.num_classes,
+            stem_channels=d.stem_channels,
+            conv_head=d.conv_head,
+            skips=d.skips,
         )
     from nudiff.models.lego import LEGO
 
@@ -237,6 +240,9 @@ def build_backbone(
         mlp_ratio=m.lego.mlp_ratio,
         noise_features=noise_features,
         num_classes=m.num_classes,
+        stem_channels=m.lego.stem_channels,
+        conv_head=m.lego.conv_head,
+        skips=m.lego.skips,
     )
 
 

@@ -7,9 +7,11 @@ Trains the packaged ``mnist32.yaml`` (UNet), ``mnist32_dit.yaml`` and ``mnist32_
 skip, brick calls per sampling trajectory (counted by forward hooks on the bricks), backbone
 multiply-accumulates per sample, ms per sample, and the Frechet distance (with its bootstrap
 standard error) and KID against as many held-out training images in the feature space of the
-offline feature network. The LEGO model is also sampled at ``--resolution`` (default 64x64):
-``--n-samples-large`` samples, whose 32x32 centre crops are scored against the same reference,
-beside as many 32x32 samples (a Frechet distance depends on the sample count).
+offline feature network. The LEGO model is also sampled on a larger canvas, ``--resolution``
+(default 64x64; ``HxW`` such as ``32x128`` for panoramas): ``--n-samples-large`` canvases, cut
+into the 32x32 tiles that LEGO's largest bricks cover, all tiles scored against the same
+reference, beside as many 32x32 samples as tiles (a Frechet distance depends on the sample
+count).
 
 Run it with nothing else on the machine: the budgets and sampling times are wall-clock.
 """
@@ -30,7 +32,7 @@ from nudiff.bench.common import (
     train_or_reuse,
     write_json,
 )
-from nudiff.cli.vocabulary import add, deprecated
+from nudiff.cli.vocabulary import ImageSize, add, deprecated
 from nudiff.config_files import CONFIG_DIR
 
 CONFIGS = {
@@ -45,8 +47,15 @@ def add_arguments(p) -> None:
     deprecated(p, "--budget-minutes", "--train-minutes")
     add(p, "--n-samples", "samples per row, and held-out reference images", default=2000)
     add(p, "--skip", "the brick-skipping row's rule (LEGO)", default="bricks=last,from=0.5")
-    add(p, "--resolution", "the larger size LEGO also samples at", default=64)
-    add(p, "--n-samples-large", "samples at --resolution (and at 32x32 again)", default=500)
+    add(
+        p,
+        "--resolution",
+        "the larger canvas LEGO also samples at: N (N x N) or HxW, multiples of the trained size",
+        type=ImageSize(canvas=True),
+        metavar="PX|HxW",
+        default=64,
+    )
+    add(p, "--n-samples-large", "canvases sampled at --resolution", default=500)
     deprecated(p, "--n-large", "--n-samples-large")
     backbones = f"backbones to train and score: {', '.join(CONFIGS)}"
     add(p, "--backbones", backbones, many=True, default=list(CONFIGS))
@@ -82,8 +91,8 @@ def score_model(
     n=None,
     device="auto",
 ) -> dict:
-    """Sample a run (optionally skipping bricks, or at another resolution: then its centre
-    crops of the ``trained`` size are scored) and score it; brick calls per trajectory and
+    """Sample a run (optionally skipping bricks, or at another resolution: then its
+    ``trained`` x ``trained`` tiles are scored) and score it; brick calls per trajectory and
     backbone MACs per sample come from hooks and ``count_macs``."""
     from nudiff.data import save_image_grid
     from nudiff.models.lego import LEGO
@@ -112,21 +121,44 @@ def score_model(
         calls = [c // batches for c in counts]
     else:
         macs, calls = out.nfe * backbone.count_macs(res, res), None
-    if resolution is not None:  # the larger canvas as a grid, its centre crops scored
+    canvas = None
+    if resolution is not None:  # the larger canvas as a grid, its tiles scored
+        height, width = out.images.shape[-2:]
+        canvas = f"{height}x{width}"
         save_image_grid(out.images[:64].clamp(-1, 1), grid, min_size=64)
-        lo, size = (res - trained) // 2, trained
-        crops = out.images[..., lo : lo + size, lo : lo + size]
-        scored = score_samples(replace(out, images=crops), net, f_ref, args.seed)
+        cut = replace(out, images=tiles(out.images, trained))
+        scored = score_samples(cut, net, f_ref, args.seed)
+        scored["n_canvases"] = len(out.images)
     else:
         scored = score_samples(out, net, f_ref, args.seed, grid_png=grid)
     return {
         "skip": skip,
         "resolution": res,
+        "canvas": canvas,
         "brick_calls": calls,
         "macs_per_sample": macs,
         "parameters": sum(p.numel() for p in model.parameters()),
         **scored,
     }
+
+
+def canvas_tiles(resolution, trained: int) -> int:
+    """The ``trained`` x ``trained`` tiles of a ``resolution`` canvas (N or ``(H, W)``); raises
+    unless both sides are multiples of ``trained``."""
+    from nudiff.run import canvas_size
+
+    height, width = canvas_size(resolution)
+    if height % trained or width % trained:
+        raise ValueError(f"--resolution {height}x{width} must be a multiple of {trained} a side")
+    return (height // trained) * (width // trained)
+
+
+def tiles(images, size: int):
+    """``(N, C, H, W) -> (N * (H / size) * (W / size), C, size, size)``: every canvas cut into
+    its non-overlapping ``size`` x ``size`` tiles (``H``, ``W`` multiples of ``size``)."""
+    from nudiff.models.lego import unfold_regions
+
+    return unfold_regions(images, size)
 
 
 def run(args) -> dict:
@@ -149,6 +181,8 @@ def run(args) -> dict:
     if len({c.data.path for c in cfgs.values()}) != 1:
         raise ValueError("the configs must read the same data")
     check_holdout(cfg, args.n_samples)
+    if "lego" in names:
+        canvas_tiles(args.resolution, cfg.data.resolution)
     net, feature_info = bench_feature_net(cfg, args, out, device)
     f_ref, floor = held_out_reference(cfg, net, args.n_samples)
 
@@ -179,12 +213,16 @@ def _train_and_score(name: str, cfg, args, out: Path, net, f_ref, device) -> lis
     trained = train_or_reuse(cfg, run_dir, device)
     kept = {k: trained[k] for k in ("steps", "images_per_s", "seconds")}
     variants = [(None, None, None)]  # (skip, resolution, n)
-    if name == "lego":  # the larger canvas costs 4x: fewer samples, and 32x32 at that n
+    if name == "lego":  # a larger canvas costs more: fewer of them, and 32x32 at its tile count
+        n_tiles = args.n_samples_large * canvas_tiles(args.resolution, cfg.data.resolution)
         variants += [(args.skip, None, None), (None, args.resolution, args.n_samples_large)]
-        variants += [(None, None, args.n_samples_large)]
+        variants += [(None, None, n_tiles)] if n_tiles != args.n_samples else []
     rows = []
     for skip, resolution, n in variants:
-        tag = "skip" if skip else f"{resolution}px" if resolution else "full"
+        from nudiff.run import canvas_size
+
+        size = resolution and "x".join(map(str, canvas_size(resolution)))
+        tag = "skip" if skip else f"{size}px" if resolution else "full"
         tag += f"_n{n}" if n and not resolution else ""
         grid = out / f"{name}_{tag}_samples.png"
         scored = score_model(
@@ -206,7 +244,9 @@ def _skipping(rows: list[dict], n_samples: int, resolution: int) -> dict | None:
     ``n_samples``: time and MAC savings, FD ratio, and whether the target (>= 25% faster,
     FD within 15%) is met; None without both rows."""
     by_key = {
-        (r["backbone"], bool(r["skip"]), r["resolution"]): r for r in rows if r["n"] == n_samples
+        (r["backbone"], bool(r["skip"]), r["resolution"]): r
+        for r in rows
+        if r["n"] == n_samples and not r["canvas"]
     }
     full = by_key.get(("lego", False, resolution))
     skipped = by_key.get(("lego", True, resolution))

@@ -23,6 +23,7 @@ BENCHMARKS = {
     "softness": "softness",
     "patch": "patch",
     "beta-toy": "beta_toy",
+    "beta-images": "beta_images",
     "sid": "sid",
     "ndm": "ndm",
     "end-to-end": "end_to_end",

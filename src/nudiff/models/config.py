@@ -37,6 +37,11 @@ class DiTConfig(_Strict):
     coord_channels: Literal[0, 2] = Field(
         0, description="2: append each pixel's position on the canvas (patch training)"
     )
+    stem_channels: int = Field(
+        0, ge=0, description="channels of a 3x3 conv stem before patchifying (0: none)"
+    )
+    conv_head: bool = Field(False, description="a 3x3 conv on the decoded image")
+    skips: bool = Field(False, description="U-ViT's long skips between mirrored blocks")
 
 
 class LegoConfig(_Strict):
@@ -56,6 +61,9 @@ class LegoConfig(_Strict):
     patch: int = Field(2, ge=1)
     heads: int = Field(4, ge=1)
     mlp_ratio: float = Field(4.0, gt=0)
+    stem_channels: int = Field(0, ge=0, description="every brick's conv stem (see model.dit)")
+    conv_head: bool = Field(False, description="every brick's conv head (see model.dit)")
+    skips: bool = Field(False, description="every brick's U-ViT skips (see model.dit)")
     joint_loss: bool = True
 
 

@@ -145,6 +145,14 @@ class DiT(nn.Module):
             the extended sin-cos grid alone does not give at a new resolution.
         num_classes: class labels embedded into the noise embedding (None: no labels; label
             ``num_classes`` or ``labels=None``: the null label of classifier-free guidance).
+        stem_channels: 0, or the channels of a 3x3 convolution (and GELU) run on the image
+            before patchifying: per-pixel local features, which a linear patch embedding of
+            large patches lacks.
+        conv_head: a 3x3 convolution on the decoded image (as U-ViT's final layer), which lets
+            neighbouring patches agree at their seams.
+        skips: U-ViT's long skip connections: the last ``depth // 2`` blocks each take the
+            output of their mirror image among the first ones, concatenated and projected back
+            to ``width``, so shallow features reach the decoder.
     """
 
     def __init__(
@@ -159,9 +167,14 @@ class DiT(nn.Module):
         noise_features: int = 1,
         coord_channels: int = 0,
         num_classes: int | None = None,
+        stem_channels: int = 0,
+        conv_head: bool = False,
+        skips: bool = False,
     ):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
+        if stem_channels < 0:
+            raise ValueError(f"stem_channels must be >= 0, got {stem_channels}")
         check_positive(
             in_channels=in_channels,
             out_channels=out_channels,
@@ -182,13 +195,23 @@ class DiT(nn.Module):
         self.emb_mlp = noise_mlp(noise_features * width, width)
         self.num_classes = num_classes
         self.label_emb = None if num_classes is None else LabelEmbedding(num_classes, width)
-        self.patch_embed = nn.Conv2d(
-            in_channels + coord_channels, width, patch_size, stride=patch_size
-        )
+        channels = in_channels + coord_channels
+        self.stem = None
+        if stem_channels:
+            self.stem = nn.Sequential(
+                nn.Conv2d(channels, stem_channels, 3, padding=1), nn.GELU(approximate="tanh")
+            )
+            channels = stem_channels
+        self.patch_embed = nn.Conv2d(channels, width, patch_size, stride=patch_size)
         self.blocks = nn.ModuleList(DiTBlock(width, heads, mlp_ratio) for _ in range(depth))
+        pairs = depth // 2 if skips else 0
+        self.skip_proj = nn.ModuleList(nn.Linear(2 * width, width) for _ in range(pairs))
         self.norm_out = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.modulation_out = zero_init(nn.Linear(width, 2 * width))
         self.linear_out = zero_init(nn.Linear(width, patch_size * patch_size * out_channels))
+        self.head = None
+        if conv_head:  # bias-free and not zero: the zero decoder before it keeps a fresh net at 0
+            self.head = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
 
     @property
     def downsample_factor(self) -> int:
@@ -219,17 +242,26 @@ class DiT(nn.Module):
                 f"H x W = {h} x {w}"
             )
         gh, gw = h // p, w // p
+        if self.stem is not None:
+            x = self.stem(x)
         tokens = self.patch_embed(x).flatten(2).transpose(1, 2)  # (N, L, D), row-major
         tokens = tokens + sincos_pos_embed_2d(
             self.width, gh, gw, device=x.device, dtype=tokens.dtype
         )
-        for block in self.blocks:
+        pairs, saved = len(self.skip_proj), []
+        for i, block in enumerate(self.blocks):
+            if i >= self.depth - pairs:  # an out block: its mirror in-block's tokens join
+                proj = self.skip_proj[i - (self.depth - pairs)]
+                tokens = proj(torch.cat([tokens, saved.pop()], dim=-1))
             tokens = block(tokens, emb)
+            if i < pairs:
+                saved.append(tokens)
         shift, scale = _per_input(self.modulation_out(emb), n).chunk(2, dim=-1)
         out = self.linear_out(torch.addcmul(shift, self.norm_out(tokens), 1 + scale))
         # (N, gh, gw, p, p, C_out) -> (N, C_out, gh, p, gw, p): every token's patch in place
         out = out.reshape(n, gh, gw, p, p, self.out_channels).permute(0, 5, 1, 3, 2, 4)
-        return out.reshape(n, self.out_channels, h, w)
+        out = out.reshape(n, self.out_channels, h, w)
+        return out if self.head is None else self.head(out)
 
     def forward(
         self,

@@ -76,7 +76,8 @@ class Brick(nn.Module):
     ``(B, C_in, H, W), (B, F) -> (B, C_out, H, W)``. All regions of all images go through the
     DiT as one batch; each region is conditioned on its image's noise embedding, computed once
     per image. ``region = 0``: the whole image is one region (any ``H, W`` divisible by the
-    patch; a larger image extends the DiT's sin-cos position grid).
+    patch; a larger image extends the DiT's sin-cos position grid). ``dit_options``
+    (``stem_channels``, ``conv_head``, ``skips``) go to the :class:`DiT`.
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class Brick(nn.Module):
         mlp_ratio: float = 4.0,
         noise_features: int = 1,
         num_classes: int | None = None,
+        **dit_options,
     ):
         super().__init__()
         if region < 0 or patch < 1 or (region and region % patch):
@@ -109,6 +111,7 @@ class Brick(nn.Module):
             mlp_ratio,
             noise_features,
             num_classes=num_classes,
+            **dit_options,
         )
 
     @property
@@ -159,6 +162,8 @@ class LEGO(nn.Module):
         noise_features: ``F``, the number of noise-conditioning scalars per image.
         num_classes: class labels embedded by every brick (None: no labels; ``labels=None``:
             the null label of classifier-free guidance).
+        stem_channels, conv_head, skips: every brick's :class:`DiT` options (a conv stem, a
+            conv head, U-ViT skips).
     """
 
     #: the coordinate channels every brick sees (always on)
@@ -177,6 +182,9 @@ class LEGO(nn.Module):
         mlp_ratio: float = 4.0,
         noise_features: int = 1,
         num_classes: int | None = None,
+        stem_channels: int = 0,
+        conv_head: bool = False,
+        skips: bool = False,
     ):
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
@@ -198,6 +206,9 @@ class LEGO(nn.Module):
                 mlp_ratio,
                 noise_features,
                 num_classes,
+                stem_channels=stem_channels,
+                conv_head=conv_head,
+                skips=skips,
             )
             for k, (region, patch, depth, width) in enumerate(bricks)
         )
