@@ -108,7 +108,9 @@ def test_lego_benchmark_rows(tmp_path, monkeypatch, capsys):
     assert full["brick_calls"] == [5, 5, 5] and skipped["brick_calls"] == [5, 5, 2]
     assert skipped["macs_per_sample"] < full["macs_per_sample"]
     wide = rows["lego", None, "32x64", 16]
-    assert wide["n_canvases"] == 8 and wide["macs_per_sample"] > 1.9 * full["macs_per_sample"]
+    # two tiles' worth of bricks, less the per-image embedding shared by the canvas
+    assert wide["n_canvases"] == 8
+    assert 1.9 < wide["macs_per_sample"] / full["macs_per_sample"] <= 2
     for row in r["rows"]:
         assert math.isfinite(row["fd"]) and row["fd_se"] > 0 and row["ms_per_sample"] > 0
     assert set(r["skipping"]) == {"time_saving", "mac_saving", "fd_ratio", "target_met"}

@@ -54,7 +54,7 @@ def test_stacked_bricks_keep_their_trained_regions_on_a_larger_canvas(tmp_path):
     assert [b.region for b in model.backbone.bricks] == [4, 16, 32]
     # regions fixed in pixels: 4x the regions, 4x the work but the per-image noise embedding
     m32, m64 = model.backbone.count_macs(32, 32), model.backbone.count_macs(64, 64)
-    assert m64 < 4 * m32 and m64 == pytest.approx(4 * m32, rel=5e-3)
+    assert m64 < 4 * m32 and m64 == pytest.approx(4 * m32, rel=1e-2)
 
 
 def test_configs_build_the_chosen_backbone():

@@ -114,16 +114,17 @@ def score_model(
         remove()
     batches = -(-n // batch)
     res = cfg.data.resolution
+    height, width = out.images.shape[-2:]
     if lego:
-        full = backbone.count_macs(res, res, bricks=backbone.num_bricks)
-        part = backbone.count_macs(res, res, bricks=rule.keep(backbone.num_bricks)) if rule else 0
+        full = backbone.count_macs(height, width, bricks=backbone.num_bricks)
+        keep = rule.keep(backbone.num_bricks) if rule else None
+        part = backbone.count_macs(height, width, bricks=keep) if rule else 0
         macs = (out.nfe - out.skipped) * full + out.skipped * part
         calls = [c // batches for c in counts]
     else:
-        macs, calls = out.nfe * backbone.count_macs(res, res), None
+        macs, calls = out.nfe * backbone.count_macs(height, width), None
     canvas = None
     if resolution is not None:  # the larger canvas as a grid, its tiles scored
-        height, width = out.images.shape[-2:]
         canvas = f"{height}x{width}"
         save_image_grid(out.images[:64].clamp(-1, 1), grid, min_size=64)
         cut = replace(out, images=tiles(out.images, trained))
