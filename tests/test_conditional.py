@@ -257,6 +257,8 @@ def test_multiscale_conditional_model_trains_resumes_and_samples(tmp_path, capsy
             "cdiffe needs a scalar process.schedule",
         ),
         (["conditional={task: sr2, estimator: cmde, y_log_snr_min: -20}"], None),
+        (["conditional={task: sr2}", "model.prediction=eps"], "take model.prediction: edm"),
+        (["conditional={task: sr2}", "loss.weighting=min-snr"], "loss.weighting must be uniform"),
     ],
 )
 def test_bad_conditional_configs_are_clear_errors(overrides, message):

@@ -345,6 +345,14 @@ def test_config_errors_are_one_line_and_name_the_field(tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_mixed_precision_no_survives_yaml():
+    from nudiff.config import load_config
+
+    assert load_config("quickstart", ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    with pytest.raises(ValueError, match="mixed_precision"):
+        load_config("quickstart", ["train.mixed_precision=yes"])  # true is not a precision
+
+
 def test_ema_half_life_and_state():
     assert ema_beta(8, 0, 40, 0.5) == 0.0  # ramp-up: the first step copies the model
     assert ema_beta(8, 10**6, 40, 0.5) == pytest.approx(0.5 ** (8 / 40))

@@ -116,6 +116,14 @@ def _check_conditional(cfg: Config) -> None:
         raise ValueError("conditional models do not take model.num_classes")
     if m.noise_conditioning != "log_snr_groups":
         raise ValueError("conditional models take model.noise_conditioning: log_snr_groups")
+    # the joint estimators are EDM-preconditioned with EDM's loss weight, whatever these say
+    if m.prediction != "edm":
+        raise ValueError(f"conditional models take model.prediction: edm, got {m.prediction}")
+    if cfg.loss.weighting != "uniform":
+        raise ValueError(
+            "conditional models weight their loss as EDM does: loss.weighting must be uniform, "
+            f"got {cfg.loss.weighting}"
+        )
     per_component = ("multispeed", "msf", "soft", "sequential", "blurring")
     if c.estimator == "cdiffe" and cfg.process.schedule.type in per_component:
         raise ValueError("conditional.estimator cdiffe needs a scalar process.schedule")

@@ -101,6 +101,12 @@ class TrainConfig(BaseModel):
         None, description="Patch Diffusion: train on random crops (see PatchConfig)"
     )
 
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _no_is_false(cls, v):
+        # YAML 1.1 reads a bare `no` (e.g. --set train.mixed_precision=no) as false
+        return "no" if v is False else v
+
     @field_validator("betas")
     @classmethod
     def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
