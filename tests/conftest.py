@@ -10,12 +10,14 @@ from nudiff.bases import DCT, Haar, Identity
 from nudiff.schedules import (
     EDM,
     VE,
+    BlurringDiffusion,
     MultiSpeed,
     RectifiedFlow,
     Sequential,
     SoftConditioning,
     VPCosine,
     VPLinear,
+    resolution_shift,
 )
 
 torch.set_num_threads(2)
@@ -46,6 +48,8 @@ def schedule_cases(shape=SHAPE):
         ("soft", dct, SoftConditioning(dct.label(), softness=0.5)),
         ("soft-clipped", dct, SoftConditioning(dct.label(), softness=0.5, clip=True)),
         ("sequential", ident, Sequential(ident.label("col"), overlap=0.25)),
+        ("blurring", dct, BlurringDiffusion(shape, blur_sigma_max=5.0)),
+        ("shifted-cosine", dct, VPCosine(shift=resolution_shift(32, 64))),
     ]
 
 
