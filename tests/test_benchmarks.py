@@ -197,11 +197,13 @@ def test_patch_benchmark_rows(tmp_path, monkeypatch):
     extra = [unet, "train.batch_size=8", "sample.steps=3"]
     args = ["bench", "patch", "--train-minutes", "0.04", "--checkpoints", "2"]
     args += ["--n-samples", "40", "--n-train-images", "500", "--feature-train-steps", "3"]
+    args += ["--modes", "full,patch,progressive", "--ramp-steps", "4"]
     args += ["--out", str(out), "--json", str(js), "--plot", str(png), *sets(extra)]
     assert main(args) == 0
     r = json.loads(js.read_text())
-    assert r["train_size"] == 500 and len(r["rows"]) == 4 and png.is_file()
-    for mode in ("full", "patch"):
+    assert r["train_size"] == 500 and len(r["rows"]) == 6 and png.is_file()
+    assert r["modes"] == ["full", "patch", "progressive"]
+    for mode in ("full", "patch", "progressive"):
         first, second = (row for row in r["rows"] if row["mode"] == mode)
         assert 0 < first["minutes"] < second["minutes"]
         assert 0 < first["images_seen"] < second["images_seen"]
@@ -209,7 +211,11 @@ def test_patch_benchmark_rows(tmp_path, monkeypatch):
             assert row["train_size"] == 500 and math.isfinite(row["fd"]) and row["fd_se"] > 0
     full = [row for row in r["rows"] if row["mode"] == "full"]
     assert all(row["images_seen"] == 8 * row["steps"] for row in full)  # no multiplier
-    assert set(r["comparison"]) >= {"full_final_fd", "patch_final_fd", "target_met"}
+    assert set(r["comparison"]) >= {"full_final_fd", "patch_final_fd", "progressive_final_fd"}
+    from nudiff.config import load_config
+
+    ramp = load_config(out / "progressive_n500" / "config.yaml").train.patch
+    assert (ramp.schedule, ramp.ramp_steps, ramp.probs) == ("progressive", 4, None)
     assert main(args) == 0  # a second call reuses every segment
 
 

@@ -1,10 +1,12 @@
 """Patch Diffusion vs full-image training at equal wall-clock on CIFAR-10 32x32.
 
-Trains the packaged ``cifar10_patch.yaml`` (``--config``) twice, the same UNet with coordinate
-channels in both: with patch training (``patch``: random 8/16/32 crops, batch multiplied by
-``(32 / size)^2``) and without it (``full``: ``train.patch=null``). Each gets
+Trains the packaged ``cifar10_patch.yaml`` (``--config``) once per mode of ``--modes``, the
+same UNet with coordinate channels in every one: with patch training (``patch``: random
+8/16/32 crops with the config's probabilities, batch multiplied by ``(32 / size)^2``), with the
+progressive schedule (``progressive``: from 8 to 32 over ``--ramp-steps`` steps, then full
+images) and without patches (``full``: ``train.patch=null``). Each gets
 ``--train-minutes`` of training in ``--checkpoints`` equal segments (each segment resumes the
-previous one exactly; the two modes alternate segment by segment, so drifts of the machine's
+previous one exactly; the modes alternate segment by segment, so drifts of the machine's
 speed hit both alike). After every segment ``--n-samples`` images are sampled (the config's
 sampler, full canvas) and scored by the Frechet distance against as many held-out CIFAR-10
 images in the feature space of the offline feature network. Rows: ``mode, train_size, minutes,
@@ -38,13 +40,15 @@ from nudiff.bench.common import (
 from nudiff.cli.vocabulary import add, deprecated
 from nudiff.config_files import CONFIG_DIR
 
-MODES = ("full", "patch")
+MODES = ("full", "patch", "progressive")
 
 
 def add_arguments(p) -> None:
     add(p, "--train-minutes", "wall-clock minutes of training per mode", default=30.0)
     deprecated(p, "--budget-minutes", "--train-minutes")
     add(p, "--checkpoints", "evenly spaced checkpoints to score per mode", default=5)
+    add(p, "--modes", f"training modes: {', '.join(MODES)}", many=True, default=["full", "patch"])
+    add(p, "--ramp-steps", "the progressive mode's ramp from small to full patches", default=1000)
     add(p, "--n-train-images", default=None)
     deprecated(p, "--train-size", "--n-train-images")
     add(p, "--n-samples", "samples per checkpoint, and held-out reference images", default=2000)
@@ -59,9 +63,14 @@ def add_arguments(p) -> None:
 def mode_config(args, mode: str, minutes: float):
     """The config of ``mode`` for a segment of ``minutes``."""
     extra = [] if args.n_train_images is None else [f"data.limit={args.n_train_images}"]
-    sets = [*(args.set or []), "train.patch=null"] if mode == "full" else args.set or []
+    sets = list(args.set or [])
+    if mode == "full":
+        sets.append("train.patch=null")
+    elif mode == "progressive":
+        ramp = f"train.patch.ramp_steps={args.ramp_steps}"
+        sets += ["train.patch.schedule=progressive", "train.patch.probs=null", ramp]
     cfg = budget_config(args.config, minutes, args.data, sets, extra=extra)
-    if mode == "patch" and cfg.train.patch is None:
+    if mode != "full" and cfg.train.patch is None:
         raise ValueError(f"{args.config} has no train.patch section")
     return cfg
 
@@ -97,8 +106,9 @@ def training_images(cfg) -> int:
 
 
 def comparison(rows: list[dict]) -> dict:
-    """The issue's verdict from the rows: the full model's final FD, the first time patch
-    training reaches it (minutes, and as a share of the full model's time), the final FDs."""
+    """The verdict from the rows: the full model's final FD, the first time patch training
+    reaches it (minutes, and as a share of the full model's time), the final FDs (and the
+    progressive schedule's, when it ran)."""
     full = [r for r in rows if r["mode"] == "full"]
     patch = [r for r in rows if r["mode"] == "patch"]
     if not full or not patch:
@@ -106,7 +116,7 @@ def comparison(rows: list[dict]) -> dict:
     target = full[-1]["fd"]
     reached = next((r for r in patch if r["fd"] <= target), None)
     share = reached["minutes"] / full[-1]["minutes"] if reached else math.nan
-    return {
+    out = {
         "full_final_fd": target,
         "patch_final_fd": patch[-1]["fd"],
         "fd_se": math.hypot(full[-1]["fd_se"], patch[-1]["fd_se"]),
@@ -114,6 +124,11 @@ def comparison(rows: list[dict]) -> dict:
         "time_share": share,
         "target_met": bool(share <= 0.6 or patch[-1]["fd"] <= target),
     }
+    progressive = [r for r in rows if r["mode"] == "progressive"]
+    if progressive:
+        out["progressive_final_fd"] = progressive[-1]["fd"]
+        out["progressive_fd_se"] = progressive[-1]["fd_se"]
+    return out
 
 
 def plot(rows: list[dict], path, title: str) -> None:
@@ -123,7 +138,7 @@ def plot(rows: list[dict], path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for mode in MODES:
+    for mode in dict.fromkeys(r["mode"] for r in rows):
         rs = [r for r in rows if r["mode"] == mode]
         ax.errorbar(
             [r["minutes"] for r in rs],
@@ -150,8 +165,11 @@ def run(args) -> dict:
     if args.checkpoints < 1 or args.train_minutes <= 0:
         raise ValueError("--checkpoints must be >= 1 and --train-minutes > 0")
     segment = args.train_minutes / args.checkpoints
-    cfg = mode_config(args, "patch", segment)  # validates both modes before any work
-    mode_config(args, "full", segment)
+    modes = [m.strip() for m in args.modes if m.strip()]
+    if not modes or set(modes) - set(MODES) or len(set(modes)) != len(modes):
+        raise ValueError(f"--modes takes distinct names from {', '.join(MODES)}, got {args.modes}")
+    cfgs = [mode_config(args, mode, segment) for mode in modes]  # every mode checked first
+    cfg = next((c for c in cfgs if c.train.patch is not None), cfgs[0])
     suffix = f"_n{args.n_train_images}" if args.n_train_images is not None else ""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -168,12 +186,13 @@ def run(args) -> dict:
         "n_samples": args.n_samples,
         "data_vs_data_fd": floor,
         "feature_net": feature_info,
-        "patch": cfg.train.patch.model_dump(),
+        "modes": modes,
+        "patch": cfg.train.patch.model_dump() if cfg.train.patch else None,
         "rows": [],
     }
     began = time.perf_counter()
     for k in range(1, args.checkpoints + 1):
-        for mode in MODES:
+        for mode in modes:
             run_dir = out / f"{mode}{suffix}"
             print(f"== {mode}: segment {k}/{args.checkpoints} into {run_dir}", flush=True)
             seg = train_segment(args, mode, run_dir, k, segment, device)

@@ -293,6 +293,8 @@ FLAGS: dict[str, Flag] = {
     "--tasks": _f("benchmarks", "conditional tasks", None, "A,B,.."),
     "--toys": _f("benchmarks", "1-D toy data sets", None, "A,B,.."),
     "--losses": _f("benchmarks", "training losses to compare", None, "A,B,.."),
+    "--modes": _f("benchmarks", "training modes to compare", None, "A,B,.."),
+    "--ramp-steps": _f("benchmarks", "steps of a progressive schedule's ramp", int, "STEPS"),
     "--schedules": _f("benchmarks", "schedules to compare", None, "A,B,.."),
     "--values": _f("benchmarks", "values of the swept setting", None, "A,B,.."),
     "--basis": _f("benchmarks", "bases of the components to compare", None, "A,B,.."),
