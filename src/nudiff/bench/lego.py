@@ -95,7 +95,7 @@ def score_model(
     ``trained`` x ``trained`` tiles are scored) and score it; brick calls per trajectory and
     backbone MACs per sample come from hooks and ``count_macs``."""
     from nudiff.data import save_image_grid
-    from nudiff.models.lego import LEGO
+    from nudiff.models.lego import LEGO, unfold_regions
     from nudiff.run import load_run, sample_model
     from nudiff.samplers import BrickSkip
 
@@ -117,8 +117,9 @@ def score_model(
     height, width = out.images.shape[-2:]
     if lego:
         full = backbone.count_macs(height, width, bricks=backbone.num_bricks)
-        keep = rule.keep(backbone.num_bricks) if rule else None
-        part = backbone.count_macs(height, width, bricks=keep) if rule else 0
+        part = 0
+        if rule:
+            part = backbone.count_macs(height, width, bricks=rule.keep(backbone.num_bricks))
         macs = (out.nfe - out.skipped) * full + out.skipped * part
         calls = [c // batches for c in counts]
     else:
@@ -127,7 +128,7 @@ def score_model(
     if resolution is not None:  # the larger canvas as a grid, its tiles scored
         canvas = f"{height}x{width}"
         save_image_grid(out.images[:64].clamp(-1, 1), grid, min_size=64)
-        cut = replace(out, images=tiles(out.images, trained))
+        cut = replace(out, images=unfold_regions(out.images, trained))
         scored = score_samples(cut, net, f_ref, args.seed)
         scored["n_canvases"] = len(out.images)
     else:
@@ -152,14 +153,6 @@ def canvas_tiles(resolution, trained: int) -> int:
     if height % trained or width % trained:
         raise ValueError(f"--resolution {height}x{width} must be a multiple of {trained} a side")
     return (height // trained) * (width // trained)
-
-
-def tiles(images, size: int):
-    """``(N, C, H, W) -> (N * (H / size) * (W / size), C, size, size)``: every canvas cut into
-    its non-overlapping ``size`` x ``size`` tiles (``H``, ``W`` multiples of ``size``)."""
-    from nudiff.models.lego import unfold_regions
-
-    return unfold_regions(images, size)
 
 
 def run(args) -> dict:
@@ -209,6 +202,8 @@ def _train_and_score(name: str, cfg, args, out: Path, net, f_ref, device) -> lis
     """Train (or reuse) backbone ``name`` into ``out / name`` and score its rows: the full
     model, and for LEGO also brick skipping, the larger canvas and 32x32 at that sample
     count; each row printed as it comes."""
+    from nudiff.run import canvas_size
+
     run_dir = out / name
     print(f"== {name}: training {args.train_minutes:g} min into {run_dir}", flush=True)
     trained = train_or_reuse(cfg, run_dir, device)
@@ -220,8 +215,6 @@ def _train_and_score(name: str, cfg, args, out: Path, net, f_ref, device) -> lis
         variants += [(None, None, n_tiles)] if n_tiles != args.n_samples else []
     rows = []
     for skip, resolution, n in variants:
-        from nudiff.run import canvas_size
-
         size = resolution and "x".join(map(str, canvas_size(resolution)))
         tag = "skip" if skip else f"{size}px" if resolution else "full"
         tag += f"_n{n}" if n and not resolution else ""
